@@ -1,0 +1,46 @@
+"""cnnkit: image recognition with convolutional neural networks, from the article's CNN to serving.
+
+Keras-style API: ``from cnnkit import layers, models, datasets``. Submodules load on
+first use, so ``cnnkit --version`` and other light commands start quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> the module that provides it.
+_LAZY = {
+    "layers": "cnnkit.layers",
+    "models": "cnnkit.models",
+    "data": "cnnkit.data",
+    "datasets": "cnnkit.data",  # Keras' name: datasets.load_data("digits")
+    "callbacks": "cnnkit.train.callbacks",
+    "losses": "cnnkit.train.losses",
+    "optimizers": "cnnkit.train.optimizers",
+    "activations": "cnnkit.activations",
+}
+
+__all__ = ["CnnkitError", "__version__", "seed_everything", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        globals()[name] = module
+        return module
+    if name == "CnnkitError":
+        from cnnkit.errors import CnnkitError
+
+        return CnnkitError
+    if name == "seed_everything":
+        from cnnkit.runtime import seed_everything
+
+        return seed_everything
+    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

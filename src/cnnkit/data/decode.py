@@ -1,0 +1,93 @@
+"""The one path from an image file to pixels: every file cnnkit reads goes through here.
+
+Decoding is defensive: the pixel count is checked before any pixel is decoded (so a
+decompression bomb costs nothing), truncated or corrupt files are a :class:`DataError`,
+EXIF orientation is applied, animated images give their first frame, and every PIL mode
+(1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F) is converted the same way: transparent
+pixels are composited over black, 16-bit images keep their full range.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnkit.errors import DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_path", "load_image", "to_array"]
+
+MAX_PIXELS = 40_000_000  # 40 MP: larger than any camera photo a user is likely to drop in
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image from a path or bytes, with its EXIF rotation applied.
+
+    Raises :class:`DataError` for a missing, unreadable, truncated or oversized image.
+    """
+    name = "image" if isinstance(source, bytes) else str(source)
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise DataError(f"{name}: no such file") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise DataError(f"{name}: cannot read ({e.strerror})") from None
+    with fp, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fp)
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first"
+                )
+            img.seek(0)  # first frame of a GIF / multi-page TIFF
+            img.load()
+            img = ImageOps.exif_transpose(img)
+        except DataError:
+            raise
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise DataError(f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise DataError(f"{name}: truncated or corrupt image ({e})") from None
+    return img
+
+
+def _without_alpha(img: Image.Image) -> Image.Image:
+    """Composite transparent pixels over black, the background of the built-in data sets."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (img.mode == "P" and "transparency" in img.info)
+    if not has_alpha:
+        return img
+    rgba = img.convert("RGBA")
+    black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+    return Image.alpha_composite(black, rgba).convert("RGB")
+
+
+def to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """A decoded image as ``(H, W, channels)`` float32 in [0, 1]; ``channels`` is 1 or 3."""
+    if channels not in (1, 3):
+        raise DataError(f"images can be converted to 1 or 3 channels, not {channels}")
+    if img.mode in _SIXTEEN_BIT or img.mode == "F":
+        scale = 1.0 if img.mode == "F" else 65535.0
+        grey = np.clip(np.asarray(img, dtype=np.float32) / scale, 0.0, 1.0)[..., None]  # (H, W, 1)
+        return grey if channels == 1 else np.repeat(grey, 3, axis=2)
+    img = _without_alpha(img)
+    img = img.convert("L" if channels == 1 else "RGB")  # PIL's ITU-R 601 luma for grey
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    return array[..., None] if channels == 1 else array
+
+
+def load_image(source: str | os.PathLike | bytes, channels: int, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``source`` to ``(H, W, channels)`` float32 in [0, 1] at its own size."""
+    return to_array(decode_image(source, max_pixels=max_pixels), channels)
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """Whether a file name has one of the image extensions cnnkit reads."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS

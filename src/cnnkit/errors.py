@@ -1,0 +1,34 @@
+"""The errors cnnkit raises for user mistakes.
+
+Everything derived from :class:`CnnkitError` is a problem the user can fix (a wrong
+shape, a bad file, a missing data set). The CLI prints these as one line and exits
+non-zero; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CnnkitError", "ConfigError", "DataError", "ModelFileError", "ShapeError", "TrainingError"]
+
+
+class CnnkitError(Exception):
+    """Base class of all user-facing cnnkit errors."""
+
+
+class ShapeError(CnnkitError, ValueError):
+    """A layer got an input of the wrong rank or size."""
+
+
+class ConfigError(CnnkitError, ValueError):
+    """An unknown name, a bad argument or an inconsistent configuration."""
+
+
+class DataError(CnnkitError):
+    """A data set, image or array that cannot be used as given."""
+
+
+class ModelFileError(CnnkitError):
+    """A model file that is missing, unsafe, damaged or from a newer cnnkit."""
+
+
+class TrainingError(CnnkitError):
+    """Training cannot go on (the loss became NaN, ...); saved checkpoints are kept."""

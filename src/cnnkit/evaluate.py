@@ -1,0 +1,126 @@
+"""Metrics on logits and targets, and batched evaluation of a model.
+
+The same functions compute the engine's per-epoch validation metrics, ``Model.evaluate``
+and ``cnnkit evaluate``, so a number means the same thing wherever it is printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit.data.transforms import conform, images_to_tensor
+from cnnkit.errors import ConfigError
+
+__all__ = [
+    "METRICS",
+    "EvalResult",
+    "count_correct",
+    "evaluate_arrays",
+    "evaluate_tensors",
+    "predict_logits",
+    "resolve_metrics",
+]
+
+# Keras metric names -> k of a top-k accuracy.
+METRICS = {
+    "accuracy": 1,
+    "acc": 1,
+    "sparse_categorical_accuracy": 1,
+    "categorical_accuracy": 1,
+    "top_k_accuracy": 5,
+    "sparse_top_k_categorical_accuracy": 5,
+    "top_k_categorical_accuracy": 5,
+}
+
+
+def resolve_metrics(metrics: Iterable[str] | None) -> dict[str, int]:
+    """Metric names -> k; unknown names are a clear error."""
+    resolved = {}
+    for name in metrics or ():
+        if name not in METRICS:
+            raise ConfigError(f"unknown metric {name!r}; cnnkit has: {', '.join(METRICS)}")
+        resolved[name] = METRICS[name]
+    return resolved
+
+
+def count_correct(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """How many rows have their target among the ``k`` highest logits (a 0-d tensor, no host sync)."""
+    if targets.ndim == 2:  # one-hot / soft targets
+        targets = targets.argmax(dim=1)
+    if k == 1:
+        return (logits.argmax(dim=1) == targets).sum()
+    k = min(k, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == targets[:, None]).any(dim=1).sum()
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits ``(N, classes)`` for images ``(N, C, H, W)``, in batches, on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [model(x[i : i + batch_size].to(device, non_blocking=True)) for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+@torch.inference_mode()
+def evaluate_tensors(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    metrics: dict[str, int],
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Mean loss and each metric over ``(x, y)``: ``{"loss": ..., "accuracy": ...}``."""
+    logits = predict_logits(model, x, batch_size)
+    y = y.to(logits.device)
+    results = {"loss": float(loss_fn(logits, y))}
+    for name, k in metrics.items():
+        results[name] = float(count_correct(logits, y, k)) / max(1, len(y))
+    return results
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``cnnkit evaluate`` prints: loss, accuracy and top-k error on ``n`` images."""
+
+    n: int
+    loss: float
+    accuracy: float
+    top_k: int
+    top_k_error: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def evaluate_arrays(
+    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256, top_k: int = 5
+) -> EvalResult:
+    """Loss, accuracy and top-k error of a cnnkit model on NHWC images in [0, 1].
+
+    Images are first brought to the model's input shape (channels and size), the same
+    conversion training used.
+    """
+    x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
+    y = torch.as_tensor(labels).long()
+    logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    n = max(1, len(y))
+    k = min(top_k, logits.shape[1])
+    return EvalResult(
+        n=len(y),
+        loss=float(F.cross_entropy(logits, y)),
+        accuracy=float(count_correct(logits, y, 1)) / n,
+        top_k=k,
+        top_k_error=1.0 - float(count_correct(logits, y, k)) / n,
+    )

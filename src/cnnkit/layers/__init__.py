@@ -1,0 +1,57 @@
+"""Keras-style layers on torch.nn, with Keras' names, arguments, defaults and shapes.
+
+Each layer is built once its input shape is known (``build``), which creates its
+parameters and checks the shape; a mistake such as a ``Dense`` after a convolution
+without ``Flatten`` is reported there, naming the layer and the fix. See
+:mod:`cnnkit.layers.base` for the shape conventions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnkit.errors import ConfigError
+from cnnkit.layers.base import INITIALIZERS, Layer
+from cnnkit.layers.conv import Conv2D
+from cnnkit.layers.core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Rescaling
+from cnnkit.layers.normalization import BatchNormalization
+from cnnkit.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+
+__all__ = [
+    "INITIALIZERS",
+    "LAYERS",
+    "Activation",
+    "AveragePooling2D",
+    "BatchNormalization",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling2D",
+    "Input",
+    "InputLayer",
+    "Layer",
+    "MaxPooling2D",
+    "Rescaling",
+    "layer_from_config",
+]
+
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (
+        Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+        GlobalAveragePooling2D, GlobalMaxPooling2D, InputLayer, MaxPooling2D, Rescaling,
+    )
+}  # fmt: skip
+
+
+def layer_from_config(spec: dict[str, Any]) -> Layer:
+    """Rebuild a layer from ``{"class_name": ..., "config": {...}}`` (what a model file stores)."""
+    class_name = spec.get("class_name")
+    if class_name not in LAYERS:
+        raise ConfigError(f"unknown layer {class_name!r}; cnnkit knows: {', '.join(sorted(LAYERS))}")
+    try:
+        return LAYERS[class_name](**spec.get("config", {}))
+    except TypeError as e:
+        raise ConfigError(f"bad config for {class_name}: {e}") from None

@@ -1,0 +1,377 @@
+"""``Model``: an image classifier with Keras' training API, over any torch module.
+
+``Model(net, input_shape=(32, 32, 3))`` gives any ``nn.Module`` that maps ``(B, C, H, W)``
+images to logits Keras' ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save``;
+:class:`~cnnkit.models.Sequential` is the Keras-layer subclass. As a torch module,
+``model(x)`` takes ``(B, C, H, W)`` images in [0, 1] and returns logits; ``predict``
+takes Keras' NHWC arrays and returns probabilities.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from cnnkit.data.transforms import images_to_tensor
+from cnnkit.errors import ConfigError, DataError, ShapeError
+from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
+from cnnkit.runtime import resolve_device
+from cnnkit.train import callbacks as callbacks_module
+from cnnkit.train import loop, losses, optimizers
+from cnnkit.train.progress import format_logs
+
+__all__ = ["Model"]
+
+Shape = tuple[int | None, ...]
+
+
+def _to_labels(y: Any) -> torch.Tensor:
+    """Integer labels ``(N,)`` -> int64; one-hot ``(N, classes)`` -> float32."""
+    t = torch.as_tensor(np.asarray(y))
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]
+    if t.ndim == 1:
+        if t.is_floating_point() and not torch.equal(t, t.round()):
+            raise DataError("class labels must be whole numbers 0..classes-1")
+        return t.long()
+    if t.ndim == 2:
+        return t.float()
+    raise ShapeError(f"labels must be (N,) class indices or (N, classes) one-hot, got {tuple(t.shape)}")
+
+
+class Model(nn.Module):
+    """A classifier: a torch module returning logits, plus what travels with it in a model file."""
+
+    def __init__(
+        self,
+        net: nn.Module | None = None,
+        *,
+        input_shape: Sequence[int | None] | None = None,
+        name: str = "model",
+        class_names: Sequence[str] | None = None,
+        normalization: dict[str, Sequence[float]] | None = None,
+        architecture: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.net = net
+        self._image_shape: Shape | None = tuple(input_shape) if input_shape is not None else None
+        self.class_names = list(class_names) if class_names else None
+        self.architecture = architecture  # how to rebuild the net; see get_config
+        self.training_summary: dict[str, Any] = {}
+        self.stop_training = False
+        self.history: callbacks_module.History | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._compiled: dict[str, Any] | None = None
+        self.set_normalization(normalization)
+
+    # -- what the model takes and gives ----------------------------------------
+    @property
+    def image_shape(self) -> Shape | None:
+        """One input image, Keras-style ``(H, W, C)``."""
+        return self._image_shape
+
+    @property
+    def input_shape(self) -> Shape | None:
+        """Keras' ``(None, H, W, C)``."""
+        return None if self._image_shape is None else (None, *self._image_shape)
+
+    @property
+    def output_activation(self) -> str:
+        """What ``predict`` applies to the logits; a wrapped torch module returns logits, so softmax."""
+        return "softmax"
+
+    @property
+    def normalization(self) -> dict[str, list[float]] | None:
+        if self.norm_mean is None:
+            return None
+        return {"mean": self.norm_mean.flatten().tolist(), "std": self.norm_std.flatten().tolist()}
+
+    def set_normalization(self, normalization: dict[str, Sequence[float]] | None) -> None:
+        """Per-channel ``(x - mean) / std`` applied inside ``forward``, so every caller gets it."""
+        if normalization is None:
+            self.register_buffer("norm_mean", None, persistent=False)
+            self.register_buffer("norm_std", None, persistent=False)
+            return
+        mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        if (std <= 0).any():
+            raise ConfigError("normalization std must be positive")
+        self.register_buffer("norm_mean", mean, persistent=False)
+        self.register_buffer("norm_std", std, persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_mean is None:
+            return x
+        return (x - self.norm_mean) / self.norm_std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images in [0, 1] -> ``(B, classes)`` logits."""
+        return self.net(self.normalize(x))
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Fix the input shape ``(H, W, C)``."""
+        self._image_shape = tuple(input_shape)
+
+    @property
+    def built(self) -> bool:
+        return self._image_shape is not None
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        """Build from the first batch if needed; refuse images of another shape."""
+        shape = (x.shape[2], x.shape[3], x.shape[1])
+        if not self.built:
+            self.build(shape)
+        expected = self.image_shape
+        if any(e is not None and e != s for e, s in zip(expected, shape)):
+            raise ShapeError(
+                f"model {self.name!r} takes images of shape {(None, *expected)}, got {(None, *shape)} "
+                f"(arrays are (N, height, width, channels))"
+            )
+
+    # -- Keras API --------------------------------------------------------------
+    def compile(
+        self,
+        optimizer: str | optimizers.Optimizer = "rmsprop",
+        loss: str | losses.Loss | None = None,
+        metrics: Sequence[str] | None = None,
+        **unsupported: Any,
+    ) -> None:
+        """Choose the optimizer, loss and metrics, by Keras name or object."""
+        if unsupported:
+            raise ConfigError(f"compile() does not support: {', '.join(unsupported)}")
+        spec = optimizers.get(optimizer)
+        loss_obj = losses.get(loss) if loss is not None else None
+        if loss_obj is not None and self.built:
+            losses.resolve(loss_obj, self.output_activation)  # report a mismatch now, not at fit
+        self._compiled = {"optimizer": spec, "loss": loss_obj, "metrics": resolve_metrics(metrics)}
+        self.optimizer = None  # rebuilt for the current parameters at the next fit
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    def compile_config(self) -> dict[str, Any] | None:
+        """The compile arguments as JSON-able config (stored in the model file)."""
+        if self._compiled is None:
+            return None
+        loss = self._compiled["loss"]
+        return {
+            "optimizer": self._compiled["optimizer"].get_config(),
+            "loss": loss.get_config() if loss is not None else None,
+            "metrics": list(self._compiled["metrics"]),
+        }
+
+    def _loss_fn(self, class_weight: dict[int, float] | None = None) -> losses.LossFn:
+        if self._compiled is None or self._compiled["loss"] is None:
+            raise ConfigError("compile the model with a loss first: model.compile(optimizer='adam', loss=...)")
+        weights = None
+        if class_weight:
+            weights = torch.ones(max(max(class_weight) + 1, self._num_outputs()))
+            for label, weight in class_weight.items():
+                weights[int(label)] = float(weight)
+        return losses.resolve(self._compiled["loss"], self.output_activation, weights)
+
+    def _num_outputs(self) -> int:
+        if self.class_names:
+            return len(self.class_names)
+        shape = self.image_shape
+        with torch.no_grad():
+            probe = torch.zeros(1, shape[2], shape[0] or 32, shape[1] or 32, device=self._device())
+            was_training = self.training
+            self.eval()
+            out = self(probe).shape[1]
+            self.train(was_training)
+        return out
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _check_labels(self, y: torch.Tensor) -> None:
+        if y.ndim != 1 or len(y) == 0:
+            return
+        classes = self._num_outputs()
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= classes:
+            raise DataError(f"labels must be in 0..{classes - 1} for this model's {classes} outputs, got {low}..{high}")
+
+    def fit(
+        self,
+        x: Any = None,
+        y: Any = None,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        callbacks: Sequence[callbacks_module.Callback] | None = None,
+        validation_split: float = 0.0,
+        validation_data: tuple[Any, Any] | None = None,
+        shuffle: bool = True,
+        class_weight: dict[int, float] | None = None,
+        initial_epoch: int = 0,
+    ) -> callbacks_module.History:
+        """Train on NHWC images ``x`` and labels ``y``, as Keras' ``fit``; returns a History."""
+        if self._compiled is None:
+            raise ConfigError("call model.compile(optimizer=..., loss=..., metrics=[...]) before fit()")
+        if x is None or y is None:
+            raise ConfigError("fit() needs images x and labels y")
+        x_t, y_t = images_to_tensor(x), _to_labels(y)
+        if len(x_t) != len(y_t):
+            raise DataError(f"fit() got {len(x_t)} images but {len(y_t)} labels")
+        self._check_images(x_t)
+        device = resolve_device("auto")
+        self.to(device)
+        self._check_labels(y_t)
+        if validation_data is not None:
+            validation = (images_to_tensor(validation_data[0]), _to_labels(validation_data[1]))
+            self._check_images(validation[0])
+        elif validation_split:
+            # Keras holds out the *last* fraction of the arrays, before shuffling.
+            cut = len(x_t) - int(len(x_t) * validation_split)
+            validation = (x_t[cut:], y_t[cut:])
+            x_t, y_t = x_t[:cut], y_t[:cut]
+        else:
+            validation = None
+        if self.optimizer is None:
+            self.optimizer = self._compiled["optimizer"].build(self.parameters())
+        self.history = loop.fit(
+            self, x_t, y_t,
+            loss_fn=self._loss_fn(class_weight), optimizer=self.optimizer, epochs=epochs,
+            batch_size=batch_size or 32, validation=validation, metrics=self._compiled["metrics"],
+            callbacks=list(callbacks or []), shuffle=shuffle, initial_epoch=initial_epoch,
+            verbose=1 if verbose == "auto" else int(verbose),
+        )  # fmt: skip
+        return self.history
+
+    def evaluate(
+        self, x: Any = None, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:  # fmt: skip
+        """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras."""
+        x_t, y_t = images_to_tensor(x), _to_labels(y)
+        self._check_images(x_t)
+        results = evaluate_tensors(self, x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch_size or 32)
+        if verbose not in (0, "0"):
+            Console(highlight=False).print(format_logs(results))
+        if return_dict:
+            return results
+        return results["loss"] if len(results) == 1 else list(results.values())
+
+    def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
+        """Probabilities ``(N, classes)`` for NHWC images ``x`` (rows sum to 1 after softmax)."""
+        x_t = images_to_tensor(x)
+        self._check_images(x_t)
+        logits = predict_logits(self, x_t, batch_size or 32).float()
+        if self.output_activation == "softmax":
+            logits = torch.softmax(logits, dim=1)
+        return logits.cpu().numpy()
+
+    # -- weights, config, files ----------------------------------------------------
+    def count_params(self) -> int:
+        """Trainable and non-trainable weights, BatchNorm statistics included (as Keras counts)."""
+        return sum(p.numel() for p in self.parameters()) + sum(
+            b.numel() for name, b in self.named_buffers() if b.is_floating_point() and not name.startswith("norm_")
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        """The architecture, as stored in a model file (``model_from_config`` rebuilds it)."""
+        if self.architecture is None:
+            raise ConfigError(
+                f"model {self.name!r} wraps a custom torch module that cnnkit cannot rebuild from a file; "
+                f"use save_weights(), or register its builder with cnnkit.models.register_model"
+            )
+        return self.architecture
+
+    def save(self, filepath: str | os.PathLike) -> None:
+        """Write the model (weights and everything needed to rebuild it) to one ``.safetensors`` file."""
+        from cnnkit.modelfile import save_model
+
+        save_model(self, filepath)
+
+    def save_weights(self, filepath: str | os.PathLike) -> None:
+        """Write only the weights, as a plain safetensors state dict."""
+        from safetensors.torch import save_model
+
+        from cnnkit._io import atomic_write
+
+        atomic_write(filepath, lambda tmp: save_model(self, tmp))
+
+    def load_weights(self, filepath: str | os.PathLike) -> None:
+        """Load weights written by ``save_weights`` (or a model file)."""
+        from cnnkit.modelfile import read_weights
+
+        self.load_state_dict(read_weights(filepath))
+
+    def summary_rows(self) -> list[tuple[str, str, str, int]]:
+        """``(name, type, output shape, params)`` per top-level block, from one forward pass."""
+        if not self.built or any(n is None for n in self.image_shape):
+            raise ShapeError("summary() needs the model's input shape: build it or fit it first")
+        h, w, c = self.image_shape
+        rows: list[tuple[str, str, str, int]] = []
+        hooks = [
+            child.register_forward_hook(
+                lambda mod, inp, out, name=name: rows.append(
+                    (name, type(mod).__name__, _keras_shape(out), sum(p.numel() for p in mod.parameters()))
+                )
+            )
+            for name, child in self.net.named_children()
+        ]
+        was_training = self.training
+        try:
+            self.eval()
+            with torch.no_grad():
+                self(torch.zeros(1, c, h, w, device=self._device()))
+        finally:
+            self.train(was_training)
+            for hook in hooks:
+                hook.remove()
+        return rows
+
+    def summary(self, print_fn: Any = None) -> None:
+        """Print Keras' summary table: layer (type), output shape, parameters, totals."""
+        table = Table(title=f'Model: "{self.name}"', title_justify="left")
+        table.add_column("Layer (type)")
+        table.add_column("Output Shape")
+        table.add_column("Param #", justify="right")
+        for name, kind, shape, params in self.summary_rows():
+            table.add_row(f"{name} ({kind})", shape, params if isinstance(params, str) else f"{params:,}")
+        total = self.count_params()
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        lines = [
+            f" {label} params: {count:,} ({_human_bytes(count * 4)})"
+            for label, count in (("Total", total), ("Trainable", trainable), ("Non-trainable", total - trainable))
+        ]
+        if print_fn is None:
+            console = Console(highlight=False)
+            console.print(table)
+            for line in lines:
+                console.print(line)
+            return
+        console = Console(width=100, highlight=False, file=io.StringIO(), record=True)
+        console.print(table)
+        for line in [*console.export_text().splitlines(), *lines]:
+            print_fn(line)
+
+
+def _keras_shape(out: Any) -> str:
+    if not isinstance(out, torch.Tensor):
+        return "?"
+    shape = tuple(out.shape[1:])
+    if len(shape) == 3:  # (C, H, W) -> Keras' (H, W, C)
+        shape = (shape[1], shape[2], shape[0])
+    return str((None, *shape))
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} GB"

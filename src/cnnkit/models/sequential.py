@@ -1,0 +1,170 @@
+"""``Sequential``: a stack of Keras-style layers, Keras' way.
+
+.. code-block:: python
+
+    model = models.Sequential()
+    model.add(layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
+    model.add(layers.MaxPooling2D((2, 2)))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(10, activation="softmax"))
+
+Each layer is built as it is added (once the input shape is known), so a shape mistake
+is reported at the line that makes it. The final softmax is kept apart from ``forward``:
+training computes the loss on the logits, ``predict`` returns probabilities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.errors import ConfigError, ShapeError
+from cnnkit.layers import InputLayer, Layer, layer_from_config
+from cnnkit.models.model import Model
+
+__all__ = ["Sequential"]
+
+
+def _snake_case(name: str) -> str:
+    """``MaxPooling2D`` -> ``max_pooling2d``, Keras' default layer names."""
+    return re.sub(r"(?<=[a-z])([A-Z])", r"_\1", name).lower()
+
+
+class Sequential(Model):
+    """A linear stack of layers with Keras' ``add`` / ``summary`` / ``compile`` / ``fit`` API."""
+
+    def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None) -> None:
+        super().__init__(name=name or "sequential")
+        self.layers = nn.ModuleList()
+        for layer in layers or ():
+            self.add(layer)
+
+    # -- building --------------------------------------------------------------------
+    def _current_shape(self) -> tuple[int | None, ...] | None:
+        """The Keras shape the next layer will receive, if known."""
+        if self.layers:
+            last = self.layers[-1]
+            return last.output_shape[1:] if last.built else None
+        return self._image_shape
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer, building it now if the input shape is known."""
+        if isinstance(layer, InputLayer):
+            if self.layers:
+                raise ConfigError("an Input/InputLayer must come first in a Sequential model")
+            self._image_shape = tuple(layer.shape)
+            return
+        if not isinstance(layer, Layer):
+            raise ConfigError(
+                f"Sequential.add() takes cnnkit layers, got {type(layer).__name__}; "
+                f"wrap a torch module with cnnkit.models.Model(module, input_shape=...) instead"
+            )
+        self._name_layer(layer)
+        if not self.layers and layer.input_shape_hint is not None:
+            self._image_shape = layer.input_shape_hint
+        shape = self._current_shape()
+        if shape is not None:
+            layer.build(shape)  # a ShapeError here leaves the model as it was
+        self.layers.append(layer)
+
+    def _name_layer(self, layer: Layer) -> None:
+        taken = {existing.name for existing in self.layers}
+        if layer.name is None:
+            base = _snake_case(type(layer).__name__)
+            layer.name = base
+            suffix = 1
+            while layer.name in taken:
+                layer.name, suffix = f"{base}_{suffix}", suffix + 1
+        elif layer.name in taken:
+            raise ConfigError(f"a layer named {layer.name!r} is already in model {self.name!r}")
+
+    def pop(self) -> Layer:
+        """Remove and return the last layer."""
+        if not self.layers:
+            raise ConfigError("pop() on an empty Sequential model")
+        layer = self.layers[-1]
+        del self.layers[-1]
+        return layer
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        """Build every layer for images of ``input_shape`` ``(H, W, C)``."""
+        self._image_shape = tuple(input_shape)
+        shape = self._image_shape
+        for layer in self.layers:
+            shape = layer.build(shape) if not layer.built else layer.output_shape[1:]
+
+    @property
+    def built(self) -> bool:
+        return self._image_shape is not None and all(layer.built for layer in self.layers)
+
+    @property
+    def output_activation(self) -> str:
+        """``softmax`` when the last layer ends in one; otherwise the model returns what it computes."""
+        if self.layers and self.layers[-1].activation_name == "softmax":
+            return "softmax"
+        return "linear"
+
+    # -- computing ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images -> logits (the last layer's softmax is left to ``predict``)."""
+        if not self.layers:
+            raise ConfigError("the model has no layers; add some with model.add(...)")
+        x = self.normalize(x)
+        for layer in self.layers[:-1]:
+            x = layer(x)
+        last = self.layers[-1]
+        return last.call(x) if self.output_activation == "softmax" else last(x)
+
+    def _num_outputs(self) -> int:
+        return self.layers[-1].output_shape[-1]
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    # -- Keras compatibility -----------------------------------------------------------
+    def get_weights(self) -> list[np.ndarray]:
+        """All weights in Keras' layout and order."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Set all weights from arrays in Keras' layout and order (e.g. a Keras model's get_weights())."""
+        weights = list(weights)
+        expected = sum(len(layer.get_weights()) for layer in self.layers)
+        if len(weights) != expected:
+            raise ShapeError(f"set_weights expected {expected} arrays, got {len(weights)}")
+        for layer in self.layers:
+            count = len(layer.get_weights())
+            layer.set_weights(weights[:count])
+            weights = weights[count:]
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras-style config: the input shape and each layer's config."""
+        specs = [{"class_name": type(layer).__name__, "config": layer.get_config()} for layer in self.layers]
+        if self._image_shape is not None:
+            specs.insert(0, {"class_name": "InputLayer", "config": {"shape": list(self._image_shape)}})
+        return {"class_name": "Sequential", "config": {"name": self.name, "layers": specs}}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Sequential:
+        """Rebuild from ``get_config()`` output (also the JSON a model file stores)."""
+        if config.get("class_name", "Sequential") != "Sequential":
+            raise ConfigError(f"not a Sequential config: class_name={config.get('class_name')!r}")
+        inner = config.get("config", config)
+        if not isinstance(inner.get("layers"), list):
+            raise ConfigError("a Sequential config needs a list of layers")
+        model = cls(name=inner.get("name"))
+        for spec in inner["layers"]:
+            model.add(layer_from_config(spec))
+        return model
+
+    def summary_rows(self) -> list[tuple[str, str, str, int | str]]:
+        return [
+            (layer.name, type(layer).__name__, str(layer.output_shape) if layer.built else "?",
+             layer.count_params() if layer.built else "0 (unbuilt)")
+            for layer in self.layers
+        ]  # fmt: skip

@@ -1,0 +1,109 @@
+"""The training configuration: typed, with every default in one place.
+
+``cnnkit train`` builds one from a JSON file (``--config``) and then its flags; the
+resolved config is saved with every run as ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cnnkit.errors import ConfigError
+
+__all__ = ["TrainConfig"]
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """``annotation`` is the field's type as written, e.g. ``"int | None"``."""
+    base, optional = annotation.split(" |")[0], annotation.endswith("| None")
+    if value is None and optional:
+        return
+    expected = _TYPES[base]
+    if not isinstance(value, expected) or (base != "bool" and isinstance(value, bool)):
+        raise ConfigError(f"option {name} must be {base}, got {value!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on.
+
+    ``model`` is a registered name (``cnnkit models``) or the path of an architecture
+    JSON (what ``model.get_config()`` returns); ``data`` a data set name (``cnnkit datasets``).
+    """
+
+    model: str = "seed"
+    data: str = "digits"
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 3e-3  # the peak learning rate of the schedule
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"
+    label_smoothing: float = 0.0
+    augment: str = "auto"  # the data set's own policy
+    image_size: int | None = None  # default: the data set's image size
+    val_split: float = 0.1
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    runs_dir: str = "runs"
+    out: str | None = None
+    verbose: int = 1
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from a dict (e.g. JSON); unknown keys are an error, not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: a config file holds a JSON object")
+        return cls.from_dict(values)
+
+    def replace(self, **overrides: Any) -> TrainConfig:
+        """A copy with the given (non-None) values changed, validated."""
+        config = dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check types and ranges; raise :class:`ConfigError` naming the option."""
+        for f in fields(self):
+            _check_type(f.name, str(f.type), getattr(self, f.name))
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
+            (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
+            (self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)

@@ -1,0 +1,60 @@
+"""Shared fixtures: a CLI runner that runs cnnkit as a user would, and a small trained model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# Two cores on CI: keep torch from oversubscribing when tests spawn subprocesses.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m cnnkit ARGS`` in a subprocess, with this checkout's sources first on the path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env.setdefault("COLUMNS", "200")
+    return subprocess.run(
+        [sys.executable, "-m", "cnnkit", *args],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from cnnkit import datasets
+
+    return datasets.load_data("digits")
+
+
+@pytest.fixture(scope="session")
+def trained_seed(tmp_path_factory, digits):
+    """The article's model trained briefly on digits and saved: (model, path)."""
+    from cnnkit import models, seed_everything
+
+    seed_everything(0)
+    (x, y), _ = digits
+    model = models.create_model("seed", num_classes=10, in_channels=1, input_size=28)
+    model.class_names = [str(i) for i in range(10)]
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "seed.safetensors"
+    model.save(path)
+    return model, path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
