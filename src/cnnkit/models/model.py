@@ -242,7 +242,7 @@ class Model(nn.Module):
         if self.optimizer is None:
             self.optimizer = self._compiled["optimizer"].build(self.parameters())
         self.history = loop.fit(
-            self, x_t, y_t,
+            self, (x_t, y_t),
             loss_fn=self._loss_fn(class_weight), optimizer=self.optimizer, epochs=epochs,
             batch_size=batch_size or 32, validation=validation, metrics=self._compiled["metrics"],
             callbacks=list(callbacks or []), shuffle=shuffle, initial_epoch=initial_epoch,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -20,37 +20,56 @@ from cnnkit.evaluate import count_correct, evaluate_tensors
 from cnnkit.train.callbacks import Callback, CallbackList, History
 from cnnkit.train.progress import TrainingProgress
 
-__all__ = ["fit", "train_one_epoch"]
+__all__ = ["Batches", "TensorBatches", "fit", "train_one_epoch"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor], torch.Tensor]
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # sized: len() is the number of batches
+
+
+class TensorBatches:
+    """The in-memory fast path: a data set as two tensors on the device, batched by indexing.
+
+    Each pass draws a new permutation (from ``generator``) and slices it: one gather per
+    batch, no per-sample Python, no worker processes.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
+                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.shuffle, self.generator = shuffle, generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.x.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.x[idx], self.y[idx]  # (B, C, H, W), (B,) or (B, classes)
 
 
 def train_one_epoch(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    batches: Batches,
     *,
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
-    batch_size: int,
     metrics: dict[str, int],
-    shuffle: bool = True,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     augment: Augment | None = None,
-    generator: torch.Generator | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``(x, y)`` in random batches; returns the epoch's mean loss and metrics."""
+    """One pass over ``batches``; returns the epoch's mean loss and metrics."""
     model.train()
-    n = len(x)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    order = order.to(x.device)
-    loss_sum = torch.zeros((), device=x.device)
-    correct = {name: torch.zeros((), dtype=torch.long, device=x.device) for name in metrics}
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        xb, yb = x[idx], y[idx]  # (B, C, H, W), (B,) or (B, classes)
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = {name: torch.zeros((), dtype=torch.long, device=device) for name in metrics}
+    seen = 0
+    for xb, yb in batches:
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         if augment is not None:
             xb = augment(xb)
         logits = model(xb)  # (B, classes)
@@ -61,20 +80,21 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         # Keep the running sums on the device: reading them every step would stall it.
-        loss_sum += loss.detach() * len(idx)
+        loss_sum += loss.detach() * len(yb)
         for name, k in metrics.items():
             correct[name] += count_correct(logits.detach(), yb, k)
+        seen += len(yb)
         if on_step is not None:
             on_step()
-    logs = {"loss": loss_sum.item() / n}
-    logs.update({name: c.item() / n for name, c in correct.items()})
+    seen = max(seen, 1)
+    logs = {"loss": loss_sum.item() / seen}
+    logs.update({name: c.item() / seen for name, c in correct.items()})
     return logs
 
 
 def fit(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    train: tuple[torch.Tensor, torch.Tensor] | Batches,
     *,
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer,
@@ -90,17 +110,22 @@ def fit(
     verbose: int = 1,
     generator: torch.Generator | None = None,
 ) -> History:
-    """Train ``model`` (which returns logits) on images ``x`` ``(N, C, H, W)`` and targets ``y``.
+    """Train ``model`` (which returns logits) on ``train`` and return the History.
 
-    Each epoch's logs (``loss``, each metric, and ``val_``-prefixed ones when
-    ``validation`` is given) go to the callbacks and to the returned :class:`History`.
+    ``train`` is either ``(x, y)`` — images ``(N, C, H, W)`` and targets, moved to the
+    model's device once and batched there — or any sized iterable of ``(images, targets)``
+    batches, such as a ``torch.utils.data.DataLoader`` for data that does not fit in memory.
+    Each epoch's logs (``loss``, each metric, and ``val_``-prefixed ones when ``validation``
+    is given) go to the callbacks and to the returned :class:`History`.
     """
     metrics = metrics or {}
     device = next(model.parameters()).device
-    x, y = x.to(device), y.to(device)  # resident for the whole run
+    if isinstance(train, tuple):
+        x, y = train
+        train = TensorBatches(x.to(device), y.to(device), batch_size, shuffle=shuffle, generator=generator)
     if validation is not None:
         validation = (validation[0].to(device), validation[1].to(device))
-    steps = math.ceil(len(x) / batch_size)
+    steps = len(train)
     history = History()
     model.stop_training = False
     hooks = CallbackList([history, *callbacks], model, {"epochs": epochs, "steps": steps, "verbose": verbose})
@@ -111,9 +136,8 @@ def fit(
             started = time.perf_counter()
             hooks.on_epoch_begin(epoch)
             logs = train_one_epoch(
-                model, x, y, loss_fn=loss_fn, optimizer=optimizer, batch_size=batch_size, metrics=metrics,
-                shuffle=shuffle, scheduler=scheduler, augment=augment, generator=generator,
-                on_step=progress.advance,
+                model, train, loss_fn=loss_fn, optimizer=optimizer, metrics=metrics,
+                scheduler=scheduler, augment=augment, on_step=progress.advance,
             )  # fmt: skip
             if not math.isfinite(logs["loss"]):
                 raise TrainingError(

@@ -114,7 +114,7 @@ def train(config: TrainConfig) -> TrainResult:
     monitor = "val_loss" if validation is not None else "loss"
     checkpoint = ModelCheckpoint(best_path, monitor=monitor, save_best_only=True)
     history = loop.fit(
-        model, images[train_idx], labels[train_idx],
+        model, (images[train_idx], labels[train_idx]),
         loss_fn=losses.resolve(loss, model.output_activation), optimizer=model.optimizer,
         epochs=config.epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
         callbacks=[CSVLogger(run_dir / "metrics.csv"), checkpoint],

@@ -1,0 +1,49 @@
+"""The ``cnnkit`` command: each subcommand parses its flags, calls one library function, prints.
+
+One module per subcommand (or family of them), each with ``add_parser(subparsers)``; the
+parser it adds sets ``run``, a function of the parsed arguments returning the exit status.
+User mistakes (:class:`~cnnkit.errors.CnnkitError`) print one line and exit 1; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cnnkit import __version__
+from cnnkit.cli import evaluate, listings, predict, train
+from cnnkit.errors import CnnkitError
+
+__all__ = ["build_parser", "main"]
+
+SUBCOMMANDS = (train, evaluate, predict, listings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnkit", description="Image recognition with convolutional neural networks.")
+    parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``cnnkit`` command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except CnnkitError as e:
+        print(f"cnnkit: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `cnnkit predict ... | head`
+        return 0
