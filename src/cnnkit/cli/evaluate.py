@@ -1,18 +1,28 @@
-"""``cnnkit evaluate``: a model on a data set's test split."""
+"""``cnnkit evaluate``: a model on a data set's test split, or two models compared on it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from rich.table import Table
+
 from cnnkit.cli._common import console
 from cnnkit.errors import CnnkitError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="loss, accuracy and top-k error of a model on a data set's test split")
-    p.add_argument("model", help="model file or run folder")
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, per-class metrics, confusion, calibration of a model on a data set's test split",
+        description="Evaluate MODEL on the test split of --data; with --compare, evaluate MODEL_A and MODEL_B "
+        "on the same images and test whether their accuracies differ.",
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model file or run folder (two with --compare)")
     p.add_argument("--data", required=True, help="data set name")
+    p.add_argument("--compare", action="store_true", help="compare two models: bootstrap interval and McNemar's test")
+    p.add_argument("--top-k", type=int, default=5, help="k of the top-k error (default 5)")
+    p.add_argument("--out", metavar="DIR", help="write confusion.png, reliability.png and mistakes.png here")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
@@ -20,21 +30,97 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit import data
-    from cnnkit.evaluate import evaluate_arrays
+
+    expected = 2 if args.compare else 1
+    if len(args.models) != expected:
+        raise CnnkitError(
+            "--compare takes exactly two models: cnnkit evaluate --compare MODEL_A MODEL_B --data NAME"
+            if args.compare
+            else f"evaluate takes one model (got {len(args.models)}); to compare two, add --compare"
+        )
+    if args.top_k < 1:
+        raise CnnkitError("--top-k must be at least 1")
+    dataset = data.load_dataset(args.data)
+    evaluations = [_evaluate(path, dataset, args) for path in args.models]
+    if args.compare:
+        return _report_comparison(args, *evaluations)
+    ev = evaluations[0]
+    plots = []
+    if args.out:
+        from cnnkit.report.plots import write_evaluation_plots
+
+        plots = [str(p) for p in write_evaluation_plots(ev, dataset.test.images, args.out)]
+    if args.json:
+        print(json.dumps({"model": args.models[0], "data": args.data, **ev.to_dict(), "plots": plots}))
+        return 0
+    _print_evaluation(args.data, ev)
+    if plots:
+        console.print(f"plots written: {', '.join(plots)}")
+    return 0
+
+
+def _evaluate(path: str, dataset, args: argparse.Namespace):  # noqa: ANN001, ANN202
+    from cnnkit.evaluate import evaluate_model
     from cnnkit.models import load_model
     from cnnkit.runs import resolve_model_path
 
-    model = load_model(resolve_model_path(args.model))
-    dataset = data.load_dataset(args.data)
+    model = load_model(resolve_model_path(path))
     _check_classes(model, dataset)
-    result = evaluate_arrays(model, dataset.test.images, dataset.test.labels, batch_size=args.batch_size)
+    test = dataset.test
+    return evaluate_model(model, test.images, test.labels, dataset.class_names, batch_size=args.batch_size,
+                          top_k=args.top_k)  # fmt: skip
+
+
+def _print_evaluation(data_name: str, ev) -> None:  # noqa: ANN001
+    s = ev.summary
+    console.print(f"{data_name} test split, {s.n} images")
+    console.print(f"loss          {s.loss:.4f}")
+    console.print(f"accuracy      {s.accuracy:.2%}")
+    console.print(f"top-{s.top_k} error   {s.top_k_error:.2%}")
+    console.print(f"ECE           {ev.calibration.ece:.4f}  (expected calibration error, 15 bins)")
+    table = Table("class", "precision", "recall", "F1", "support", title="per class")
+    for row in ev.per_class:
+        table.add_row(row.name, f"{row.precision:.3f}", f"{row.recall:.3f}", f"{row.f1:.3f}", str(row.support))
+    for label, avg in (("macro avg", ev.macro), ("weighted avg", ev.weighted)):
+        table.add_row(label, f"{avg['precision']:.3f}", f"{avg['recall']:.3f}", f"{avg['f1']:.3f}", str(s.n))
+    console.print(table)
+    pairs = ev.most_confused(5)
+    if pairs:
+        console.print("most confused: " + "; ".join(
+            f"{p.true} -> {p.predicted} ({p.count}, {p.rate:.0%})" for p in pairs))  # fmt: skip
+
+
+def _report_comparison(args: argparse.Namespace, a, b) -> int:  # noqa: ANN001
+    from cnnkit.evaluate import compare_models
+
+    c = compare_models(a, b)
     if args.json:
-        print(json.dumps({"model": args.model, "data": args.data, **result.to_dict()}))
+        print(json.dumps({
+            "data": args.data,
+            "a": {"model": args.models[0], **a.summary.to_dict()},
+            "b": {"model": args.models[1], **b.summary.to_dict()},
+            "comparison": c.to_dict(),
+        }))  # fmt: skip
+        return 0
+    table = Table(
+        "", "model", "accuracy", f"top-{a.summary.top_k} error", "loss", title=f"{args.data}, {c.n} test images"
+    )
+    for label, path, ev in (("A", args.models[0], a), ("B", args.models[1], b)):
+        s = ev.summary
+        table.add_row(label, path, f"{s.accuracy:.2%}", f"{s.top_k_error:.2%}", f"{s.loss:.4f}")
+    console.print(table)
+    level = f"{c.confidence:.0%}"
+    console.print(
+        f"A - B accuracy  {c.difference:+.2%}  ({level} bootstrap interval {c.ci_low:+.2%} to {c.ci_high:+.2%})"
+    )
+    console.print(
+        f"only A right on {c.only_a} images, only B right on {c.only_b}; McNemar's exact test p = {c.mcnemar_p:.4g}"
+    )
+    if c.significant:
+        better = "A" if c.difference > 0 else "B"
+        console.print(f"the difference is significant at {1 - c.confidence:.0%}: model {better} is more accurate")
     else:
-        console.print(f"{args.data} test split, {result.n} images")
-        console.print(f"loss          {result.loss:.4f}")
-        console.print(f"accuracy      {result.accuracy:.2%}")
-        console.print(f"top-{result.top_k} error   {result.top_k_error:.2%}")
+        console.print(f"no significant difference at {1 - c.confidence:.0%}: these images cannot tell the models apart")
     return 0
 
 
