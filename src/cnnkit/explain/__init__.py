@@ -18,6 +18,7 @@ from __future__ import annotations
 from cnnkit.explain._layers import conv_layer_names, named_layers, resolve_layer
 from cnnkit.explain.cam import CAM_METHODS, class_activation_map, gradcam, gradcam_plus_plus, layercam
 from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
+from cnnkit.explain.files import METHODS, Explanation, explain_file
 from cnnkit.explain.render import colorize, overlay, tile, to_pil
 from cnnkit.explain.saliency import (
     integrated_gradients,
@@ -28,10 +29,13 @@ from cnnkit.explain.saliency import (
 
 __all__ = [
     "CAM_METHODS",
+    "METHODS",
+    "Explanation",
     "class_activation_map",
     "colorize",
     "conv_kernels",
     "conv_layer_names",
+    "explain_file",
     "feature_maps",
     "first_conv",
     "gradcam",

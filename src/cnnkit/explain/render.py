@@ -59,11 +59,14 @@ def overlay(
     return Image.fromarray((np.clip(blended, 0.0, 1.0) * 255).round().astype(np.uint8), "RGB")
 
 
-def tile(maps: np.ndarray, columns: int | None = None, pad: int = 1, per_tile: bool = True) -> np.ndarray:
+def tile(
+    maps: np.ndarray, columns: int | None = None, pad: int = 1, per_tile: bool = True, fill: float = 1.0
+) -> np.ndarray:
     """``(N, H, W)`` or ``(N, H, W, 3)`` maps -> one grid image in [0, 1] (grey or RGB), tiles apart by ``pad``.
 
     With ``per_tile`` each map is stretched to [0, 1] on its own (kernels and feature maps
-    have arbitrary scales); otherwise the whole set shares one scale.
+    have arbitrary scales); otherwise the whole set shares one scale. The gaps hold ``fill``
+    (NaN lets a colormap draw them in its "bad" colour).
     """
     maps = np.asarray(maps, dtype=np.float32)
     if maps.ndim not in (3, 4) or len(maps) == 0:
@@ -75,7 +78,7 @@ def tile(maps: np.ndarray, columns: int | None = None, pad: int = 1, per_tile: b
     n, h, w = maps.shape[:3]
     columns = columns or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / columns))
-    grid = np.ones((rows * (h + pad) - pad, columns * (w + pad) - pad, *maps.shape[3:]), np.float32)
+    grid = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, *maps.shape[3:]), fill, np.float32)
     for i, m in enumerate(maps):
         r, c = divmod(i, columns)
         grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = m

@@ -27,6 +27,7 @@ from cnnkit.errors import ConfigError
 from cnnkit.evaluate import EvalResult, evaluate_arrays
 from cnnkit.modelfile import read_weights
 from cnnkit.models import Model, create_model, model_from_config
+from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import resolve_device, seed_everything
@@ -128,6 +129,7 @@ def train(config: TrainConfig) -> TrainResult:
     model.training_summary = _summary(config, dataset, history, test, seconds, len(train_idx), len(val_idx))
     model.save(best_path)
     plot_curves(history, run_dir / "curves.png")
+    write_report(run_dir, model=model, dataset=dataset)
     return TrainResult(run_dir, best_path, history, test, seconds)
 
 

@@ -1,0 +1,275 @@
+"""The sections of ``report.html``, one renderer each: ``(context, page) -> HTML``.
+
+A section that cannot be drawn (no test data, a model without convolutions) says why
+in one sentence instead of disappearing, so every report has the same outline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.metrics import Evaluation
+
+__all__ = ["RENDERERS", "Context", "header"]
+
+
+@dataclass
+class Context:
+    """What the sections draw from: the run folder's files, the model and its data set."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    split: dict[str, Any]
+    history: dict[str, list[float]]
+    model: torch.nn.Module
+    dataset: Any  # cnnkit.data.Dataset or None
+    samples: int
+
+    @cached_property
+    def evaluation(self) -> Evaluation | None:
+        from cnnkit.evaluate import evaluate_model
+
+        if self.dataset is None:
+            return None
+        test = self.dataset.test
+        return evaluate_model(self.model, test.images, test.labels, self.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        names = getattr(self.model, "class_names", None) or (self.dataset.class_names if self.dataset else None)
+        return list(names) if names else []
+
+    @cached_property
+    def model_images(self) -> torch.Tensor:
+        """The test images as the model sees them: ``(N, C, H, W)`` at its input shape."""
+        from cnnkit.data.transforms import conform, images_to_tensor
+
+        return conform(images_to_tensor(self.dataset.test.images), self.model.image_shape)
+
+    @cached_property
+    def sample_indices(self) -> list[int]:
+        """A few test images to explain: the first of each class, then the next ones."""
+        labels = self.dataset.test.labels
+        firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+        rest = [i for i in range(len(labels)) if i not in set(firsts)]
+        return (firsts + rest)[: self.samples]
+
+    def caption(self, i: int) -> str:
+        ev, names = self.evaluation, self.class_names
+        predicted = int(ev.predictions[i])
+        return f"true {names[ev.labels[i]]}\npred {names[predicted]} ({ev.probabilities[i, predicted]:.0%})"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return f"<td>{_e(value)}</td>"
+    if isinstance(value, int):
+        return f'<td class="num">{value:,}</td>'
+    if isinstance(value, float):
+        return f'<td class="num">{value:.4g}</td>'
+    if isinstance(value, list | dict):
+        return f"<td>{_e(json.dumps(value))}</td>"
+    return f"<td>{_e(value)}</td>"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _note(text: str) -> str:
+    return f'<p class="note">{_e(text)}</p>'
+
+
+def header(ctx: Context) -> str:
+    model, ev = ctx.model, ctx.evaluation
+    facts = [f"model <b>{_e(ctx.config.get('model', getattr(model, 'name', 'model')))}</b>"]
+    if ctx.config.get("data"):
+        facts.append(f"data <b>{_e(ctx.config['data'])}</b>")
+    if ev is not None:
+        s = ev.summary
+        facts.append(f"test accuracy <b>{s.accuracy:.2%}</b>, top-{s.top_k} error <b>{s.top_k_error:.2%}</b>")
+    if ctx.history.get("loss"):
+        facts.append(f"{len(ctx.history['loss'])} epochs")
+    return f'<h1>Run {_e(ctx.run_dir.name)}</h1>\n<p class="headline">{", ".join(facts)}</p>'
+
+
+def _config(ctx: Context, page: Any) -> str:
+    if not ctx.config:
+        return _note("the run folder has no config.json")
+    return table(["option", "value"], list(ctx.config.items()))
+
+
+def _data(ctx: Context, page: Any) -> str:
+    if ctx.dataset is None:
+        return _note("no data set loaded")
+    ds, names = ctx.dataset, ctx.class_names
+    train_labels = ds.train.labels
+    train_idx = np.asarray(ctx.split.get("train", np.arange(len(train_labels))), dtype=int)
+    val_idx = np.asarray(ctx.split.get("val", []), dtype=int)
+    counts = [np.bincount(labels, minlength=len(names)) for labels in
+              (train_labels[train_idx], train_labels[val_idx], ds.test.labels)]  # fmt: skip
+    rows = [[name, int(a), int(b), int(c)] for name, a, b, c in zip(names, *counts)]
+    rows.append(["total", len(train_idx), len(val_idx), len(ds.test.labels)])
+    h, w, c = ds.image_shape
+    intro = (f"<p>{_e(ds.name)}: {len(names)} classes, images {h}x{w} with {c} channel(s); the model sees "
+             f"{_e(tuple(ctx.model.image_shape))} (height, width, channels).</p>")  # fmt: skip
+    return intro + table(["class", "train", "validation", "test"], rows)
+
+
+def _model(ctx: Context, page: Any) -> str:
+    model = ctx.model
+    params = model.count_params() if hasattr(model, "count_params") else sum(p.numel() for p in model.parameters())
+    text = f"<p>{_e(getattr(model, 'name', type(model).__name__))}: {params:,} parameters.</p>"
+    try:
+        rows = model.summary_rows()
+    except (CnnkitError, AttributeError, RuntimeError):
+        return text
+    return text + table(["layer", "type", "output shape", "parameters"], rows)
+
+
+def _training(ctx: Context, page: Any) -> str:
+    from cnnkit.report.plots import curves_figure
+
+    if not ctx.history.get("loss"):
+        return _note("the run folder has no metrics.csv with per-epoch losses")
+    summary = getattr(ctx.model, "training_summary", {}) or {}
+    facts = [(key, summary[key]) for key in ("epochs", "best_epoch", "val_accuracy", "seconds") if key in summary]
+    figure = page.figure(curves_figure(ctx.history), "training and validation loss and accuracy per epoch")
+    return figure + (table(["", "value"], facts) if facts else "")
+
+
+def _evaluation(ctx: Context, page: Any) -> str:
+    from cnnkit.report.plots import confusion_figure
+
+    ev = ctx.evaluation
+    if ev is None:
+        return _note("no test data, no evaluation")
+    s = ev.summary
+    summary = table(["images", "loss", "accuracy", f"top-{s.top_k} error", "ECE"],
+                    [[s.n, s.loss, s.accuracy, s.top_k_error, ev.calibration.ece]])  # fmt: skip
+    rows = [[r.name, r.precision, r.recall, r.f1, r.support] for r in ev.per_class]
+    rows += [[f"{label} average", avg["precision"], avg["recall"], avg["f1"], s.n]
+             for label, avg in (("macro", ev.macro), ("weighted", ev.weighted))]  # fmt: skip
+    per_class = table(["class", "precision", "recall", "F1", "support"], rows)
+    pairs = ev.most_confused(10)
+    confused = (
+        table(
+            ["true class", "predicted as", "images", "share of the class"],
+            [[p.true, p.predicted, p.count, f"{p.rate:.1%}"] for p in pairs],
+        )  # fmt: skip
+        if pairs
+        else "<p>No confusions: every test image was classified correctly.</p>"
+    )
+    matrix = page.figure(confusion_figure(ev), "confusion matrix, counts and row-normalized", "confusion.png")
+    return (f"{summary}<h3>Per class</h3>{per_class}<h3>Confusion matrix</h3>{matrix}"
+            f"<h3>Most confused pairs</h3>{confused}")  # fmt: skip
+
+
+def _calibration(ctx: Context, page: Any) -> str:
+    from cnnkit.report.plots import reliability_figure
+
+    ev = ctx.evaluation
+    if ev is None:
+        return _note("no test data, no calibration")
+    text = (f"<p>Expected calibration error {ev.calibration.ece:.4f}: on average the top-1 probability differs "
+            f"from the accuracy of predictions that confident by {ev.calibration.ece:.1%}.</p>")  # fmt: skip
+    return text + page.figure(reliability_figure(ev.calibration), "reliability diagram", "reliability.png")
+
+
+def _filters(ctx: Context, page: Any) -> str:
+    from cnnkit.explain import conv_kernels, first_conv
+    from cnnkit.report.inside import filters_figure
+
+    try:
+        name, _ = first_conv(ctx.model)
+        kernels = conv_kernels(ctx.model)
+    except CnnkitError as e:
+        return _note(str(e))
+    text = f"<p>The {kernels.shape[0]} kernels of <code>{_e(name)}</code>, each scaled to its own range.</p>"
+    return text + page.figure(filters_figure(kernels, name), f"kernels of {name}")
+
+
+def _feature_maps(ctx: Context, page: Any) -> str:
+    from cnnkit.explain import feature_maps
+    from cnnkit.report.inside import feature_maps_figure
+
+    if ctx.dataset is None:
+        return _note("no test data, no image to show feature maps for")
+    i = ctx.sample_indices[0]
+    maps = feature_maps(ctx.model, ctx.model_images[i])
+    if not maps:
+        return _note("the model has no convolution")
+    caption = ctx.caption(i).replace("\n", ", ")
+    shapes = ", ".join(f"<code>{_e(name)}</code> {_e(tuple(m.shape))}" for name, m in maps.items())
+    text = (f"<p>Every convolution's output for test image {i} ({_e(caption)}), as (channels, height, width): "
+            f"{shapes}.</p>")  # fmt: skip
+    return text + page.figure(feature_maps_figure(maps), f"feature maps of test image {i}")
+
+
+def _gradcam(ctx: Context, page: Any) -> str:
+    from cnnkit.explain import class_activation_map
+    from cnnkit.report.inside import heatmaps_figure
+
+    if ctx.dataset is None:
+        return _note("no test data, no images to explain")
+    images, heats, captions, layer = [], [], [], ""
+    for i in ctx.sample_indices:
+        x = ctx.model_images[i]  # (C, H, W)
+        try:
+            heat, _, layer = class_activation_map(ctx.model, x)
+        except CnnkitError as e:
+            return _note(str(e))
+        images.append(x.permute(1, 2, 0).numpy())
+        heats.append(heat)
+        captions.append(ctx.caption(i))
+    title = f"Grad-CAM of the predicted class at {layer}"
+    text = "<p>Red is where the last convolution's features raised the predicted class's score most.</p>"
+    return text + page.figure(heatmaps_figure(images, heats, captions, title), title)
+
+
+def _mistakes(ctx: Context, page: Any) -> str:
+    from cnnkit.report.plots import mistakes_figure
+
+    ev = ctx.evaluation
+    if ev is None:
+        return _note("no test data, no mistakes to show")
+    figure = mistakes_figure(ev, ctx.dataset.test.images)
+    if not figure:
+        return "<p>The model got every test image right.</p>"
+    predicted = ev.predictions
+    rows = [[int(i), ev.class_names[ev.labels[i]], ev.class_names[predicted[i]],
+             float(ev.probabilities[i, predicted[i]]), float(ev.losses[i])]
+            for i in ev.worst(len(ev.losses)) if not ev.correct[i]][:10]  # fmt: skip
+    return page.figure(figure, "highest-loss mistakes", "mistakes.png") + table(
+        ["test image", "true class", "predicted", "probability", "loss"], rows
+    )
+
+
+RENDERERS: dict[str, Callable[[Context, Any], str]] = {
+    "config": _config,
+    "data": _data,
+    "model": _model,
+    "training": _training,
+    "evaluation": _evaluation,
+    "calibration": _calibration,
+    "filters": _filters,
+    "feature-maps": _feature_maps,
+    "gradcam": _gradcam,
+    "mistakes": _mistakes,
+}

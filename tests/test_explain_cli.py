@@ -1,0 +1,92 @@
+"""`cnnkit explain`: one image file in, one picture out, for every method."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit import explain
+from cnnkit.cli import explain as explain_cli
+from cnnkit.cli import main
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory, digits):
+    """A test digit saved as a larger RGB photo: explain must decode and conform it like predict."""
+    _, (x, y) = digits
+    path = tmp_path_factory.mktemp("explain") / "seven.png"
+    index = int(np.flatnonzero(y == 7)[0])
+    grey = Image.fromarray((x[index, :, :, 0] * 255).astype(np.uint8), "L").resize((84, 84), Image.Resampling.BICUBIC)
+    grey.convert("RGB").save(path)
+    return path
+
+
+def test_cli_methods_are_the_librarys():
+    assert explain_cli.METHODS == explain.METHODS
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_every_method_writes_a_picture(trained_seed, digit_png, tmp_path, method, capsys):
+    _, model_path = trained_seed
+    out = tmp_path / f"{method}.png"
+    assert main(["explain", str(model_path), str(digit_png), "--method", method, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "predicted" in text and str(out) in text.replace("\n", "")
+    with Image.open(out) as image:
+        assert image.format == "PNG" and min(image.size) >= 224
+        if method not in ("filters", "feature-maps"):  # an overlay; the others are labelled figures
+            assert image.mode == "RGB" and image.size == (252, 252)  # the 84x84 photo, enlarged 3x
+
+
+def test_heat_map_png_is_the_api_heat_map_over_the_photo(trained_seed, digit_png, tmp_path):
+    model, model_path = trained_seed
+    result = explain.explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
+    assert (result.target, result.layer) == ("3", "conv2d_2")
+    # The same pipeline as predict: decode, conform to (28, 28, 1), then Grad-CAM for class 3.
+    from cnnkit.data.decode import load_image
+    from cnnkit.data.transforms import conform
+
+    x = conform(torch.from_numpy(load_image(digit_png, 1)).permute(2, 0, 1)[None], (28, 28, 1))
+    heat = explain.gradcam(model, x, target=3)
+    photo = Image.open(digit_png).convert("RGB").resize((252, 252), Image.Resampling.NEAREST)
+    expected = np.asarray(explain.overlay(photo, heat), dtype=int)
+    assert np.abs(np.asarray(Image.open(tmp_path / "cam.png"), dtype=int) - expected).max() <= 1
+
+
+def test_explain_as_a_user_runs_it(trained_seed, digit_png, tmp_path):
+    _, model_path = trained_seed
+    result = run_cli("explain", str(model_path), str(digit_png), "--method", "saliency", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["path"] == "seven-saliency.png" and (tmp_path / "seven-saliency.png").exists()  # default name
+    assert report["predicted"] == report["target"] and 0 < report["probability"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layer", "conv9"], "model has no layer 'conv9'; its convolutions are: conv2d, conv2d_1, conv2d_2"),
+        (["--class", "cat"], "unknown class 'cat'; the model's classes are: 0, 1, 2"),
+        (["--method", "saliency", "--layer", "conv2d"], "saliency explains pixels, not a layer: drop --layer"),
+        (["--method", "feature-maps", "--layer", "dense"], "do not output feature maps"),
+    ],
+)
+def test_explain_bad_requests_are_one_line_errors(trained_seed, digit_png, tmp_path, args, message, capsys):
+    _, model_path = trained_seed
+    out = tmp_path / "out.png"
+    assert main(["explain", str(model_path), str(digit_png), *args, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_explain_unreadable_image(trained_seed, tmp_path, capsys):
+    _, model_path = trained_seed
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert main(["explain", str(model_path), str(tmp_path / "bad.png")]) == 1
+    assert "not an image cnnkit can read" in capsys.readouterr().err

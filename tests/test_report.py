@@ -1,0 +1,128 @@
+"""report.html: written by every training run, rebuilt by `cnnkit report`, self-contained, loads in a browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+
+import pytest
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.errors import ConfigError
+from cnnkit.report import REPORT_FILE, SECTIONS, write_report
+
+_IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]*)">')
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A real (short) training run: the folder `cnnkit train` writes, report included."""
+    from cnnkit.train.config import TrainConfig
+    from cnnkit.train.run import train
+
+    out = tmp_path_factory.mktemp("report") / "run"
+    return train(TrainConfig(epochs=1, out=str(out), verbose=0))
+
+
+def run_model(run):
+    from cnnkit.models import load_model
+
+    return load_model(run.model_path)
+
+
+def _sections(text: str) -> dict[str, str]:
+    return dict(re.findall(r'<section id="([^"]+)">(.*?)</section>', text, flags=re.S))
+
+
+def test_training_writes_a_report_with_every_section(run):
+    path = run.run_dir / REPORT_FILE
+    text = path.read_text()
+    sections = _sections(text)
+    assert list(sections) == [sid for sid, _ in SECTIONS]
+    assert f"test accuracy <b>{run.test.accuracy:.2%}</b>" in text  # the number training printed
+    # Sections that draw something have their picture; none fell back to a note.
+    pictures = {sid: len(_IMG.findall(body)) for sid, body in sections.items()}
+    for sid in ("training", "evaluation", "calibration", "filters", "feature-maps", "gradcam", "mistakes"):
+        assert pictures[sid] == 1, sid
+    assert 'class="note"' not in text
+    for sid in ("config", "data", "model", "evaluation"):
+        assert "<table>" in sections[sid], sid
+    assert "conv2d_2" in sections["gradcam"]  # the layer Grad-CAM used
+    for layer in ("conv2d", "conv2d_1", "conv2d_2"):  # every convolution, with the shape the model gives it
+        _, h, w, c = dict((lay.name, lay) for lay in run_model(run).layers)[layer].output_shape
+        assert f"<code>{layer}</code> ({c}, {h}, {w})" in sections["feature-maps"]
+    assert all(f"<td>{d}</td>" in sections["evaluation"] for d in "0123456789")  # class names in the table
+    assert {p.name for p in run.run_dir.iterdir()} >= {"confusion.png", "reliability.png", "mistakes.png"}
+
+
+def test_report_is_self_contained_and_its_images_decode(run):
+    text = (run.run_dir / REPORT_FILE).read_text()
+    assert not re.search(r'(src|href)="(?!data:|#)', text)  # nothing fetched: no files, no network
+    assert "<script" not in text
+    images = _IMG.findall(text)
+    assert len(images) == 7
+    for data, alt in images:
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()
+        assert image.format == "PNG" and min(image.size) >= 100 and alt
+
+
+def test_cnnkit_report_rebuilds_it(run, capsys):
+    path = run.run_dir / REPORT_FILE
+    path.unlink()
+    (run.run_dir / "confusion.png").unlink()
+    assert main(["report", str(run.run_dir), "--samples", "3"]) == 0
+    assert f"report written to {path}" in capsys.readouterr().out.replace("\n", "")
+    assert len(_IMG.findall(_sections(path.read_text())["gradcam"])) == 1
+    assert (run.run_dir / "confusion.png").exists()
+
+
+def test_report_without_its_data_still_has_every_section(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run.run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "data": "nope"}))
+    text = write_report(copy).read_text()
+    assert list(_sections(text)) == [sid for sid, _ in SECTIONS]
+    assert "the test data could not be loaded" in text and "unknown data set &#x27;nope&#x27;" in text
+    assert len(_IMG.findall(text)) == 2  # the curves and the filters need no data
+
+
+def test_report_errors(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="no such run folder"):
+        write_report(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="not a finished training run"):
+        write_report(tmp_path)
+    assert main(["report", str(tmp_path)]) == 1
+    assert "not a finished training run" in capsys.readouterr().err
+    assert not (tmp_path / REPORT_FILE).exists()
+
+
+def test_report_loads_in_headless_chromium_without_errors(run):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); the browser check needs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package drives chromium")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run",
+        ])  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
+            page.goto((run.run_dir / REPORT_FILE).as_uri(), wait_until="load")
+            images = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.alt])")
+            headings = page.evaluate("Array.from(document.querySelectorAll('section h2'), h => h.textContent)")
+        finally:
+            browser.close()
+    assert errors == []
+    assert len(images) == 7 and all(complete and width > 0 for complete, width, _ in images)
+    assert headings == [title for _, title in SECTIONS]
