@@ -9,8 +9,8 @@
     kernels = explain.conv_kernels(model)         # the first convolution's (32, 1, 3, 3)
 
 Every method works on a ``Sequential`` model, any registered model and any ``nn.Module``
-that maps ``(B, C, H, W)`` images to logits; the last convolution is found by running the
-model once, and a ``layer`` name (:func:`conv_layer_names`) overrides it.
+that maps ``(B, C, H, W)`` images to logits; the last convolution with a spatial output (not 1x1)
+is found by running the model once, and a ``layer`` name (:func:`conv_layer_names`) overrides it.
 """
 
 from __future__ import annotations

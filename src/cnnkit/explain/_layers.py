@@ -9,6 +9,7 @@ as one convolution whose output is *after* its activation, as Keras shows it.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -98,23 +99,41 @@ def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
 
 
 def _last_executed(model: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, nn.Module]:
-    """The convolution that runs last (registration order can differ from execution order)."""
+    """The last convolution the forward pass runs whose output still has a spatial layout.
+
+    Registration order can differ from execution order, so one probe pass decides. A 1x1
+    output (a ResNet's last stage on a 32x32 image) says nothing about *where*, so such
+    convolutions are skipped unless every one is 1x1. The answer is cached per model.
+    """
     if len(convs) == 1:
         return next(iter(convs.items()))
     shape = getattr(model, "image_shape", None)
     if not shape or any(n is None for n in shape):
         return list(convs.items())[-1]
+    key = (tuple(shape), tuple(convs))
+    cached = _LAST_CONV.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1], convs[cached[1]]
     height, width, channels = shape
-    order: list[str] = []
+    ran: list[tuple[str, int]] = []  # (name, output height * width) in execution order
+
+    def record(name: str):  # noqa: ANN202
+        return lambda module, inputs, out: ran.append((name, out.shape[-2] * out.shape[-1] if out.ndim == 4 else 0))
+
     with HOOK_LOCK, eval_mode(model), torch.no_grad():
-        handles = [m.register_forward_hook(lambda *_, n=n: order.append(n)) for n, m in convs.items()]
+        handles = [m.register_forward_hook(record(n)) for n, m in convs.items()]
         try:
             model(torch.zeros(1, channels, height, width, device=model_device(model)))
         finally:
             for handle in handles:
                 handle.remove()
-    name = order[-1] if order else list(convs)[-1]
+    spatial = [name for name, area in ran if area > 1]
+    name = spatial[-1] if spatial else ran[-1][0] if ran else list(convs)[-1]
+    _LAST_CONV[model] = (key, name)
     return name, convs[name]
+
+
+_LAST_CONV: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def model_device(model: nn.Module) -> torch.device:
