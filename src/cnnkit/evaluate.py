@@ -105,16 +105,25 @@ class EvalResult:
 
 
 def evaluate_arrays(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256, top_k: int = 5
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 256,
+    top_k: int = 5,
+    tta: bool = False,
 ) -> EvalResult:
     """Loss, accuracy and top-k error of a cnnkit model on NHWC images in [0, 1].
 
     Images are first brought to the model's input shape (channels and size), the same
-    conversion training used.
+    conversion training used. ``tta`` averages the probabilities of each image and its mirror.
     """
     x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
     y = torch.as_tensor(labels).long()
     logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    if tta:  # average probabilities, then back to log space so the loss stays comparable
+        mirrored = predict_logits(model, x.flip(3), batch_size).float().cpu()
+        logits = torch.log((logits.softmax(1) + mirrored.softmax(1)) / 2)
     n = max(1, len(y))
     k = min(top_k, logits.shape[1])
     return EvalResult(
