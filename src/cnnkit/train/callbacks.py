@@ -13,7 +13,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -272,8 +272,10 @@ class TimeBudget(Callback):
     zero at the new end) instead of cutting training off mid-schedule.
     """
 
-    def __init__(self, seconds: float, schedule: Any = None, steps_per_epoch: int = 0) -> None:
+    def __init__(self, seconds: float, schedule: Any = None, steps_per_epoch: int = 0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         super().__init__()
+        self.clock = clock
         if seconds <= 0:
             raise ConfigError(f"a time budget must be positive, got {seconds}")
         self.seconds, self.schedule, self.steps_per_epoch = seconds, schedule, steps_per_epoch
@@ -286,10 +288,10 @@ class TimeBudget(Callback):
         self.used, self.planned_epochs = state["used"], state["planned_epochs"]
 
     def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
-        self._epoch_started = time.perf_counter()
+        self._epoch_started = self.clock()
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
-        self.used += time.perf_counter() - self._epoch_started
+        self.used += self.clock() - self._epoch_started
         per_epoch = self.used / (epoch + 1)
         fit = max(epoch + 1, int(self.seconds / per_epoch))
         total = self.params.get("epochs", fit)
