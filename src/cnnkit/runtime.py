@@ -10,7 +10,7 @@ import torch
 
 from cnnkit.errors import ConfigError
 
-__all__ = ["resolve_device", "seed_everything"]
+__all__ = ["describe_device", "resolve_device", "seed_everything"]
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> torch.Generator:
@@ -47,3 +47,13 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu")
     return resolved
+
+
+def describe_device(device: torch.device) -> str:
+    """``cuda:0 (NVIDIA H200)`` or ``cpu (2 threads)``: what a run says it uses."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)

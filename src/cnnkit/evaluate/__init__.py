@@ -19,6 +19,7 @@ from cnnkit.evaluate.core import (
     count_correct,
     evaluate_arrays,
     evaluate_tensors,
+    image_logits,
     predict_logits,
     resolve_metrics,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "evaluate_arrays",
     "evaluate_model",
     "evaluate_tensors",
+    "image_logits",
     "predict_logits",
     "resolve_metrics",
 ]

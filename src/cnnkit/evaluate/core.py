@@ -23,6 +23,7 @@ __all__ = [
     "count_correct",
     "evaluate_arrays",
     "evaluate_tensors",
+    "image_logits",
     "predict_logits",
     "resolve_metrics",
 ]
@@ -104,17 +105,37 @@ class EvalResult:
         return asdict(self)
 
 
+def image_logits(model: nn.Module, images: np.ndarray, *, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
+    """Float32 CPU logits ``(N, classes)`` of a cnnkit model for NHWC images in [0, 1].
+
+    Images are first brought to the model's input shape (channels and size), the same
+    conversion training used. ``tta`` averages the probabilities of each image and its
+    mirror and returns their log, so losses stay comparable.
+    """
+    x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
+    logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    if tta:
+        mirrored = predict_logits(model, x.flip(3), batch_size).float().cpu()
+        logits = torch.log((logits.softmax(1) + mirrored.softmax(1)) / 2)
+    return logits
+
+
 def evaluate_arrays(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256, top_k: int = 5
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 256,
+    top_k: int = 5,
+    tta: bool = False,
 ) -> EvalResult:
     """Loss, accuracy and top-k error of a cnnkit model on NHWC images in [0, 1].
 
     Images are first brought to the model's input shape (channels and size), the same
-    conversion training used.
+    conversion training used. ``tta`` averages the probabilities of each image and its mirror.
     """
-    x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
     y = torch.as_tensor(labels).long()
-    logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    logits = image_logits(model, images, batch_size=batch_size, tta=tta)  # (N, classes)
     n = max(1, len(y))
     k = min(top_k, logits.shape[1])
     return EvalResult(

@@ -7,10 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 from torch import nn
 
-from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import DataError
 from cnnkit.evaluate.compare import Comparison, compare_predictions
-from cnnkit.evaluate.core import predict_logits
+from cnnkit.evaluate.core import image_logits
 from cnnkit.evaluate.metrics import Evaluation, classification_metrics
 
 __all__ = ["compare_models", "evaluate_model"]
@@ -25,13 +24,14 @@ def evaluate_model(
     batch_size: int = 256,
     top_k: int = 5,
     bins: int = 15,
+    tta: bool = False,
 ) -> Evaluation:
     """Every metric of a cnnkit model on NHWC images in [0, 1] (brought to its input shape first).
 
-    ``class_names`` default to the model's own.
+    ``class_names`` default to the model's own; ``tta`` averages each image with its mirror,
+    as ``evaluate_arrays`` (and a run trained with ``tta``) does.
     """
-    x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
-    logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    logits = image_logits(model, images, batch_size=batch_size, tta=tta)  # (N, classes)
     names = class_names or getattr(model, "class_names", None)
     return classification_metrics(logits, labels, names, top_k=top_k, bins=bins)
 

@@ -42,7 +42,8 @@ class Context:
         if self.dataset is None:
             return None
         test = self.dataset.test
-        return evaluate_model(self.model, test.images, test.labels, self.class_names)
+        tta = bool(self.config.get("tta", False))  # the same test numbers the run printed
+        return evaluate_model(self.model, test.images, test.labels, self.class_names, tta=tta)
 
     @property
     def class_names(self) -> list[str]:
