@@ -141,8 +141,6 @@ def test_torchvision_resnet_last_conv_and_inplace_relu():
     heat, _, layer = explain.class_activation_map(model, image)
     # layer4 is 1x1 at this size (no "where" left): the last convolution with a spatial map is chosen.
     assert layer == "layer3.1.conv2" and heat.shape == (32, 32) and np.isfinite(heat).all()
-    big = Model(resnet18(num_classes=4), input_shape=(64, 64, 3))
-    assert explain.class_activation_map(big, torch.rand(3, 64, 64))[2] == "layer4.1.conv2"  # 2x2 there
     # ReLU(inplace=True) right after a hooked BatchNorm must not break the gradient.
     assert explain.gradcam(model, image, layer="layer4.1.bn2").shape == (32, 32)
     assert explain.gradcam(model, image, layer="net.layer3").shape == (32, 32)  # a full module path works too

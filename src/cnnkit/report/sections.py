@@ -62,8 +62,9 @@ class Context:
         """A few test images to explain: the first of each class, then the next ones."""
         labels = self.dataset.test.labels
         firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
-        rest = [i for i in range(len(labels)) if i not in set(firsts)]
-        return (firsts + rest)[: self.samples]
+        chosen = set(firsts)
+        rest = (i for i in range(len(labels)) if i not in chosen)
+        return (firsts + [next(rest) for _ in range(max(0, self.samples - len(firsts)))])[: self.samples]
 
     def caption(self, i: int) -> str:
         ev, names = self.evaluation, self.class_names
