@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class Context:
         firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
         chosen = set(firsts)
         rest = (i for i in range(len(labels)) if i not in chosen)
-        return (firsts + [next(rest) for _ in range(max(0, self.samples - len(firsts)))])[: self.samples]
+        return (firsts + list(islice(rest, max(0, self.samples - len(firsts)))))[: self.samples]
 
     def caption(self, i: int) -> str:
         ev, names = self.evaluation, self.class_names
