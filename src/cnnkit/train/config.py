@@ -57,7 +57,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without a better val_loss
     time: float | None = None  # wall-clock budget in seconds; the schedule shrinks to fit
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16
-    channels_last: str = "auto"  # auto, on, off
+    channels_last: str = "auto"  # auto (on), on, off
     compile: bool = False  # torch.compile the model for training
     seed: int = 0
     deterministic: bool = False
