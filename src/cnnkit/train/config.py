@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -125,3 +126,9 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.augment != "auto":
+            from cnnkit.data.augment import make_augment
+
+            make_augment(self.augment)  # raises for an unknown operation
+        if not re.fullmatch(r"none|auto|\d+:\d*\.?\d+(,\d+:\d*\.?\d+)*", self.class_weights):
+            raise ConfigError(f"class_weights must be none, auto or 'label:weight,...', got {self.class_weights!r}")
