@@ -28,6 +28,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
+    p.add_argument(
+        "--weights",
+        metavar="imagenet|FILE",
+        help="start from pretrained weights and fine-tune: 'imagenet' (torchvision's, downloaded once) "
+        "or a .safetensors/.pth file (a cnnkit model or a torchvision state dict)",
+    )
+    p.add_argument(
+        "--freeze-epochs",
+        type=int,
+        metavar="N",
+        help="with --weights: train only the new head for N epochs first (default 1), then all layers",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the result")
     p.set_defaults(run=run)
 
@@ -41,9 +53,13 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
         augment=args.augment, image_size=args.image_size, val_split=args.val_split, seed=args.seed,
         deterministic=args.deterministic, device=args.device, runs_dir=args.runs_dir, out=args.out,
-        verbose=0 if args.quiet else None,
+        verbose=0 if args.quiet else None, weights=args.weights, freeze_epochs=args.freeze_epochs,
     )  # fmt: skip
-    if config.verbose:
+    if config.verbose and config.weights:
+        console.print(f"fine-tuning [bold]{config.model}[/] from [bold]{config.weights}[/] weights on "
+                      f"[bold]{config.data}[/]: {config.head_only_epochs} epoch(s) of the new head alone, then "
+                      f"{config.epochs} of all layers")  # fmt: skip
+    elif config.verbose:
         console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
     result = train(config)
     t = result.test

@@ -56,6 +56,13 @@ class TrainConfig:
     runs_dir: str = "runs"
     out: str | None = None
     verbose: int = 1
+    weights: str | None = None  # "imagenet", or a .safetensors/.pth file to start from (fine-tuning)
+    freeze_epochs: int | None = None  # head-only epochs before `epochs` of all layers; default 1 with weights
+
+    @property
+    def head_only_epochs(self) -> int:
+        """``freeze_epochs`` resolved: 1 when fine-tuning from weights unless set."""
+        return self.freeze_epochs if self.freeze_epochs is not None else int(self.weights is not None)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -103,6 +110,8 @@ class TrainConfig:
             (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
             (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
             (self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2"),
+            (self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze_epochs must be >= 0"),
+            (self.freeze_epochs is None or self.weights is not None, "freeze_epochs needs weights to fine-tune"),
         ]
         for ok, message in checks:
             if not ok:

@@ -8,7 +8,6 @@ keeps the best epoch, tests it, and writes ``runs/<name>/``: ``model.safetensors
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -26,11 +25,12 @@ from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate import EvalResult, evaluate_arrays
 from cnnkit.modelfile import read_weights
-from cnnkit.models import Model, create_model, model_from_config
+from cnnkit.models import Model, create_model, get_model_entry, load_architecture
+from cnnkit.models.weights import load_pretrained
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import resolve_device, seed_everything
-from cnnkit.train import loop, losses, optimizers
+from cnnkit.train import finetune, loop, losses, optimizers
 from cnnkit.train.callbacks import CSVLogger, ModelCheckpoint
 from cnnkit.train.config import TrainConfig
 
@@ -52,13 +52,7 @@ def build_model(config: TrainConfig, dataset: data.Dataset) -> Model:
     """The registered model named ``config.model``, or the architecture in a JSON file, sized for the data."""
     classes = len(dataset.class_names)
     if config.model.endswith(".json"):
-        try:
-            architecture = json.loads(Path(config.model).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{config.model}: no such architecture file") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{config.model}: not valid JSON ({e})") from None
-        model = model_from_config(architecture)
+        model = load_architecture(config.model)
         if not model.built:
             height, width, channels = dataset.image_shape
             model.build((config.image_size or height, config.image_size or width, channels))
@@ -67,9 +61,11 @@ def build_model(config: TrainConfig, dataset: data.Dataset) -> Model:
             raise ConfigError(f"{config.model} outputs {outputs} classes but {dataset.name} has {classes}")
     else:
         height, _, channels = dataset.image_shape
-        model = create_model(config.model, num_classes=classes, in_channels=channels,
-                             input_size=config.image_size or height)  # fmt: skip
+        size = config.image_size or max(height, get_model_entry(config.model).min_input_size)
+        model = create_model(config.model, num_classes=classes, in_channels=channels, input_size=size)
     model.class_names = list(dataset.class_names)
+    if config.weights:  # pretrained body, new head for these classes, preprocessing of the weights
+        load_pretrained(model, config.weights, verbose=bool(config.verbose))
     return model
 
 
@@ -108,17 +104,25 @@ def train(config: TrainConfig) -> TrainResult:
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
     spec = optimizers.get({"name": config.optimizer, "learning_rate": config.lr, "weight_decay": config.weight_decay})
     model.compile(optimizer=spec, loss=loss, metrics=["accuracy"])
-    model.optimizer = spec.build(model.parameters())
-    steps = math.ceil(len(train_idx) / config.batch_size) * config.epochs
+    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
+    epochs, extra_callbacks = config.epochs, []
+    if config.weights:  # fastai's fine_tune: the head alone while the body is frozen, then all layers
+        plan = finetune.plan_fine_tune(model, spec, lr=config.lr, epochs=config.epochs,
+                                       freeze_epochs=config.head_only_epochs, steps_per_epoch=steps_per_epoch,
+                                       schedule=config.schedule)  # fmt: skip
+        model.optimizer, scheduler, epochs = plan.optimizer, plan.scheduler, plan.epochs
+        extra_callbacks = plan.callbacks
+    else:
+        model.optimizer = spec.build(model.parameters())
+        scheduler = optimizers.make_schedule(config.schedule, model.optimizer, steps_per_epoch * epochs)
     best_path = run_dir / MODEL_FILE
     monitor = "val_loss" if validation is not None else "loss"
     checkpoint = ModelCheckpoint(best_path, monitor=monitor, save_best_only=True)
     history = loop.fit(
         model, (images[train_idx], labels[train_idx]),
         loss_fn=losses.resolve(loss, model.output_activation), optimizer=model.optimizer,
-        epochs=config.epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
-        callbacks=[CSVLogger(run_dir / "metrics.csv"), checkpoint],
-        scheduler=optimizers.make_schedule(config.schedule, model.optimizer, steps),
+        epochs=epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
+        callbacks=[CSVLogger(run_dir / "metrics.csv"), checkpoint, *extra_callbacks], scheduler=scheduler,
         augment=make_augment(resolved["augment"]), verbose=config.verbose, generator=generator,
     ).history  # fmt: skip
 
