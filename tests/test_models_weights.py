@@ -94,6 +94,9 @@ def test_a_cnnkit_model_starts_another_data_set(trained_seed, tmp_path):
     other = models.create_model("seed_wide", num_classes=3, in_channels=1)
     with pytest.raises(ConfigError, match="does not fit seed_wide: other shapes: .*holds a 'seed' model.*--model seed"):
         load_pretrained(other, path)
+    bigger = models.create_model("seed", num_classes=3, in_channels=1, input_size=32)
+    with pytest.raises(ConfigError, match="trained on 28x28 images: use --image-size 28"):
+        load_pretrained(bigger, path)
 
 
 def test_a_file_for_another_architecture_is_refused(resnet18_files):

@@ -195,3 +195,14 @@ def test_models_pattern_filters(capsys):
     assert "vgg11" in out and "vgg16" in out and "resnet9" not in out
     assert main(["models", "nope*"]) == 1
     assert "no registered model matches 'nope*'" in capsys.readouterr().err
+
+
+def test_training_sizes_small_images_up_to_the_models_minimum():
+    from cnnkit import data
+    from cnnkit.train import TrainConfig
+    from cnnkit.train.run import build_model
+
+    digits = data.load_dataset("digits")  # 28x28x1
+    assert build_model(TrainConfig(model="vgg11"), digits).image_shape == (32, 32, 1)  # VGG needs 32
+    assert build_model(TrainConfig(model="lenet5"), digits).image_shape == (28, 28, 1)  # LeNet takes 28
+    assert build_model(TrainConfig(model="lenet5", image_size=32), digits).image_shape == (32, 32, 1)

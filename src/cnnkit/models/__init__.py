@@ -1,7 +1,8 @@
 """Models: Keras-style ``Sequential``, ``Model`` over any torch module, the registry, and loading.
 
 ``from cnnkit import models``; ``models.Sequential()``, ``models.load_model(path)``,
-``models.create_model("seed", num_classes=10)``, ``models.list_models()``.
+``models.create_model("seed", num_classes=10)``, ``models.list_models()``,
+``models.load_pretrained(model, "imagenet")``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cnnkit.models._registry import (
 )
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
+from cnnkit.models.weights import load_pretrained
 
 __all__ = [
     "Model",
@@ -39,6 +41,7 @@ __all__ = [
     "list_models",
     "load_architecture",
     "load_model",
+    "load_pretrained",
     "model_from_config",
     "register_model",
 ]

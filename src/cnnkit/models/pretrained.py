@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from cnnkit._io import atomic_write
 from cnnkit.errors import ConfigError, ModelFileError
 from cnnkit.models._registry import get_model_entry, list_models
@@ -88,8 +90,7 @@ def _sha256(path: Path) -> str:
 
 
 def _torch_hub_copy(filename: str) -> Path:
-    import torch
-
+    """Where torchvision itself would have cached the file (``$TORCH_HOME/hub/checkpoints``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 

@@ -237,7 +237,7 @@ def _culprit(cls: type, config: dict[str, Any], required: set[str]) -> str | Non
             continue
         try:
             cls(**{k: v for k, v in config.items() if k != key})
-        except Exception:  # noqa: BLE001 - still broken without this field: not the culprit
+        except Exception:  # still broken without this field: not the culprit
             continue
         return key
     return None

@@ -48,6 +48,7 @@ class PretrainedWeights:
     normalization: dict[str, list[float]] | None = None
     class_names: list[str] | None = None
     model_name: str | None = None  # the architecture a cnnkit model file holds
+    input_shape: tuple[int, ...] | None = None  # (H, W, C) a cnnkit model file was trained at
 
 
 @dataclass
@@ -110,6 +111,7 @@ def _read_safetensors(path: Path) -> PretrainedWeights:
     return PretrainedWeights(
         tensors=dict(source.state_dict()), origin=str(path), normalization=source.normalization,
         class_names=source.class_names, model_name=str(name),
+        input_shape=tuple(source.image_shape) if source.image_shape else None,
     )  # fmt: skip
 
 
@@ -208,8 +210,8 @@ def _fit_tensors(model: Model, weights: PretrainedWeights, keep_head: bool) -> t
             state[key] = got.to(wanted.dtype)
         elif key == conv and got.ndim == 4 and got.shape[0] == wanted.shape[0] and got.shape[2:] == wanted.shape[2:]:
             state[key] = _adapt_channels(got, wanted.shape[1]).to(wanted.dtype)
-            note = "first convolution's RGB filters summed for grey input" if wanted.shape[1] == 1 else (
-                "first convolution's grey filters spread over RGB")  # fmt: skip
+            grey = wanted.shape[1] == 1
+            note = f"first convolution's {'RGB filters summed for grey' if grey else 'grey filters spread over RGB'}"
         else:
             mismatched.append(f"{key} {tuple(got.shape)} in the file, {tuple(wanted.shape)} in the model")
     unexpected = sorted(set(tensors) - set(target))
@@ -230,6 +232,10 @@ def _misfit_message(model: Model, weights: PretrainedWeights, missing: list[str]
     hint = ""
     if weights.model_name and weights.model_name != wanted:
         hint = f" The file holds a {weights.model_name!r} model: train with --model {weights.model_name}."
+    elif weights.input_shape and model.image_shape and weights.input_shape[:2] != tuple(model.image_shape[:2]):
+        # Flatten + Dense models fix their input size: the file's must be used again.
+        size = weights.input_shape[0]
+        hint = f" The file was trained on {size}x{weights.input_shape[1]} images: use --image-size {size}."
     return f"{weights.origin} does not fit {wanted}: {'; '.join(p for p in problems if p)}.{hint}"
 
 
@@ -265,6 +271,8 @@ def load_pretrained(
     channels = model.image_shape[2] if model.image_shape else 3
     normalization = _adapt_normalization(source.normalization, channels)
     if normalization is not None:
+        device = next(model.parameters()).device
         model.set_normalization(normalization)
+        model.to(device)  # the new mean/std buffers follow the weights
     model.training_summary["pretrained"] = source.origin
     return WeightsReport(source.origin, len(state), not keep_head, note or None, normalization)

@@ -18,7 +18,7 @@ the phase boundary, and a callback that freezes and unfreezes the body by epoch 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +123,7 @@ def plan_fine_tune(
     frozen_curve = _schedule_curve(schedule, freeze_steps) if freeze_steps else []
     tuned_curve = _schedule_curve(schedule, epochs * steps_per_epoch)
 
-    def factor(i: int):
+    def factor(i: int) -> Callable[[int], float]:
         ratio = frozen_peaks[i] / tuned_peaks[i]
 
         def at(step: int) -> float:

@@ -94,7 +94,8 @@ def train(config: TrainConfig) -> TrainResult:
     run_dir = create_run_dir(
         config.runs_dir, f"{config.model.removesuffix('.json').split('/')[-1]}-{config.data}", config.out
     )
-    resolved = {**config.to_dict(), "device": str(device), "augment": _augment_name(config, info)}
+    resolved = {**config.to_dict(), "device": str(device), "augment": _augment_name(config, info),
+                "freeze_epochs": config.head_only_epochs}  # fmt: skip
     atomic_write_json(run_dir / "config.json", resolved)
     atomic_write_json(run_dir / "split.json", {
         "data": config.data, "seed": config.seed, "val_split": config.val_split,
