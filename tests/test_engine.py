@@ -199,3 +199,28 @@ def test_augment_policies():
     assert augment.make_augment("flip-crop") is not None  # old spelling
     with pytest.raises(Exception, match="unknown augmentation 'rotate'"):
         augment.make_augment("rotate")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_train(precision):
+    """The GPU code path (autocast, and a gradient scaler for fp16), exercised on the CPU."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    opt = optimizers.Adam(learning_rate=0.01).build(model.parameters())
+    step = loop.Stepper(model, ce, opt, precision=precision)
+    losses = [float(step(*tiny_data(32, seed=1))[0]) for _ in range(15)]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path):
+    from safetensors.torch import load_file
+
+    from cnnkit.train import TrainConfig, train
+
+    runs = [train(TrainConfig(data="faces", epochs=2, deterministic=True, seed=5, ema=0.9, augment="flip+crop+affine",
+                              out=str(tmp_path / str(i)), verbose=0))
+            for i in range(2)]  # fmt: skip
+    first, second = (load_file(r.model_path) for r in runs)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

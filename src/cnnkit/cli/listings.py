@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich import box
 from rich.table import Table
 
 from cnnkit.cli._common import console
@@ -18,14 +19,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from cnnkit.models import create_model, get_model_entry, list_models
+    from cnnkit.errors import ConfigError
+    from cnnkit.models import count_parameters, get_model_entry, list_models
 
-    table = Table("name", "params", "input", "description", "paper")
-    for name in list_models(args.pattern):
+    names = list_models(args.pattern)
+    if not names:
+        raise ConfigError(f"no registered model matches {args.pattern!r}; `cnnkit models` lists them all")
+    table = Table(
+        box=box.SIMPLE_HEAD, pad_edge=False, caption_justify="left",
+        caption="params: learnable parameters for 1000 classes (models with ImageNet weights) or 10 (the others);\n"
+                "every model takes any class count, 1 or 3 channels, and other input sizes.",
+    )  # fmt: skip
+    for column in ("name", "params", "input", "weights"):  # short facts never wrap; the prose does
+        table.add_column(column, no_wrap=True, justify="right" if column == "params" else "left")
+    table.add_column("description (paper)")
+    for name in names:
         entry = get_model_entry(name)
-        params = create_model(name, num_classes=10).count_params()
         size = entry.input_size
-        table.add_row(name, f"{params:,}", f"{size}x{size}x{entry.in_channels}", entry.description, entry.paper)
+        table.add_row(
+            name, f"{count_parameters(name):,}", f"{size}x{size}x{entry.in_channels}",
+            "imagenet" if entry.imagenet else "", f"{entry.description}\n[dim]{entry.paper}[/]",
+        )  # fmt: skip
     console.print(table)
     return 0
 

@@ -52,6 +52,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
+    p.add_argument(
+        "--weights",
+        metavar="imagenet|FILE",
+        help="start from pretrained weights and fine-tune: 'imagenet' (torchvision's, downloaded once) "
+        "or a .safetensors/.pth file (a cnnkit model or a torchvision state dict)",
+    )
+    p.add_argument(
+        "--freeze-epochs",
+        type=int,
+        metavar="N",
+        help="with --weights: train only the new head for N epochs first (default 1), then all layers",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the result")
     p.set_defaults(run=run)
 
@@ -59,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _OPTIONS = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
             "clip_norm", "class_weights", "ema", "augment", "tta", "image_size", "val_split", "patience", "time",
             "precision", "channels_last", "compile", "seed", "deterministic", "device", "runs_dir", "out",
-            "tensorboard")  # fmt: skip
+            "tensorboard", "weights", "freeze_epochs")  # fmt: skip
 
 
 def _stop_on_sigterm() -> None:
@@ -83,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(**{name: getattr(args, name) for name in _OPTIONS}, verbose=0 if args.quiet else None)
-        if config.verbose:
+        if config.verbose and config.weights:
+            console.print(f"fine-tuning [bold]{config.model}[/] from [bold]{config.weights}[/] weights on "
+                          f"[bold]{config.data}[/]: {config.head_only_epochs} epoch(s) of the new head alone, then "
+                          f"{config.epochs} of all layers")  # fmt: skip
+        elif config.verbose:
             console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
         result = train(config)
     t = result.test

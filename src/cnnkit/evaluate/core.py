@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
+from cnnkit.runtime import tune_cpu_allocator
 
 __all__ = [
     "METRICS",
@@ -64,6 +65,8 @@ def count_correct(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> to
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits ``(N, classes)`` for images ``(N, C, H, W)``, in batches, on the model's device."""
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        tune_cpu_allocator()
     was_training = model.training
     model.eval()
     try:

@@ -220,7 +220,11 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Write one row of logs per epoch to a CSV file, rewritten atomically each epoch."""
+    """Write one row of logs per epoch to a CSV file, rewritten atomically each epoch.
+
+    Besides the logs, each row has the learning rate at the epoch's end (``lr``) and how long
+    the epoch took (``seconds``).
+    """
 
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
@@ -243,11 +247,15 @@ class CSVLogger(Callback):
             with open(self.filename, newline="") as f:
                 self.rows = list(csv.DictReader(f, delimiter=self.separator))
 
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._started = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         row = {"epoch": epoch + 1, **(logs or {})}
         lr = _learning_rate(self.model)
         if lr is not None:
             row.setdefault("lr", lr)
+        row["seconds"] = round(time.perf_counter() - self._started, 4)  # training and validation
         self.rows.append(row)
         columns = list(dict.fromkeys(key for r in self.rows for key in r))
         out = io.StringIO()
@@ -297,7 +305,7 @@ class TimeBudget(Callback):
         total = self.params.get("epochs", fit)
         if self.planned_epochs is None and fit < total:
             self.planned_epochs = fit
-            if self.schedule is not None and self.steps_per_epoch:
+            if hasattr(self.schedule, "total_steps") and self.steps_per_epoch:  # a cnnkit Schedule
                 self.schedule.total_steps = fit * self.steps_per_epoch
             print(f"time budget {self.seconds:.0f}s: training for {fit} of {total} epochs")
         if self.planned_epochs is not None and epoch + 1 >= self.planned_epochs:

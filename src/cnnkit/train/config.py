@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -57,7 +58,7 @@ class TrainConfig:
     patience: int | None = None  # early stopping: epochs without a better val_loss
     time: float | None = None  # wall-clock budget in seconds; the schedule shrinks to fit
     precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16
-    channels_last: str = "auto"  # auto, on, off
+    channels_last: str = "auto"  # auto (on), on, off
     compile: bool = False  # torch.compile the model for training
     seed: int = 0
     deterministic: bool = False
@@ -66,6 +67,13 @@ class TrainConfig:
     out: str | None = None
     tensorboard: bool = False
     verbose: int = 1
+    weights: str | None = None  # "imagenet", or a .safetensors/.pth file to start from (fine-tuning)
+    freeze_epochs: int | None = None  # head-only epochs before `epochs` of all layers; default 1 with weights
+
+    @property
+    def head_only_epochs(self) -> int:
+        """``freeze_epochs`` resolved: 1 when fine-tuning from weights unless set."""
+        return self.freeze_epochs if self.freeze_epochs is not None else int(self.weights is not None)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -121,7 +129,15 @@ class TrainConfig:
             (self.time is None or self.time > 0, "time must be a positive number of seconds"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
             (self.channels_last in ("auto", "on", "off"), "channels_last must be auto, on or off"),
+            (self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze_epochs must be >= 0"),
+            (not self.freeze_epochs or self.weights is not None, "freeze_epochs needs weights to fine-tune"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.augment != "auto":
+            from cnnkit.data.augment import make_augment
+
+            make_augment(self.augment)  # raises for an unknown operation
+        if not re.fullmatch(r"none|auto|\d+:\d*\.?\d+(,\d+:\d*\.?\d+)*", self.class_weights):
+            raise ConfigError(f"class_weights must be none, auto or 'label:weight,...', got {self.class_weights!r}")

@@ -23,6 +23,7 @@ from torch import nn
 
 from cnnkit.errors import TrainingError
 from cnnkit.evaluate import count_correct, evaluate_tensors
+from cnnkit.runtime import tune_cpu_allocator
 from cnnkit.train.callbacks import Callback, CallbackList, History
 from cnnkit.train.ema import EMA
 from cnnkit.train.progress import TrainingProgress
@@ -193,7 +194,7 @@ def fit(
     clip_norm: float | None = None,
     precision: str = "fp32",
     ema: EMA | None = None,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     compile: bool = False,
     history: History | None = None,
     on_epoch_saved: Callable[[int, History], None] | None = None,
@@ -205,11 +206,19 @@ def fit(
     batches, such as a ``torch.utils.data.DataLoader`` for data that does not fit in memory.
     Each epoch's logs (``loss``, each metric, and ``val_``-prefixed ones when ``validation``
     is given) go to the callbacks and the History. With ``ema``, validation, callbacks and the
-    final weights use the averaged weights. ``on_epoch_saved(epoch, history)`` runs last in
-    each epoch (the resumable checkpoint); ``history`` continues a resumed run.
+    final weights use the averaged weights. ``channels_last`` (default: whenever the model has
+    2-D convolutions) stores images and conv weights channels-last, the layout oneDNN and cuDNN
+    are fastest in. ``on_epoch_saved(epoch, history)`` runs last in each epoch (the resumable
+    checkpoint); ``history`` continues a resumed run.
     """
     metrics = metrics or {}
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    if channels_last is None:
+        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if isinstance(train, tuple):
         x, y = train
         train = TensorBatches(x.to(device), y.to(device), batch_size, shuffle=shuffle, generator=generator)

@@ -27,12 +27,13 @@ from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate import EvalResult, evaluate_arrays
 from cnnkit.modelfile import read_weights
-from cnnkit.models import Model, create_model, model_from_config
+from cnnkit.models import Model, create_model, get_model_entry, load_architecture
+from cnnkit.models.weights import load_pretrained
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import describe_device, resolve_device, seed_everything
-from cnnkit.train import loop, losses, optimizers
+from cnnkit.train import finetune, loop, losses, optimizers
 from cnnkit.train.callbacks import (
     Callback,
     CSVLogger,
@@ -76,22 +77,18 @@ def build_model(config: TrainConfig, dataset: data.Dataset) -> Model:
     classes = len(dataset.class_names)
     height, width, channels = dataset.image_shape
     if config.model.endswith(".json"):
-        try:
-            architecture = json.loads(Path(config.model).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{config.model}: no such architecture file") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{config.model}: not valid JSON ({e})") from None
-        model = model_from_config(architecture)
+        model = load_architecture(config.model)
         if not model.built:
             model.build((config.image_size or height, config.image_size or width, channels))
         outputs = model._num_outputs()
         if outputs != classes:
             raise ConfigError(f"{config.model} outputs {outputs} classes but {dataset.name} has {classes}")
     else:
-        model = create_model(config.model, num_classes=classes, in_channels=channels,
-                             input_size=config.image_size or height)  # fmt: skip
+        size = config.image_size or max(height, get_model_entry(config.model).min_input_size)
+        model = create_model(config.model, num_classes=classes, in_channels=channels, input_size=size)
     model.class_names = list(dataset.class_names)
+    if config.weights:  # pretrained body, new head for these classes, preprocessing of the weights
+        load_pretrained(model, config.weights, verbose=bool(config.verbose))
     return model
 
 
@@ -128,11 +125,17 @@ def _class_weights(spec: str, labels: np.ndarray, classes: int) -> torch.Tensor 
     return weights
 
 
-def make_optimizer(config: TrainConfig, model: Model) -> torch.optim.Optimizer:
+def optimizer_spec(config: TrainConfig) -> optimizers.Optimizer:
+    """The configured optimizer (SGD with Nesterov momentum 0.9)."""
     settings: dict[str, Any] = {"name": config.optimizer, "learning_rate": config.lr}
     if config.optimizer == "sgd":
         settings.update(momentum=0.9, nesterov=True)
-    return optimizers.get(settings).build(optimizers.decay_groups(model, config.weight_decay))
+    return optimizers.get(settings)
+
+
+def make_optimizer(config: TrainConfig, model: Model) -> torch.optim.Optimizer:
+    """The configured optimizer over ``model``, weight decay on weights only."""
+    return optimizer_spec(config).build(optimizers.decay_groups(model, config.weight_decay))
 
 
 def _resolved(config: TrainConfig, info: data.DatasetInfo, device: torch.device) -> dict[str, Any]:
@@ -141,10 +144,10 @@ def _resolved(config: TrainConfig, info: data.DatasetInfo, device: torch.device)
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
-    channels_last = config.channels_last == "on" or (config.channels_last == "auto" and gpu)
+    channels_last = config.channels_last != "off"  # oneDNN and cuDNN both prefer it for convolutions
     augment = info.augment if config.augment == "auto" else config.augment
-    return {**config.to_dict(), "device": str(device), "precision": precision,
-            "channels_last": "on" if channels_last else "off", "augment": augment}  # fmt: skip
+    return {**config.to_dict(), "device": str(device), "precision": precision, "augment": augment,
+            "channels_last": "on" if channels_last else "off", "freeze_epochs": config.head_only_epochs}  # fmt: skip
 
 
 def _callbacks(config: TrainConfig, run_dir: Path, schedule: Any, steps: int, validated: bool) -> dict[str, Callback]:
@@ -210,12 +213,20 @@ def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, d: Trainin
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
     weights = _class_weights(config.class_weights, d.labels[d.train_idx].numpy(), classes)
     model.compile(optimizer=config.optimizer, loss=loss, metrics=["accuracy"])
-    model.optimizer = make_optimizer(config, model)
     steps = math.ceil(len(d.train_idx) / config.batch_size)
-    schedule = optimizers.make_schedule(config.schedule, model.optimizer, steps * config.epochs)
+    epochs, extra = config.epochs, {}
+    if config.weights:  # fastai's fine_tune: the head alone while the body is frozen, then all layers
+        plan = finetune.plan_fine_tune(model, optimizer_spec(config), lr=config.lr, epochs=config.epochs,
+                                       freeze_epochs=config.head_only_epochs, steps_per_epoch=steps,
+                                       schedule=config.schedule)  # fmt: skip
+        model.optimizer, schedule, epochs = plan.optimizer, plan.scheduler, plan.epochs
+        extra = {f"fine_tune_{i}": cb for i, cb in enumerate(plan.callbacks)}
+    else:
+        model.optimizer = make_optimizer(config, model)
+        schedule = optimizers.make_schedule(config.schedule, model.optimizer, steps * epochs)
     ema = EMA(model, config.ema) if config.ema else None
     validation = (d.images[d.val_idx], d.labels[d.val_idx]) if len(d.val_idx) else None
-    callbacks = _callbacks(config, run_dir, schedule, steps, validation is not None)
+    callbacks = {**_callbacks(config, run_dir, schedule, steps, validation is not None), **extra}
     history = History()
     state = TrainState(model, model.optimizer, schedule, ema, generator,
                        callbacks={"history": history, **callbacks})  # fmt: skip
@@ -223,12 +234,12 @@ def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, d: Trainin
     if resuming:
         initial_epoch = load_checkpoint(run_dir, state)["epoch"] + 1
         if config.verbose:
-            print(f"resuming after epoch {initial_epoch} of {config.epochs}")
+            print(f"resuming after epoch {initial_epoch} of {epochs}")
     try:
         return loop.fit(
             model, (d.images[d.train_idx], d.labels[d.train_idx]),
             loss_fn=losses.resolve(loss, model.output_activation, weights), optimizer=model.optimizer,
-            epochs=config.epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
+            epochs=epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
             callbacks=list(callbacks.values()), scheduler=schedule, augment=make_augment(resolved["augment"]),
             initial_epoch=initial_epoch, verbose=config.verbose, generator=generator, clip_norm=config.clip_norm,
             precision=resolved["precision"], ema=ema, channels_last=resolved["channels_last"] == "on",
