@@ -227,3 +227,21 @@ def test_tile_lays_maps_out_in_a_grid():
     assert grid.shape == (2 * 2 + 1, 3 * 3 + 2)
     assert grid[0, 0] == 0 and grid[3, 4] == pytest.approx(1.0)  # tile 4 (row 1, col 1) is the largest
     assert grid[2, 0] == 1.0  # padding between rows
+
+
+# One model per family (the zoo's own tests build every one; these are the cheap members).
+@pytest.mark.parametrize("name", ["lenet5", "alexnet_small", "resnet9", "vgg11", "efficientnet_b0", "seed_bn"])
+def test_every_model_family_can_be_explained(name):
+    from cnnkit import models
+
+    torch.manual_seed(0)
+    model = models.create_model(name, num_classes=3, in_channels=3, input_size=32)
+    image = torch.rand(3, 32, 32)
+    heat, cls, layer = explain.class_activation_map(model, image)
+    assert heat.shape == (32, 32) and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+    assert layer in explain.conv_layer_names(model) and cls == int(model.eval()(image[None]).argmax())
+    assert explain.saliency(model, image).shape == (32, 32)
+    maps = explain.feature_maps(model, image)
+    assert maps and all(m.ndim == 3 and np.isfinite(m).all() for m in maps.values())
+    first = next(iter(maps.values()))
+    assert explain.conv_kernels(model).shape[:2] == (first.shape[0], 3)  # the first convolution's kernels
