@@ -12,7 +12,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Train a model. Flags override --config, which overrides the defaults.")  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
     p.add_argument("--model", help="registered model (see `cnnkit models`) or an architecture .json (default: seed)")
-    p.add_argument("--data", help="data set name (see `cnnkit datasets`; default: digits)")
+    p.add_argument(
+        "--data",
+        help="data set name (see `cnnkit datasets`), a folder of class sub-folders, or a CSV "
+        "of path,label (default: digits)",
+    )
+    p.add_argument(
+        "--data-dir", help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
+    )
+    p.add_argument(
+        "--max-bad-files",
+        type=float,
+        metavar="SHARE",
+        help="stop before training when more than this share of a folder's files is unreadable (default 0.1)",
+    )
+    p.add_argument("--workers", type=int, help="image-decoding workers for a folder or CSV (default: one per core)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"])
@@ -37,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
     config = config.replace(
-        model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+        model=args.model, data=args.data, data_dir=args.data_dir, max_bad_files=args.max_bad_files,
+        workers=args.workers, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
         lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
         augment=args.augment, image_size=args.image_size, val_split=args.val_split, seed=args.seed,
         deterministic=args.deterministic, device=args.device, runs_dir=args.runs_dir, out=args.out,

@@ -20,8 +20,8 @@ import torch
 
 from cnnkit import data
 from cnnkit._io import atomic_write_json
+from cnnkit.data import prepare as data_prepare
 from cnnkit.data.augment import make_augment
-from cnnkit.data.split import stratified_split
 from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate import EvalResult, evaluate_arrays
@@ -73,48 +73,47 @@ def build_model(config: TrainConfig, dataset: data.Dataset) -> Model:
     return model
 
 
-def _split(labels: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    if config.val_split == 0:
-        return np.arange(len(labels)), np.arange(0)
-    return stratified_split(labels, config.val_split, config.seed)
-
-
 def train(config: TrainConfig) -> TrainResult:
     """Run one training as configured and return where its files are and its test results."""
     config.validate()
     started = time.perf_counter()
     generator = seed_everything(config.seed, deterministic=config.deterministic)
     device = resolve_device(config.device)
-    dataset = data.load_dataset(config.data)
-    info = data.get_dataset_info(config.data)
+    # Train/validation/test split (and, for a folder or CSV, the health check) happen in cnnkit.data.
+    prepared = data_prepare.training_data(config, default_size=_default_size(config))
+    dataset = prepared.dataset
     model = build_model(config, dataset).to(device)
 
-    # The whole training set, at the model's input shape, resident on the device.
-    images = conform(images_to_tensor(dataset.train.images), model.image_shape)  # (N, C, H, W)
-    labels = torch.from_numpy(dataset.train.labels)
-    train_idx, val_idx = _split(dataset.train.labels, config)
-    validation = (images[val_idx], labels[val_idx]) if len(val_idx) else None
+    # The training set at the model's input shape, resident on the device (or streamed when too big).
+    train_set = prepared.stream
+    if train_set is None:
+        train_set = (
+            conform(images_to_tensor(dataset.train.images), model.image_shape),
+            torch.from_numpy(dataset.train.labels),
+        )
+    val = dataset.val
+    validation = None
+    if val is not None:
+        validation = (conform(images_to_tensor(val.images), model.image_shape), torch.from_numpy(val.labels))
 
     run_dir = create_run_dir(
-        config.runs_dir, f"{config.model.removesuffix('.json').split('/')[-1]}-{config.data}", config.out
+        config.runs_dir, f"{config.model.removesuffix('.json').split('/')[-1]}-{dataset.name}", config.out
     )
-    resolved = {**config.to_dict(), "device": str(device), "augment": _augment_name(config, info)}
+    resolved = {**config.to_dict(), "device": str(device), "augment": _augment_name(config, prepared.augment)}
     atomic_write_json(run_dir / "config.json", resolved)
-    atomic_write_json(run_dir / "split.json", {
-        "data": config.data, "seed": config.seed, "val_split": config.val_split,
-        "train": train_idx.tolist(), "val": val_idx.tolist(), "test": "the data set's own test split",
-    })  # fmt: skip
+    prepared.write(run_dir)  # split.json; for a folder/CSV also bad_files.txt and data_report.json/.html
+    n_train, n_val = prepared.train_size, len(val) if val else 0
 
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
     spec = optimizers.get({"name": config.optimizer, "learning_rate": config.lr, "weight_decay": config.weight_decay})
     model.compile(optimizer=spec, loss=loss, metrics=["accuracy"])
     model.optimizer = spec.build(model.parameters())
-    steps = math.ceil(len(train_idx) / config.batch_size) * config.epochs
+    steps = math.ceil(n_train / config.batch_size) * config.epochs
     best_path = run_dir / MODEL_FILE
     monitor = "val_loss" if validation is not None else "loss"
     checkpoint = ModelCheckpoint(best_path, monitor=monitor, save_best_only=True)
     history = loop.fit(
-        model, (images[train_idx], labels[train_idx]),
+        model, train_set,
         loss_fn=losses.resolve(loss, model.output_activation), optimizer=model.optimizer,
         epochs=config.epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
         callbacks=[CSVLogger(run_dir / "metrics.csv"), checkpoint],
@@ -125,14 +124,21 @@ def train(config: TrainConfig) -> TrainResult:
     model.load_state_dict(read_weights(best_path))  # the best epoch, not the last
     test = evaluate_arrays(model, dataset.test.images, dataset.test.labels)
     seconds = time.perf_counter() - started
-    model.training_summary = _summary(config, dataset, history, test, seconds, len(train_idx), len(val_idx))
+    model.training_summary = _summary(config, dataset, history, test, seconds, n_train, n_val)
     model.save(best_path)
     plot_curves(history, run_dir / "curves.png")
     return TrainResult(run_dir, best_path, history, test, seconds)
 
 
-def _augment_name(config: TrainConfig, info: data.DatasetInfo) -> str:
-    return info.augment if config.augment == "auto" else config.augment
+def _augment_name(config: TrainConfig, default: str) -> str:
+    return default if config.augment == "auto" else config.augment
+
+
+def _default_size(config: TrainConfig) -> int | None:
+    """The registered model's own input size: what a folder's images are resized to without --image-size."""
+    from cnnkit.models import get_model_entry
+
+    return None if config.model.endswith(".json") else get_model_entry(config.model).input_size
 
 
 def _summary(config: TrainConfig, dataset: data.Dataset, history: dict[str, list[float]], test: EvalResult,
