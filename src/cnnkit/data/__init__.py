@@ -18,6 +18,7 @@ from cnnkit.data import photos as _photos  # noqa: F401  (registers gtsrb, lfw-p
 from cnnkit.data import standard as _standard  # noqa: F401  (registers mnist, fashion-mnist, kmnist, svhn)
 from cnnkit.data.catalog import DATASETS, Dataset, DatasetInfo, ImageArrays, get_dataset_info
 from cnnkit.data.downloads import data_root, fetch
+from cnnkit.errors import DataError
 
 __all__ = [
     "DATASETS",
@@ -55,14 +56,16 @@ def load_dataset(
 
     info = resolve_data(name)
     if info is None:
-        return open_data(name, image_size=image_size, val_split=0).dataset
+        opened = open_data(name, image_size=image_size, val_split=0)
+        if opened.stream is not None:
+            raise DataError(f"{name}: {opened.train_size:,} images do not fit in memory at this size; "
+                            f"`cnnkit train --data {name}` streams them, or pass a smaller image_size")  # fmt: skip
+        return opened.dataset
     if info.builtin:
         return info.loader()
     root = data_root(data_dir)
     if not info.is_cached(root):
         if not download:
-            from cnnkit.errors import DataError
-
             raise DataError(f"{info.name} is not in the data cache {root}: `cnnkit datasets --download {info.name}`")
         fetch(info.name, info.files, root)
     return info.loader(root)

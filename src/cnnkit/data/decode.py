@@ -61,7 +61,7 @@ class DecodedImage:
     image: Image.Image  # fully decoded, first frame, EXIF rotation applied
     format: str  # PNG, JPEG, ...
     mode: str  # the file's own mode: L, RGB, P, I;16, CMYK, ...
-    size: tuple[int, int]  # the file's own (width, height)
+    size: tuple[int, int]  # (width, height) as shown, i.e. after the EXIF rotation, at full resolution
 
 
 def open_image(
@@ -92,8 +92,9 @@ def open_image(
                 raise ImageError(f"{name}: empty file (0 bytes)", "empty")
             fp.seek(0)
             img = Image.open(fp, formats=ALLOWED_FORMATS)
-            header = (img.format or "?", img.mode, img.size)
             width, height = img.size
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+            header = (img.format or "?", img.mode, (height, width) if turned else (width, height))
             if width * height > max_pixels:
                 raise ImageError(
                     f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first",
@@ -106,7 +107,12 @@ def open_image(
             img = ImageOps.exif_transpose(img)
         except ImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(
+                f"{name}: more than the limit of {max_pixels:,} pixels (a decompression bomb?); resize it first",
+                "too large",
+            ) from None
+        except UnidentifiedImageError:
             raise ImageError(
                 f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM)", "not an image"
             ) from None

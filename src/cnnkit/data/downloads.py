@@ -211,13 +211,24 @@ def extract_archive(archive: Path, into: Path, members: Sequence[str] | None = N
                 z.extractall(staging, members=members)
         else:
             with tarfile.open(archive) as t:
-                chosen = [t.getmember(m) for m in members] if members is not None else None
-                t.extractall(staging, members=chosen, filter="data")
+                chosen = [t.getmember(m) for m in members] if members is not None else t.getmembers()
+                if hasattr(tarfile, "data_filter"):
+                    t.extractall(staging, members=chosen, filter="data")
+                else:  # Python < 3.11.4: the same rules, checked by hand
+                    t.extractall(staging, members=[_safe_member(m) for m in chosen])
         _merge(staging, into)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, KeyError, OSError) as e:
         raise DataError(f"{archive}: damaged or incomplete archive ({e}); delete it and try again") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _safe_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """Plain files and folders inside the archive's own folder only (what tarfile's ``data`` filter allows)."""
+    path = Path(member.name)
+    if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
+        raise tarfile.TarError(f"refusing to extract {member.name!r}: outside the folder, or not a plain file")
+    return member
 
 
 def _merge(source: Path, destination: Path) -> None:

@@ -27,7 +27,7 @@ from cnnkit.data.check import DataReport, build_report
 from cnnkit.data.folders import ImageIndex, index_path
 from cnnkit.data.scan import ScanResult, scan_files
 from cnnkit.data.split import stratified_split
-from cnnkit.errors import DataError
+from cnnkit.errors import ConfigError, DataError
 
 __all__ = ["TEST_FRACTION", "TrainingData", "memory_budget", "open_data", "resolve_data", "training_data"]
 
@@ -81,8 +81,8 @@ def resolve_data(data: str) -> catalog.DatasetInfo | None:
     info = catalog.find_dataset_info(data)
     if info is not None or is_data_path(data):
         return info
-    catalog.get_dataset_info(data)  # raises: unknown name, with the list
-    return None
+    raise ConfigError(f"unknown data set {data!r}, and no folder or CSV of that name; "
+                      f"available: {', '.join(sorted(catalog.DATASETS))}")  # fmt: skip
 
 
 def memory_budget() -> int:
@@ -91,12 +91,28 @@ def memory_budget() -> int:
     ``$CNNKIT_MEMORY_MB`` if set, else a quarter of the memory available now, at most 8 GiB.
     """
     if os.environ.get("CNNKIT_MEMORY_MB"):
-        return int(float(os.environ["CNNKIT_MEMORY_MB"]) * 2**20)
+        try:
+            return int(float(os.environ["CNNKIT_MEMORY_MB"]) * 2**20)
+        except ValueError:
+            raise ConfigError(
+                f"CNNKIT_MEMORY_MB must be a number of megabytes, not {os.environ['CNNKIT_MEMORY_MB']!r}"
+            ) from None
+    return min(_available_memory() // 4, 8 * 2**30)
+
+
+def _available_memory() -> int:
+    """Linux's MemAvailable (free memory plus what the page cache would give back), else free pages, else 8 GiB."""
     try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        available = 8 * 2**30
-    return min(available // 4, 8 * 2**30)
+        return 8 * 2**30
 
 
 def training_data(config: Any, default_size: int | None = None) -> TrainingData:
