@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cnnkit.cli import main
-from cnnkit.data.prepare import open_data
+from cnnkit.data.prepare import open_data, reopen_data
 from cnnkit.data.saved_split import load_split
 from cnnkit.errors import DataError
 from official_formats import write_cifar10_binary, write_medmnist, write_mnist
@@ -84,7 +84,11 @@ def test_csv_training_and_evaluating_another_folder(tmp_path, capsys):
         capsys, "train", "--data", str(tmp_path / "labels.csv"), "--epochs", "1", "--out", str(run), "-q"
     )
     assert code == 0, err
-    assert json.loads((run / "split.json").read_text())["train"][0]["path"].startswith("imgs/")
+    split = json.loads((run / "split.json").read_text())
+    assert split["train"][0]["path"].startswith("imgs/")
+    again = reopen_data(run)  # what resuming uses: the same files in the same splits, checked by hash
+    assert len(again.dataset.train) == len(split["train"]) and len(again.dataset.test) == len(split["test"])
+    assert [again.dataset.class_names[y] for y in again.dataset.val.labels] == [f["label"] for f in split["val"]]
     # another folder whose classes the model knows (in another order on disk: mapped by name)
     write_classes(tmp_path / "new" / "test", {"yes": 2, "no": 3}, size=40, seed=77)
     write_classes(tmp_path / "new" / "train", {"yes": 1, "no": 1}, size=40, seed=88)
@@ -128,6 +132,7 @@ def test_standard_data_sets_train_and_evaluate_from_the_cache(tmp_path, capsys):
         assert code == 0, (name, err)
         split = json.loads((run / "split.json").read_text())
         assert (len(split["val"]) if isinstance(split["val"], list) else 6) == n_val
+        assert len(reopen_data(run, data_dir=cache).dataset.val) == n_val
         code, out, err = _cli(capsys, "evaluate", str(run), "--data", name, "--data-dir", cache, "--json")
         assert code == 0, (name, err)
         assert json.loads(out)["n"] == {"mnist": 20, "cifar10": 10, "pneumoniamnist": 6}[name]

@@ -29,7 +29,16 @@ from cnnkit.data.scan import ScanResult, scan_files
 from cnnkit.data.split import stratified_split
 from cnnkit.errors import ConfigError, DataError
 
-__all__ = ["TEST_FRACTION", "TrainingData", "memory_budget", "open_data", "resolve_data", "training_data"]
+__all__ = [
+    "TEST_FRACTION",
+    "TrainingData",
+    "assign_roles",
+    "memory_budget",
+    "open_data",
+    "reopen_data",
+    "resolve_data",
+    "training_data",
+]
 
 TEST_FRACTION = 0.2  # held out of a folder without test/ (seed 0: the same test images whatever --seed says)
 DEFAULT_IMAGE_SIZE = 64  # a folder's image size when neither --image-size nor the model says
@@ -217,11 +226,18 @@ def _open_files(data: str, size: int, *, val_split: float, seed: int, max_bad_fi
     if verbose:
         for line in report.summary_lines():
             print(line)
-    channels = report.channels
-    shape = (size, size, channels)
+    shape = (size, size, report.channels)
+    split = _split_record(data, index, scan, shape, val_split, seed)
+    return _from_index(index, scan, shape, split, report, batch_size=batch_size, seed=seed, workers=workers)
+
+
+def _from_index(index: ImageIndex, scan: ScanResult, shape: tuple[int, int, int], split: dict[str, Any],
+                report: DataReport | None, *, batch_size: int, seed: int, workers: int | None
+                ) -> TrainingData:  # fmt: skip
+    """Arrays of each split (the training images streamed instead when the scan did not keep them)."""
     arrays = {role: _arrays(index, scan, role, shape, workers) for role in ("train", "val", "test")}
     stream = None
-    if not in_memory:
+    if scan.images is None:
         from cnnkit.data.streaming import file_batches
 
         chosen = [i for i, r in enumerate(index.roles) if r == "train"]
@@ -229,7 +245,40 @@ def _open_files(data: str, size: int, *, val_split: float, seed: int, max_bad_fi
                               workers=workers)  # fmt: skip
     dataset = Dataset(index.name, index.class_names, arrays["train"], arrays["test"],
                       arrays["val"] if len(arrays["val"]) else None)  # fmt: skip
-    return TrainingData(dataset, "flip-crop", _split_record(data, index, scan, shape, val_split, seed), report, stream)
+    return TrainingData(dataset, "flip-crop", split, report, stream)
+
+
+def reopen_data(run_dir: str | os.PathLike, *, data_dir: str | None = None, workers: int | None = None,
+                batch_size: int = 64, budget: int | None = None) -> TrainingData:  # fmt: skip
+    """The exact data a run trained on, from its ``split.json``: for resuming it.
+
+    A registered data set is reloaded and split by the recorded indices. For a folder or
+    CSV every recorded file is checked against its SHA-256 (a missing or changed file is a
+    :class:`DataError`) and decoded at the recorded image shape; files added since are ignored.
+    """
+    from cnnkit.data import load_dataset
+    from cnnkit.data.saved_split import load_split
+
+    saved = load_split(run_dir)
+    record = saved.record
+    if not saved.is_files:
+        info = catalog.get_dataset_info(saved.data)
+        dataset = load_dataset(info.name, data_dir=data_dir)
+        if isinstance(record.get("train"), list) and record.get("val"):
+            keep, held = np.asarray(record["train"], dtype=np.int64), np.asarray(record["val"], dtype=np.int64)
+            train = dataset.train
+            dataset = Dataset(dataset.name, dataset.class_names, ImageArrays(train.images[keep], train.labels[keep]),
+                              dataset.test, ImageArrays(train.images[held], train.labels[held]))  # fmt: skip
+        return TrainingData(dataset, info.augment, record)
+    parts = [saved.index(role) for role in ("train", "val", "test")]
+    index = ImageIndex(parts[0].root, [p for part in parts for p in part.paths],
+                       np.concatenate([part.labels for part in parts]), parts[0].class_names,
+                       [r for part in parts for r in part.roles], [], parts[0].name)  # fmt: skip
+    shape = tuple(record["image_shape"])
+    budget = memory_budget() if budget is None else budget
+    in_memory = len(index) * shape[0] * shape[1] * shape[2] * 4 <= budget
+    scan = scan_files(index.paths, (*shape[:2], 3) if in_memory else None, workers=workers)
+    return _from_index(index, scan, shape, record, None, batch_size=batch_size, seed=record["seed"], workers=workers)
 
 
 def _arrays(index: ImageIndex, scan: ScanResult, role: str, shape: tuple[int, int, int], workers: int | None
