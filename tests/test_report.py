@@ -84,12 +84,29 @@ def test_cnnkit_report_rebuilds_it(run, capsys):
 def test_report_without_its_data_still_has_every_section(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run.run_dir, copy)
-    config = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "data": "nope"}))
+    split = json.loads((copy / "split.json").read_text())
+    (copy / "split.json").write_text(json.dumps({**split, "data": "nope"}))
     text = write_report(copy).read_text()
     assert list(_sections(text)) == [sid for sid, _ in SECTIONS]
-    assert "the test data could not be loaded" in text and "unknown data set &#x27;nope&#x27;" in text
+    assert "the run&#x27;s data could not be reopened" in text and "unknown data set &#x27;nope&#x27;" in text
     assert len(_IMG.findall(text)) == 2  # the curves and the filters need no data
+
+
+def test_report_of_a_run_on_a_folder_uses_its_recorded_split(tmp_path, capsys):
+    from test_data_folders import write_classes
+
+    write_classes(tmp_path / "photos", {"cat": 12, "dog": 12}, size=20)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "photos"), "--epochs", "1", "--out", str(run_dir), "-q"]) == 0
+    capsys.readouterr()
+    split = json.loads((run_dir / "split.json").read_text())
+    (run_dir / REPORT_FILE).unlink()
+    assert main(["report", str(run_dir)]) == 0  # the files are reopened and checked against their hashes
+    sections = _sections((run_dir / REPORT_FILE).read_text())
+    assert "<td>cat</td>" in sections["data"] and "<td>dog</td>" in sections["data"]
+    total = f'<td>total</td><td class="num">{len(split["train"])}</td><td class="num">{len(split["val"])}</td>'
+    assert total + f'<td class="num">{len(split["test"])}</td>' in sections["data"]
+    assert len(_IMG.findall(sections["gradcam"])) == 1 and 'class="note"' not in sections["evaluation"]
 
 
 def test_report_errors(tmp_path, capsys):

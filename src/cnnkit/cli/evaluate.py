@@ -1,4 +1,5 @@
-"""``cnnkit evaluate``: a model on a data set's test split, or two models compared on it."""
+"""``cnnkit evaluate``: a model on a data set's test split, a folder, a CSV, or its run's own test split;
+or two models compared on the same images."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="accuracy, per-class metrics, confusion, calibration of a model on a data set's test split",
-        description="Evaluate MODEL on the test split of --data; with --compare, evaluate MODEL_A and MODEL_B "
-        "on the same images and test whether their accuracies differ.",
+        description="Evaluate MODEL on --data (a data set's test split, a folder or a CSV; default: the run's own "
+        "test split); with --compare, evaluate MODEL_A and MODEL_B on the same images and test whether their "
+        "accuracies differ.",
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="model file or run folder (two with --compare)")
-    p.add_argument("--data", required=True, help="data set name")
+    p.add_argument("--data", help="data set name, folder or CSV (default: the run's own test split)")
+    p.add_argument(
+        "--data-dir", help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
+    )
     p.add_argument("--compare", action="store_true", help="compare two models: bootstrap interval and McNemar's test")
     p.add_argument("--top-k", type=int, default=5, help="k of the top-k error (default 5)")
     p.add_argument("--out", metavar="DIR", help="write confusion.png, reliability.png and mistakes.png here")
@@ -29,8 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit import data
-
     expected = 2 if args.compare else 1
     if len(args.models) != expected:
         raise CnnkitError(
@@ -40,40 +43,49 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.top_k < 1:
         raise CnnkitError("--top-k must be at least 1")
-    dataset = data.load_dataset(args.data)
-    evaluations = [_evaluate(path, dataset, args) for path in args.models]
+    first_run = None  # with --compare, "the run's own test split" is model A's, for both models
+    evaluations = []
+    for path in args.models:
+        ev, images, where, run_dir = _evaluate(path, args, first_run)
+        first_run = first_run or run_dir
+        evaluations.append(ev)
     if args.compare:
-        return _report_comparison(args, *evaluations)
+        return _report_comparison(args, where, *evaluations)
     ev = evaluations[0]
     plots = []
     if args.out:
         from cnnkit.report.plots import write_evaluation_plots
 
-        plots = [str(p) for p in write_evaluation_plots(ev, dataset.test.images, args.out)]
+        plots = [str(p) for p in write_evaluation_plots(ev, images, args.out)]
     if args.json:
-        print(json.dumps({"model": args.models[0], "data": args.data, **ev.to_dict(), "plots": plots}))
+        print(json.dumps({"model": args.models[0], "data": args.data or where, **ev.to_dict(), "plots": plots}))
         return 0
-    _print_evaluation(args.data, ev)
+    _print_evaluation(where, ev)
     if plots:
         console.print(f"plots written: {', '.join(plots)}")
     return 0
 
 
-def _evaluate(path: str, dataset, args: argparse.Namespace):  # noqa: ANN001, ANN202
+def _evaluate(path: str, args: argparse.Namespace, run_dir=None):  # noqa: ANN001, ANN202
+    """(evaluation, the images, where they came from, the model's run folder) for one model file or run."""
+    from cnnkit.data.saved_split import evaluation_data
     from cnnkit.evaluate import evaluate_model
     from cnnkit.models import load_model
     from cnnkit.runs import resolve_model_path
 
-    model = load_model(resolve_model_path(path))
-    _check_classes(model, dataset)
-    test = dataset.test
-    return evaluate_model(model, test.images, test.labels, dataset.class_names, batch_size=args.batch_size,
-                          top_k=args.top_k)  # fmt: skip
+    model_path = resolve_model_path(path)
+    model = load_model(model_path)
+    own_run = model_path.parent if (model_path.parent / "split.json").exists() else None
+    arrays, where = evaluation_data(args.data, class_names=list(model.class_names or []) or None,
+                                    input_shape=model.image_shape, run_dir=run_dir or own_run,
+                                    data_dir=args.data_dir)  # fmt: skip
+    ev = evaluate_model(model, arrays.images, arrays.labels, batch_size=args.batch_size, top_k=args.top_k)
+    return ev, arrays.images, where, own_run
 
 
-def _print_evaluation(data_name: str, ev) -> None:  # noqa: ANN001
+def _print_evaluation(where: str, ev) -> None:  # noqa: ANN001
     s = ev.summary
-    console.print(f"{data_name} test split, {s.n} images")
+    console.print(f"{where}, {s.n} images")
     console.print(f"loss          {s.loss:.4f}")
     console.print(f"accuracy      {s.accuracy:.2%}")
     console.print(f"top-{s.top_k} error   {s.top_k_error:.2%}")
@@ -90,13 +102,13 @@ def _print_evaluation(data_name: str, ev) -> None:  # noqa: ANN001
             f"{p.true} -> {p.predicted} ({p.count}, {p.rate:.0%})" for p in pairs))  # fmt: skip
 
 
-def _report_comparison(args: argparse.Namespace, a, b) -> int:  # noqa: ANN001
+def _report_comparison(args: argparse.Namespace, where: str, a, b) -> int:  # noqa: ANN001
     from cnnkit.evaluate import compare_models
 
     c = compare_models(a, b)
     if args.json:
         print(json.dumps({
-            "data": args.data,
+            "data": args.data or where,
             "a": {"model": args.models[0], **a.summary.to_dict()},
             "b": {"model": args.models[1], **b.summary.to_dict()},
             "comparison": c.to_dict(),
@@ -122,11 +134,3 @@ def _report_comparison(args: argparse.Namespace, a, b) -> int:  # noqa: ANN001
     else:
         console.print(f"no significant difference at {1 - c.confidence:.0%}: these images cannot tell the models apart")
     return 0
-
-
-def _check_classes(model, dataset) -> None:  # noqa: ANN001
-    if model.class_names and len(model.class_names) != len(dataset.class_names):
-        raise CnnkitError(
-            f"the model knows {len(model.class_names)} classes but {dataset.name} has "
-            f"{len(dataset.class_names)}: evaluate it on the data it was trained for"
-        )

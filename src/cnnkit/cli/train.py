@@ -26,7 +26,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--model", help="registered model (see `cnnkit models`) or an architecture .json (default: seed)")
-    p.add_argument("--data", help="data set name (see `cnnkit datasets`; default: digits)")
+    p.add_argument(
+        "--data",
+        help="data set name (see `cnnkit datasets`), a folder of class sub-folders, or a CSV "
+        "of path,label (default: digits)",
+    )
+    p.add_argument(
+        "--data-dir", help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
+    )
+    p.add_argument(
+        "--max-bad-files",
+        type=float,
+        metavar="SHARE",
+        help="stop before training when more than this share of a folder's files is unreadable (default 0.1)",
+    )
+    p.add_argument("--workers", type=int, help="image-decoding workers for a folder or CSV (default: one per core)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="sgd uses Nesterov momentum 0.9")
@@ -71,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _OPTIONS = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
             "clip_norm", "class_weights", "ema", "augment", "tta", "image_size", "val_split", "patience", "time",
             "precision", "channels_last", "compile", "seed", "deterministic", "device", "runs_dir", "out",
-            "tensorboard", "weights", "freeze_epochs")  # fmt: skip
+            "tensorboard", "weights", "freeze_epochs", "data_dir", "max_bad_files", "workers")  # fmt: skip
 
 
 def _stop_on_sigterm() -> None:

@@ -1,8 +1,8 @@
 """``report.html``: one self-contained page about a training run, every image inlined.
 
 :func:`write_report` reads the run folder (``config.json``, ``metrics.csv``, ``split.json``,
-``model.safetensors``), evaluates the model on the test split of the data set named in the
-config, looks inside it, and writes ``report.html`` (plus ``confusion.png``,
+``model.safetensors``), evaluates the model on the run's test split (reopened from
+``split.json``, as resuming does), looks inside it, and writes ``report.html`` (plus ``confusion.png``,
 ``reliability.png`` and ``mistakes.png``) into the folder. ``cnnkit report RUN_DIR`` and the
 end of every training run call it.
 """
@@ -95,50 +95,47 @@ class _Page:
         return _img(png, alt)
 
 
-def _load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's ``config.json`` (``{}`` if it has none); a folder without a model is not a run."""
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run folder")
     if not (run_dir / MODEL_FILE).exists():
         raise ConfigError(f"{run_dir} has no {MODEL_FILE}: not a finished training run")
-
-    def read(name: str) -> dict[str, Any]:
-        path = run_dir / name
-        if not path.exists():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-
-    return read("config.json"), read("split.json")
+    path = run_dir / "config.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
 
 
 def write_report(
-    run_dir: str | os.PathLike, *, model: torch.nn.Module | None = None, dataset: Any = None, samples: int = 6
+    run_dir: str | os.PathLike, *, model: torch.nn.Module | None = None, data: Any = None, samples: int = 6
 ) -> Path:
     """Build ``RUN_DIR/report.html`` and return its path.
 
-    ``model`` and ``dataset`` may be passed when the caller has them in memory (the end of a
-    training run); otherwise they are loaded from the run folder and the data set its
-    ``config.json`` names. ``samples`` test images get Grad-CAM heat maps.
+    ``model`` and ``data`` (the run's :class:`~cnnkit.data.prepare.TrainingData`, or a
+    :class:`~cnnkit.data.Dataset`) may be passed when the caller has them in memory (the end
+    of a training run); otherwise the model is loaded from the run folder and the data
+    reopened from its ``split.json`` exactly as the run split it. ``samples`` test images
+    get Grad-CAM heat maps.
     """
     from cnnkit.models import load_model
 
     run_dir = Path(run_dir)
-    config, split = _load_run(run_dir)
+    config = _read_config(run_dir)
     model = model if model is not None else load_model(run_dir / MODEL_FILE)
     data_note = None
-    if dataset is None and config.get("data"):
-        from cnnkit.data import load_dataset
+    if data is None:
+        from cnnkit.data.prepare import reopen_data
 
         try:
-            dataset = load_dataset(config["data"])
+            data = reopen_data(run_dir, data_dir=config.get("data_dir"))
         except CnnkitError as e:
-            data_note = f"the test data could not be loaded, so there is no evaluation: {e}"
-    elif dataset is None:
-        data_note = "config.json names no data set, so there is no evaluation"
+            data_note = f"the run's data could not be reopened, so there is no evaluation: {e}"
     page = _Page(run_dir)
-    context = sections.Context(run_dir, config, split, read_history(run_dir / "metrics.csv"), model, dataset, samples)
+    context = sections.Context(run_dir, config, read_history(run_dir / "metrics.csv"), model, data, samples)
     body = [sections.header(context)]
     if data_note:
         body.append(f'<p class="note">{html.escape(data_note)}</p>')

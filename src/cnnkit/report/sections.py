@@ -30,17 +30,27 @@ class Context:
 
     run_dir: Path
     config: dict[str, Any]
-    split: dict[str, Any]
     history: dict[str, list[float]]
     model: torch.nn.Module
-    dataset: Any  # cnnkit.data.Dataset or None
+    data: Any  # cnnkit.data.prepare.TrainingData, a cnnkit.data.Dataset, or None
     samples: int
+
+    @property
+    def dataset(self) -> Any:
+        """The :class:`~cnnkit.data.Dataset` (train, val, test, class names), or None."""
+        return getattr(self.data, "dataset", self.data)
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        stream = getattr(self.data, "stream", None)  # training images streamed from disk: only their labels here
+        return np.asarray(stream.dataset.labels) if stream is not None else self.dataset.train.labels
 
     @cached_property
     def evaluation(self) -> Evaluation | None:
+        """The model on the test split (None without test images)."""
         from cnnkit.evaluate import evaluate_model
 
-        if self.dataset is None:
+        if self.dataset is None or len(self.dataset.test) == 0:
             return None
         test = self.dataset.test
         tta = bool(self.config.get("tta", False))  # the same test numbers the run printed
@@ -120,15 +130,13 @@ def _config(ctx: Context, page: Any) -> str:
 
 def _data(ctx: Context, page: Any) -> str:
     if ctx.dataset is None:
-        return _note("no data set loaded")
+        return _note("no data loaded")
     ds, names = ctx.dataset, ctx.class_names
-    train_labels = ds.train.labels
-    train_idx = np.asarray(ctx.split.get("train", np.arange(len(train_labels))), dtype=int)
-    val_idx = np.asarray(ctx.split.get("val", []), dtype=int)
-    counts = [np.bincount(labels, minlength=len(names)) for labels in
-              (train_labels[train_idx], train_labels[val_idx], ds.test.labels)]  # fmt: skip
+    val = ds.val.labels if ds.val is not None else np.zeros(0, np.int64)
+    splits = (ctx.train_labels, val, ds.test.labels)
+    counts = [np.bincount(labels, minlength=len(names)) for labels in splits]
     rows = [[name, int(a), int(b), int(c)] for name, a, b, c in zip(names, *counts)]
-    rows.append(["total", len(train_idx), len(val_idx), len(ds.test.labels)])
+    rows.append(["total", *(len(labels) for labels in splits)])
     h, w, c = ds.image_shape
     intro = (f"<p>{_e(ds.name)}: {len(names)} classes, images {h}x{w} with {c} channel(s); the model sees "
              f"{_e(tuple(ctx.model.image_shape))} (height, width, channels).</p>")  # fmt: skip
@@ -162,7 +170,7 @@ def _evaluation(ctx: Context, page: Any) -> str:
 
     ev = ctx.evaluation
     if ev is None:
-        return _note("no test data, no evaluation")
+        return _note("no test images, no evaluation")
     s = ev.summary
     summary = table(["images", "loss", "accuracy", f"top-{s.top_k} error", "ECE"],
                     [[s.n, s.loss, s.accuracy, s.top_k_error, ev.calibration.ece]])  # fmt: skip
@@ -189,7 +197,7 @@ def _calibration(ctx: Context, page: Any) -> str:
 
     ev = ctx.evaluation
     if ev is None:
-        return _note("no test data, no calibration")
+        return _note("no test images, no calibration")
     text = (f"<p>Expected calibration error {ev.calibration.ece:.4f}: on average the top-1 probability differs "
             f"from the accuracy of predictions that confident by {ev.calibration.ece:.1%}.</p>")  # fmt: skip
     return text + page.figure(reliability_figure(ev.calibration), "reliability diagram", "reliability.png")
@@ -212,8 +220,8 @@ def _feature_maps(ctx: Context, page: Any) -> str:
     from cnnkit.explain import feature_maps
     from cnnkit.report.inside import feature_maps_figure
 
-    if ctx.dataset is None:
-        return _note("no test data, no image to show feature maps for")
+    if ctx.evaluation is None:
+        return _note("no test images to show feature maps for")
     i = ctx.sample_indices[0]
     maps = feature_maps(ctx.model, ctx.model_images[i])
     if not maps:
@@ -229,8 +237,8 @@ def _gradcam(ctx: Context, page: Any) -> str:
     from cnnkit.explain import class_activation_map
     from cnnkit.report.inside import heatmaps_figure
 
-    if ctx.dataset is None:
-        return _note("no test data, no images to explain")
+    if ctx.evaluation is None:
+        return _note("no test images to explain")
     images, heats, captions, layer = [], [], [], ""
     for i in ctx.sample_indices:
         x = ctx.model_images[i]  # (C, H, W)
@@ -251,7 +259,7 @@ def _mistakes(ctx: Context, page: Any) -> str:
 
     ev = ctx.evaluation
     if ev is None:
-        return _note("no test data, no mistakes to show")
+        return _note("no test images, no mistakes to show")
     figure = mistakes_figure(ev, ctx.dataset.test.images)
     if not figure:
         return "<p>The model got every test image right.</p>"

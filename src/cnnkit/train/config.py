@@ -36,11 +36,15 @@ class TrainConfig:
     """Everything a training run depends on.
 
     ``model`` is a registered name (``cnnkit models``) or the path of an architecture
-    JSON (what ``model.get_config()`` returns); ``data`` a data set name (``cnnkit datasets``).
+    JSON (what ``model.get_config()`` returns); ``data`` a data set name (``cnnkit datasets``),
+    a folder of class sub-folders, or a CSV of ``path,label``.
     """
 
     model: str = "seed"
     data: str = "digits"
+    data_dir: str | None = None  # the data cache (default: $CNNKIT_DATA, else ~/.cache/cnnkit)
+    max_bad_files: float = 0.1  # a folder/CSV with a larger share of unreadable files stops before training
+    workers: int | None = None  # image-decoding workers for folders/CSVs (default: one per core)
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adam"  # adam, adamw, sgd (Nesterov momentum 0.9), rmsprop
@@ -120,6 +124,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
             (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
+            (0 <= self.max_bad_files <= 1, "max_bad_files must be a share in [0, 1]"),
+            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
             (self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2"),
             (self.optimizer in ("adam", "adamw", "sgd", "rmsprop"), "optimizer must be adam, adamw, sgd or rmsprop"),
             (self.schedule in ("onecycle", "cosine", "constant"), "schedule must be onecycle, cosine or constant"),
