@@ -7,7 +7,16 @@ non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CnnkitError", "ConfigError", "DataError", "ModelFileError", "ShapeError", "TrainingError"]
+__all__ = [
+    "CnnkitError",
+    "ConfigError",
+    "DataError",
+    "ImageTooLargeError",
+    "ModelFileError",
+    "ShapeError",
+    "TrainingError",
+    "UnsupportedImageError",
+]
 
 
 class CnnkitError(Exception):
@@ -24,6 +33,14 @@ class ConfigError(CnnkitError, ValueError):
 
 class DataError(CnnkitError):
     """A data set, image or array that cannot be used as given."""
+
+
+class ImageTooLargeError(DataError):
+    """An image with more pixels than the decoder's limit (refused before any pixel is decoded)."""
+
+
+class UnsupportedImageError(DataError):
+    """Bytes that are not an image in a format cnnkit reads (as opposed to a truncated or corrupt one)."""
 
 
 class ModelFileError(CnnkitError):

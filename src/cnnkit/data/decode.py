@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnkit.errors import DataError
+from cnnkit.errors import DataError, ImageTooLargeError, UnsupportedImageError
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_path", "load_image", "to_array"]
 
@@ -44,7 +44,7 @@ def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIX
             img = Image.open(fp)
             width, height = img.size
             if width * height > max_pixels:
-                raise DataError(
+                raise ImageTooLargeError(
                     f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first"
                 )
             img.seek(0)  # first frame of a GIF / multi-page TIFF
@@ -52,8 +52,15 @@ def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIX
             img = ImageOps.exif_transpose(img)
         except DataError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise DataError(f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP)") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            # PIL's own bomb check fires inside Image.open for huge headers, before ours can.
+            raise ImageTooLargeError(
+                f"{name}: too many pixels (more than the limit of {max_pixels:,}); resize it first"
+            ) from None
+        except UnidentifiedImageError:
+            raise UnsupportedImageError(
+                f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP)"
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise DataError(f"{name}: truncated or corrupt image ({e})") from None
     return img

@@ -1,0 +1,198 @@
+"""The model behind the server: decoding uploads the way ``cnnkit predict`` does, batching, the card.
+
+Every upload goes through :func:`cnnkit.data.decode.decode_image` (the one decoder, with its
+pixel cap), :func:`~cnnkit.data.decode.to_array` and :func:`~cnnkit.data.transforms.conform`,
+exactly as :func:`cnnkit.predict.predict_files` reads a file, so an image gets the same answer
+from the server as from the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import time
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnkit.data.decode import decode_image, to_array
+from cnnkit.data.transforms import conform
+from cnnkit.errors import DataError, ImageTooLargeError, UnsupportedImageError
+from cnnkit.models import Model, load_model
+from cnnkit.runtime import resolve_device
+from cnnkit.serve.batching import Batcher
+from cnnkit.serve.config import ServeConfig
+from cnnkit.serve.limits import Admission, ApiError, describe
+from cnnkit.serve.uploads import Upload
+
+__all__ = ["ModelService", "image_error", "tensor_to_png"]
+
+
+def image_error(upload: Upload, error: DataError) -> ApiError:
+    """The status a decoding failure deserves: too big 413, not an image 415, damaged 422."""
+    detail = f"{upload.name}: {str(error).removeprefix('image: ')}"
+    if isinstance(error, ImageTooLargeError):
+        return ApiError(413, "too_many_pixels", detail)
+    if isinstance(error, UnsupportedImageError):
+        return ApiError(415, "unsupported_image", detail)
+    return ApiError(422, "bad_image", detail)
+
+
+def tensor_to_png(image: torch.Tensor) -> str:
+    """A ``(C, H, W)`` image in [0, 1] as base64 PNG text (what the model saw, for the page)."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+    img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class ModelService:
+    """One loaded model, its batcher and its card; shared by every request of a server process."""
+
+    def __init__(self, model: Model, config: ServeConfig, metadata: dict[str, Any] | None = None) -> None:
+        if model.image_shape is None or any(n is None for n in model.image_shape):
+            raise DataError(f"model {model.name!r} has no fixed input shape (height, width, channels) to serve")
+        self.model = model.eval()
+        self.config = config
+        self.metadata = metadata or {}
+        self.device = resolve_device(config.device)
+        self.model.to(self.device)
+        self.admission = Admission(config.max_in_flight)
+        self.batcher = Batcher(
+            self._forward, max_batch=config.max_batch, wait_ms=config.batch_wait_ms, pending=self.admission
+        )
+        self.ready = False
+        self._decode_slots: asyncio.Semaphore | None = None
+        height, width, channels = model.image_shape
+        self.input_shape = (int(height), int(width), int(channels))
+        self.class_names = list(model.class_names or [])
+
+    @classmethod
+    def load(cls, model: Model | str | os.PathLike, config: ServeConfig) -> ModelService:
+        """From a loaded model, or a model file / run folder."""
+        if isinstance(model, Model):
+            return cls(model, config)
+        from cnnkit.modelfile import read_metadata
+        from cnnkit.runs import resolve_model_path
+
+        path = resolve_model_path(model)
+        return cls(load_model(path), config, read_metadata(path))
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the model thread and warm it up (first passes allocate and pick kernels)."""
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        # Decoding runs in worker threads; a few at a time bounds the memory of big uploads.
+        self._decode_slots = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
+        self.batcher.start()
+        height, width, channels = self.input_shape
+        for size in sorted({1, min(2, self.config.max_batch), self.config.max_batch}):
+            probe = torch.zeros(size, channels, height, width)
+            outputs = (await self.batcher.submit(probe)).outputs  # (size, classes)
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(outputs.shape[1])]
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        self.batcher.stop(timeout=self.config.drain_timeout_s)
+
+    # -- inference --------------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images -> ``(B, classes)`` probabilities on the CPU; the model thread only."""
+        logits = self.model(x.to(self.device, non_blocking=True))
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def prepare(self, upload: Upload) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Decode one upload to the model's input ``(1, C, H, W)``; also its own ``(width, height)``."""
+        try:
+            image = decode_image(upload.data, max_pixels=self.config.max_pixels)
+            array = to_array(image, self.input_shape[2])  # (h, w, C) in [0, 1]
+        except DataError as e:
+            raise image_error(upload, e) from None
+        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]  # (1, C, h, w)
+        return conform(x, self.input_shape), image.size
+
+    async def prepare_all(self, uploads: list[Upload]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Decode every upload off the event loop; ``(n, C, H, W)`` and their sizes."""
+
+        def work() -> tuple[torch.Tensor, list[tuple[int, int]]]:
+            prepared = [self.prepare(upload) for upload in uploads]
+            return torch.cat([x for x, _ in prepared]), [size for _, size in prepared]
+
+        async with self._decode_slots:
+            return await anyio.to_thread.run_sync(work)
+
+    def top_k(self, probabilities: torch.Tensor, k: int) -> list[tuple[list[str], list[float]]]:
+        """Per row of ``(n, classes)`` probabilities: the ``k`` best labels and their probabilities."""
+        top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+        return [
+            ([self.class_names[int(i)] for i in indices], [round(float(p), 6) for p in values])
+            for values, indices in zip(top.values, top.indices)
+        ]
+
+    async def predict(self, uploads: list[Upload], top_k: int, include_input: bool = False) -> dict[str, Any]:
+        """The JSON answer of ``POST /v1/predict`` for ``uploads``."""
+        started = time.perf_counter()
+        x, sizes = await self.prepare_all(uploads)  # (n, C, H, W)
+        decoded = time.perf_counter()
+        result = await self.batcher.submit(x)
+        results = []
+        for i, (upload, (labels, probs)) in enumerate(zip(uploads, self.top_k(result.outputs, top_k))):
+            item: dict[str, Any] = {
+                "filename": upload.name,
+                "width": sizes[i][0],
+                "height": sizes[i][1],
+                "labels": labels,
+                "probabilities": probs,
+            }
+            if include_input:
+                item["input_png"] = tensor_to_png(x[i])
+            results.append(item)
+        return {
+            "model": self.model.name,
+            "results": results,
+            "batch_size": result.batch_size,
+            "timing_ms": _timing(started, decoded, result.model_ms),
+        }
+
+    # -- the model card ----------------------------------------------------------------
+    def card(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` answers: the model, how it was trained, and the server's limits."""
+        architecture = self.metadata.get("architecture") or self.model.architecture or {}
+        kind = architecture.get("class_name")
+        if kind == "registry":
+            kind = architecture.get("config", {}).get("name", kind)
+        height, width, channels = self.input_shape
+        return {
+            "name": self.model.name,
+            "architecture": kind,
+            "classes": self.class_names,
+            "num_classes": len(self.class_names),
+            "input_shape": [height, width, channels],
+            "parameters": self.model.count_params(),
+            "normalization": self.model.normalization,
+            "training": self.metadata.get("training") or self.model.training_summary or None,
+            "created": self.metadata.get("created"),
+            "versions": self.metadata.get("versions"),
+            "weights_sha256": self.metadata.get("weights_sha256"),
+            "limits": describe(self.config),
+            "batching": {"max_batch": self.config.max_batch, "wait_ms": self.config.batch_wait_ms},
+        }
+
+
+def _timing(started: float, decoded: float, model_ms: float) -> dict[str, float]:
+    now = time.perf_counter()
+    return {
+        "decode": round((decoded - started) * 1000, 3),
+        "model": round(model_ms, 3),
+        "total": round((now - started) * 1000, 3),
+    }
