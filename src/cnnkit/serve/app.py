@@ -32,7 +32,7 @@ from cnnkit.serve.uploads import read_uploads
 __all__ = ["create_app"]
 
 STATIC = Path(__file__).parent / "static"
-log = logging.getLogger("cnnkit.serve")
+log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own lines
 
 # The page loads nothing from elsewhere; say so to the browser.
 PAGE_HEADERS = {
@@ -124,8 +124,9 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     ) -> JSONResponse:
         _check_top_k(top_k, service)
         async with deadline(service.config.timeout_s):
-            uploads = await read_uploads(request, service.config.max_images)
-            answer = await service.predict(uploads, top_k, include_input)
+            answer = await service.predict(
+                lambda: read_uploads(request, service.config.max_images), top_k, include_input
+            )
         return JSONResponse(answer)
 
     @app.get("/v1/model", response_model=schemas.ModelCard, summary="The model card")

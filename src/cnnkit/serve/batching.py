@@ -4,8 +4,8 @@ Every request puts its images on a queue and awaits a future. One worker thread 
 model: it takes the first job, then keeps collecting queued jobs until the batch holds
 ``max_batch`` images or the wait window closes, runs one forward pass and hands each job
 its rows. The window is only waited out while more requests are on their way (the
-``pending`` callable, the server's in-flight count, says so): a lone request runs at once,
-so batching costs nothing at one client and pays off as load grows.
+``pending`` callable counts the requests being read and decoded): a lone request runs at
+once, so batching costs nothing at one client and pays off as load grows.
 
 A single model thread also means no two forward passes compete for the same cores, and
 work that must have the model to itself (Grad-CAM hooks) runs there too, between batches.
@@ -69,8 +69,8 @@ class Batcher:
     Args:
         forward: ``(B, C, H, W)`` tensor -> ``(B, ...)`` tensor; called on the worker thread only.
         max_batch: most images in one forward pass (a single larger job runs alone).
-        wait_ms: longest wait for more jobs once a batch has started, while ``pending() > jobs in it``.
-        pending: how many requests are on their way (None: never wait, take only what is queued).
+        wait_ms: longest wait for more jobs once a batch has started, while ``pending() > 0``.
+        pending: how many requests are on their way to ``submit`` (None: never wait, take what is queued).
     """
 
     def __init__(
@@ -138,7 +138,7 @@ class Batcher:
             batch, size = [job], job.size
             deadline = time.perf_counter() + self.wait_s
             while size < self.max_batch:
-                nxt = self._next(len(batch), deadline)
+                nxt = self._next(deadline)
                 if nxt is None:
                     break
                 if nxt is _STOP or nxt.call is not None or size + nxt.size > self.max_batch:
@@ -148,14 +148,14 @@ class Batcher:
                 size += nxt.size
             self._run_batch(batch)
 
-    def _next(self, jobs: int, deadline: float) -> Any:
-        """The next queued job; waits for one only while more requests than ``jobs`` are on their way."""
+    def _next(self, deadline: float) -> Any:
+        """The next queued job; waits for one (until ``deadline``) only while requests are on their way."""
         try:
             return self._queue.get_nowait()
         except queue.Empty:
             pass
         remaining = deadline - time.perf_counter()
-        if remaining <= 0 or self._pending is None or self._pending() <= jobs:
+        if remaining <= 0 or self._pending is None or self._pending() <= 0:
             return None
         try:
             return self._queue.get(timeout=remaining)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio.to_thread
@@ -64,8 +66,9 @@ class ModelService:
         self.device = resolve_device(config.device)
         self.model.to(self.device)
         self.admission = Admission(config.max_in_flight)
+        self.arriving = 0  # requests being read and decoded: the batcher waits for them, and only for them
         self.batcher = Batcher(
-            self._forward, max_batch=config.max_batch, wait_ms=config.batch_wait_ms, pending=self.admission
+            self._forward, max_batch=config.max_batch, wait_ms=config.batch_wait_ms, pending=lambda: self.arriving
         )
         self.ready = False
         self._decode_slots: asyncio.Semaphore | None = None
@@ -139,10 +142,23 @@ class ModelService:
             for values, indices in zip(top.values, top.indices)
         ]
 
-    async def predict(self, uploads: list[Upload], top_k: int, include_input: bool = False) -> dict[str, Any]:
-        """The JSON answer of ``POST /v1/predict`` for ``uploads``."""
-        started = time.perf_counter()
-        x, sizes = await self.prepare_all(uploads)  # (n, C, H, W)
+    @contextlib.asynccontextmanager
+    async def arrival(self) -> AsyncIterator[None]:
+        """Mark a request as on its way to the model (read and decode inside this block)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
+    async def predict(
+        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, include_input: bool = False
+    ) -> dict[str, Any]:
+        """The JSON answer of ``POST /v1/predict`` for the uploads ``read()`` gives."""
+        async with self.arrival():
+            uploads = await read()
+            started = time.perf_counter()
+            x, sizes = await self.prepare_all(uploads)  # (n, C, H, W)
         decoded = time.perf_counter()
         result = await self.batcher.submit(x)
         results = []
