@@ -51,6 +51,7 @@ def test_health_readiness_and_model_card(client, trained_seed):
     assert card["parameters"] == 93_322
     assert card["training"] == model.training_summary
     assert card["limits"]["max_images"] == 4 and card["limits"]["max_body_bytes"] == 2**20
+    assert card["explain"] is True
     assert len(card["weights_sha256"]) == 64
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
 
@@ -195,3 +196,59 @@ def test_the_page_is_served_with_a_strict_policy(client):
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
     assert "http" not in client.get("/static/app.js").text.replace("HTTP ", "")  # nothing loaded from elsewhere
+
+
+def test_explain_adds_the_grad_cam_heat_map_of_the_top_class(client, trained_seed, test_images):
+    from cnnkit.explain import gradcam, overlay
+
+    model, _ = trained_seed
+    images, _ = test_images
+    png = digit_png(images, 2)
+    predicted = post_png(client, png).json()["results"][0]
+    response = client.post("/v1/explain", content=png, headers={"content-type": "image/png"}, params={"top_k": 3})
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert result["labels"] == predicted["labels"][:3] and result["target"] == predicted["labels"][0]
+    heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["heatmap_png"]))))
+    assert heat.shape == (28, 28, 3)
+    # The oracle: cnnkit.explain on the same decoded pixels (the server only runs it on the model thread).
+    x = torch.from_numpy(np.asarray(Image.open(io.BytesIO(png)), np.float32) / 255)[None]
+    expected = np.asarray(overlay(x, gradcam(model, x, target=int(result["target"]))))
+    assert np.abs(heat.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_explain_a_chosen_class_and_refuse_an_unknown_one(client, test_images):
+    images, _ = test_images
+    png = digit_png(images, 2)
+    answer = client.post("/v1/explain", files={"f": ("d.png", png, "image/png")}, params={"target": "7"}).json()
+    assert answer["results"][0]["target"] == "7" and answer["timing_ms"]["explain"] >= 0
+    refused = client.post("/v1/explain", content=png, headers={"content-type": "image/png"}, params={"target": "cat"})
+    assert refused.status_code == 422 and "not one of the model's classes" in refused.json()["detail"]
+    broken = client.post("/v1/explain", content=png[:50], headers={"content-type": "image/png"})
+    assert broken.status_code == 422 and broken.json()["code"] == "bad_image"
+
+
+def test_a_model_without_convolutions_says_it_cannot_be_explained():
+    from _serve_util import GatedNet
+    from cnnkit.models import Model
+
+    model = Model(GatedNet(), input_shape=(8, 8, 1), name="dense", class_names=["a", "b", "c"])
+    with TestClient(create_app(model)) as c:
+        assert c.get("/v1/model").json()["explain"] is False
+        png = png_bytes(np.zeros((8, 8), np.uint8))
+        response = c.post("/v1/explain", content=png, headers={"content-type": "image/png"})
+        assert response.status_code == 422 and response.json()["code"] == "cannot_explain"
+        assert c.post("/v1/predict", content=png, headers={"content-type": "image/png"}).status_code == 200
+
+
+def test_not_ready_until_started():
+    from _serve_util import GatedNet
+    from cnnkit.models import Model
+
+    app = create_app(Model(GatedNet(), input_shape=(8, 8, 1), name="m", class_names=["a", "b", "c"]))
+    c = TestClient(app)  # no `with`: the lifespan (model thread, warm-up) has not run
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/readyz").status_code == 503
+    png = png_bytes(np.zeros((8, 8), np.uint8))
+    refused = c.post("/v1/predict", content=png, headers={"content-type": "image/png"})
+    assert refused.status_code == 503 and refused.json()["code"] == "not_ready"

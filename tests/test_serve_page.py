@@ -1,5 +1,5 @@
 """The page in a real headless browser (Debian's chromium driven by Playwright): upload an image and
-see the prediction, draw a digit and see a prediction, read an error, fit a phone screen."""
+see the prediction, draw a digit and see a prediction, turn on the heat map, read an error, fit a phone screen."""
 
 from __future__ import annotations
 
@@ -76,10 +76,18 @@ def test_page_recognizes_an_upload_and_a_drawing_on_a_phone_screen(trained_seed,
                 "top => document.querySelector('#result').dataset.top === top", arg=api_top_label(url, png)
             )
             assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+
+            # The heat-map toggle asks /v1/explain for the same image and shows the Grad-CAM overlay.
+            with page.expect_response("**/v1/explain**") as explained:
+                page.check("#heat")
+            assert explained.value.ok
+            page.wait_for_selector("#heat-figure:not([hidden])")
+            assert page.get_attribute("#heatmap", "src").startswith("data:image/png;base64,")
+            assert "where it looked for" in page.inner_text("#heat-caption")
             page.screenshot(path=str(artifacts / "serve-page-phone.png"), full_page=True)
 
             # A file that is not an image: the API's message, readable, on the page.
-            with page.expect_response("**/v1/predict**"):
+            with page.expect_response("**/v1/explain**"):  # the heat map is on: the page asks /v1/explain
                 page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"hi"}])
             page.wait_for_selector("#error:not([hidden])")
             assert "notes.png: not an image" in page.inner_text("#error")

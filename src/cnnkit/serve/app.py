@@ -129,6 +129,26 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
             )
         return JSONResponse(answer)
 
+    @app.post(
+        "/v1/explain",
+        response_model=schemas.ExplainAnswer,
+        responses=ERRORS,
+        openapi_extra=UPLOAD_DOC,
+        summary="Top-k classes plus a Grad-CAM heat map of where the model looked",
+    )
+    async def explain(
+        request: Request,
+        top_k: int = Query(5, ge=1, description="how many classes to answer per image"),
+        target: str | None = Query(None, description="the class to explain (a name); default: the top class"),
+        include_input: bool = Query(False, description="also answer each image as the model saw it (PNG)"),
+    ) -> JSONResponse:
+        _check_top_k(top_k, service)
+        async with deadline(service.config.timeout_s):
+            answer = await service.explain(
+                lambda: read_uploads(request, service.config.max_images), top_k, target, include_input
+            )
+        return JSONResponse(answer)
+
     @app.get("/v1/model", response_model=schemas.ModelCard, summary="The model card")
     async def model_card() -> JSONResponse:
         return JSONResponse(service.card())

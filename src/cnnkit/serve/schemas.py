@@ -26,6 +26,7 @@ class Timing(BaseModel):
     decode: float = Field(description="ms spent decoding and resizing the images")
     model: float = Field(description="ms of the forward pass this request shared")
     total: float = Field(description="ms from the request's images to its answer")
+    explain: float | None = Field(None, description="ms spent on heat maps (/v1/explain)")
 
 
 class PredictAnswer(BaseModel):
@@ -37,7 +38,7 @@ class PredictAnswer(BaseModel):
 
 class ExplainResult(PredictResult):
     target: str = Field(description="the class the heat map explains")
-    heatmap_png: str = Field(description="the Grad-CAM heat map over the image as the model saw it, base64 PNG")
+    heatmap_png: str = Field(description="Grad-CAM heat map over the image as the model saw it, base64 PNG")
 
 
 class ExplainAnswer(BaseModel):
@@ -61,6 +62,7 @@ class ModelCard(BaseModel):
     weights_sha256: str | None
     limits: dict[str, float]
     batching: dict[str, float]
+    explain: bool = Field(description="whether /v1/explain can draw heat maps for this model")
 
 
 class Health(BaseModel):

@@ -24,7 +24,8 @@ from PIL import Image
 
 from cnnkit.data.decode import decode_image, to_array
 from cnnkit.data.transforms import conform
-from cnnkit.errors import DataError, ImageTooLargeError, UnsupportedImageError
+from cnnkit.errors import CnnkitError, DataError, ImageTooLargeError, UnsupportedImageError
+from cnnkit.explain import conv_layer_names, gradcam, overlay
 from cnnkit.models import Model, load_model
 from cnnkit.runtime import resolve_device
 from cnnkit.serve.batching import Batcher
@@ -32,7 +33,7 @@ from cnnkit.serve.config import ServeConfig
 from cnnkit.serve.limits import Admission, ApiError, describe
 from cnnkit.serve.uploads import Upload
 
-__all__ = ["ModelService", "image_error", "tensor_to_png"]
+__all__ = ["ModelService", "image_error", "png_base64", "tensor_to_png"]
 
 
 def image_error(upload: Upload, error: DataError) -> ApiError:
@@ -45,13 +46,17 @@ def image_error(upload: Upload, error: DataError) -> ApiError:
     return ApiError(422, "bad_image", detail)
 
 
+def png_base64(image: Image.Image) -> str:
+    """A PIL image as base64 PNG text, for JSON."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def tensor_to_png(image: torch.Tensor) -> str:
     """A ``(C, H, W)`` image in [0, 1] as base64 PNG text (what the model saw, for the page)."""
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H, W, C)
-    img = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_base64(Image.fromarray(array[..., 0] if array.shape[2] == 1 else array))
 
 
 class ModelService:
@@ -75,6 +80,7 @@ class ModelService:
         height, width, channels = model.image_shape
         self.input_shape = (int(height), int(width), int(channels))
         self.class_names = list(model.class_names or [])
+        self.explainable = bool(conv_layer_names(model))  # Grad-CAM needs a convolution to look at
 
     @classmethod
     def load(cls, model: Model | str | os.PathLike, config: ServeConfig) -> ModelService:
@@ -155,12 +161,56 @@ class ModelService:
         self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, include_input: bool = False
     ) -> dict[str, Any]:
         """The JSON answer of ``POST /v1/predict`` for the uploads ``read()`` gives."""
+        answer, _, _ = await self._recognize(read, top_k, include_input)
+        return answer
+
+    async def explain(
+        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, target: str | None, include_input: bool = False
+    ) -> dict[str, Any]:
+        """``POST /v1/explain``: the predict answer plus, per image, a Grad-CAM heat map over it.
+
+        The heat map explains ``target`` (a class name), or each image's top class.
+        """
+        if not self.explainable:
+            raise ApiError(422, "cannot_explain", f"model {self.model.name!r} has no convolution for Grad-CAM")
+        if target is not None and target not in self.class_names:
+            shown = ", ".join(self.class_names[:10]) + (", ..." if len(self.class_names) > 10 else "")
+            raise ApiError(422, "bad_parameter", f"target {target!r} is not one of the model's classes ({shown})")
+        answer, x, probabilities = await self._recognize(read, top_k, include_input)
+        targets = [self.class_names.index(target)] * len(x) if target else probabilities.argmax(dim=1).tolist()
+        started = time.perf_counter()
+        # On the model thread, between batches: Grad-CAM's hooks must not see other requests' passes.
+        heatmaps = await self.batcher.call(lambda: self._gradcams(x, targets))
+        for item, index, heat in zip(answer["results"], targets, heatmaps):
+            item["target"] = self.class_names[index]
+            item["heatmap_png"] = png_base64(heat)
+        answer["timing_ms"]["explain"] = round((time.perf_counter() - started) * 1000, 3)
+        answer["timing_ms"]["total"] = round(answer["timing_ms"]["total"] + answer["timing_ms"]["explain"], 3)
+        return answer
+
+    def _gradcams(self, x: torch.Tensor, targets: list[int]) -> list[Image.Image]:
+        """Heat maps over ``(n, C, H, W)`` images for their ``targets``; on the model thread only."""
+        try:
+            return [
+                overlay(image, gradcam(self.model, image.to(self.device), target=t)) for image, t in zip(x, targets)
+            ]
+        except CnnkitError as e:
+            raise ApiError(422, "cannot_explain", str(e)) from None
+
+    async def _recognize(
+        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, include_input: bool
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Read, decode and batch the uploads: the answer, the model inputs and their probabilities."""
+        if not self.ready:
+            raise ApiError(
+                503, "not_ready", "the model is not loaded yet, or the server is stopping", {"Retry-After": "1"}
+            )
         async with self.arrival():
             uploads = await read()
             started = time.perf_counter()
             x, sizes = await self.prepare_all(uploads)  # (n, C, H, W)
         decoded = time.perf_counter()
-        result = await self.batcher.submit(x)
+        result = await self.batcher.submit(x)  # (n, classes) probabilities
         results = []
         for i, (upload, (labels, probs)) in enumerate(zip(uploads, self.top_k(result.outputs, top_k))):
             item: dict[str, Any] = {
@@ -173,12 +223,13 @@ class ModelService:
             if include_input:
                 item["input_png"] = tensor_to_png(x[i])
             results.append(item)
-        return {
+        answer = {
             "model": self.model.name,
             "results": results,
             "batch_size": result.batch_size,
             "timing_ms": _timing(started, decoded, result.model_ms),
         }
+        return answer, x, result.outputs
 
     # -- the model card ----------------------------------------------------------------
     def card(self) -> dict[str, Any]:
@@ -202,6 +253,7 @@ class ModelService:
             "weights_sha256": self.metadata.get("weights_sha256"),
             "limits": describe(self.config),
             "batching": {"max_batch": self.config.max_batch, "wait_ms": self.config.batch_wait_ms},
+            "explain": self.explainable,
         }
 
 
