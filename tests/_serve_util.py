@@ -76,3 +76,35 @@ def threaded_server(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+async def raw_burst(port: int, body: bytes, clients: int, per_client: int) -> list[int]:
+    """``clients`` concurrent keep-alive connections, each POSTing ``body`` ``per_client`` times; the statuses.
+
+    A bare asyncio HTTP/1.1 client: far lighter than httpx, so on two shared cores the server,
+    not the client, is what gets measured and stressed.
+    """
+    import asyncio
+    import re
+
+    request = (
+        f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    statuses: list[int] = []
+
+    async def one_client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(per_client):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))
+                await reader.readexactly(length)
+                statuses.append(int(head.split(b" ", 2)[1]))
+                if b"connection: close" in head.lower():
+                    break
+        finally:
+            writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(one_client() for _ in range(clients))), timeout=120)
+    return statuses

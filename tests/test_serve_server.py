@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from _serve_util import GatedNet, digit_png, png_bytes, threaded_server
+from _serve_util import GatedNet, digit_png, png_bytes, raw_burst, threaded_server
 from cnnkit.models import Model
 from cnnkit.serve import ServeConfig, create_app
 
@@ -104,21 +104,6 @@ def _rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
-async def _burst(url: str, body: bytes, clients: int, per_client: int) -> list[int]:
-    """``clients`` concurrent connections, each sending ``per_client`` requests in turn; their statuses."""
-    statuses: list[int] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-
-        async def one_client() -> None:
-            for _ in range(per_client):
-                r = await client.post("/v1/predict", content=body, headers={"content-type": "image/png"})
-                statuses.append(r.status_code)
-
-        await asyncio.wait_for(asyncio.gather(*(one_client() for _ in range(clients))), timeout=120)
-    return statuses
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory use from /proc")
 def test_cli_server_under_64_concurrent_clients_then_sigterm_drains(trained_seed, digits):
     _, model_path = trained_seed
@@ -127,10 +112,11 @@ def test_cli_server_under_64_concurrent_clients_then_sigterm_drains(trained_seed
     proc, url, log = _start_cli_server(model_path, "--max-in-flight", "16")
     try:
         assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
-        statuses = asyncio.run(_burst(url, body, clients=64, per_client=2))
+        port = int(url.rsplit(":", 1)[1])
+        statuses = asyncio.run(raw_burst(port, body, clients=64, per_client=2))
         rss_before = _rss_mb(proc.pid)
         for _ in range(2):
-            statuses += asyncio.run(_burst(url, body, clients=64, per_client=2))
+            statuses += asyncio.run(raw_burst(port, body, clients=64, per_client=2))
         rss_after = _rss_mb(proc.pid)
         assert len(statuses) == 3 * 64 * 2  # every request answered
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 64  # no 500s; overflow is 503

@@ -46,11 +46,15 @@ def image_error(upload: Upload, error: DataError) -> ApiError:
     return ApiError(422, "bad_image", detail)
 
 
-def png_base64(image: Image.Image) -> str:
-    """A PIL image as base64 PNG text, for JSON."""
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def png_base64(image: Image.Image) -> str:
+    """A PIL image as base64 PNG text, for JSON."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def tensor_to_png(image: torch.Tensor) -> str:
@@ -102,9 +106,11 @@ class ModelService:
         self._decode_slots = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
         self.batcher.start()
         height, width, channels = self.input_shape
+        # The whole path once: decoder plugins, the thread pool, then each batch size's kernels.
+        blank = Image.new("L" if channels == 1 else "RGB", (width, height))
+        probe, _ = await self.prepare_all([Upload("warm-up.png", png_bytes(blank))])  # (1, C, H, W)
         for size in sorted({1, min(2, self.config.max_batch), self.config.max_batch}):
-            probe = torch.zeros(size, channels, height, width)
-            outputs = (await self.batcher.submit(probe)).outputs  # (size, classes)
+            outputs = (await self.batcher.submit(probe.expand(size, -1, -1, -1).contiguous())).outputs
         if not self.class_names:
             self.class_names = [str(i) for i in range(outputs.shape[1])]
         self.ready = True

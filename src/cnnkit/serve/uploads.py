@@ -45,7 +45,7 @@ async def read_uploads(request: Request, max_images: int) -> list[Upload]:
         return uploads
     if content_type and not (content_type.startswith(b"image/") or content_type in RAW_TYPES):
         shown = content_type.decode("latin-1")
-        raise ApiError(415, "unsupported_media_type", f"cannot read a {shown} body as an image; {HOW_TO_SEND}")
+        raise ApiError(415, "unsupported_media_type", f"cannot read a body of type {shown} as an image; {HOW_TO_SEND}")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
