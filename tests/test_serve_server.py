@@ -121,6 +121,8 @@ def test_cli_server_under_64_concurrent_clients_then_sigterm_drains(trained_seed
         assert len(statuses) == 3 * 64 * 2  # every request answered
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 64  # no 500s; overflow is 503
         assert rss_after - rss_before < 50, (rss_before, rss_after)  # memory stable across 256 more requests
+        batching = httpx.get(f"{url}/v1/model").json()["batching"]
+        assert batching["largest"] > 1 and batching["refused"] == statuses.count(503)  # requests shared passes
 
         # SIGTERM while a request is half-sent: the server stops listening, waits for it, then exits 0.
         header = (

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["BatchResult", "Batcher", "BatcherStopped"]
+__all__ = ["BatchResult", "BatchStats", "Batcher", "BatcherStopped"]
 
 
 class BatcherStopped(RuntimeError):
@@ -57,10 +57,16 @@ _STOP = object()
 
 @dataclass
 class BatchStats:
+    """What the batcher has done since it started: how many forward passes, of how many images."""
+
     batches: int = 0
     images: int = 0
     largest: int = 0
     sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches had it
+
+    def to_dict(self) -> dict[str, float]:
+        mean = self.images / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "images": self.images, "mean_batch": round(mean, 2), "largest": self.largest}
 
 
 class Batcher:

@@ -97,15 +97,12 @@ class BodyLimitMiddleware:
 
 
 class Admission:
-    """The count of recognition requests in flight, shared by the middleware and the batcher."""
+    """The count of recognition requests in flight (and of those refused), kept by the middleware."""
 
     def __init__(self, max_in_flight: int) -> None:
         self.max_in_flight = max_in_flight
         self.in_flight = 0
         self.refused = 0
-
-    def __call__(self) -> int:
-        return self.in_flight
 
 
 class AdmissionMiddleware:

@@ -61,7 +61,7 @@ class ModelCard(BaseModel):
     versions: dict[str, str] | None
     weights_sha256: str | None
     limits: dict[str, float]
-    batching: dict[str, float]
+    batching: dict[str, float] = Field(description="settings, and the forward passes run so far (mean batch size)")
     explain: bool = Field(description="whether /v1/explain can draw heat maps for this model")
 
 

@@ -28,7 +28,7 @@ from cnnkit.errors import CnnkitError, DataError, ImageTooLargeError, Unsupporte
 from cnnkit.explain import conv_layer_names, gradcam, overlay
 from cnnkit.models import Model, load_model
 from cnnkit.runtime import resolve_device
-from cnnkit.serve.batching import Batcher
+from cnnkit.serve.batching import Batcher, BatchStats
 from cnnkit.serve.config import ServeConfig
 from cnnkit.serve.limits import Admission, ApiError, describe
 from cnnkit.serve.uploads import Upload
@@ -113,6 +113,7 @@ class ModelService:
             outputs = (await self.batcher.submit(probe.expand(size, -1, -1, -1).contiguous())).outputs
         if not self.class_names:
             self.class_names = [str(i) for i in range(outputs.shape[1])]
+        self.batcher.stats = BatchStats()  # count requests only
         self.ready = True
 
     def stop(self) -> None:
@@ -258,7 +259,12 @@ class ModelService:
             "versions": self.metadata.get("versions"),
             "weights_sha256": self.metadata.get("weights_sha256"),
             "limits": describe(self.config),
-            "batching": {"max_batch": self.config.max_batch, "wait_ms": self.config.batch_wait_ms},
+            "batching": {
+                "max_batch": self.config.max_batch,
+                "wait_ms": self.config.batch_wait_ms,
+                **self.batcher.stats.to_dict(),  # since the warm-up
+                "refused": self.admission.refused,
+            },
             "explain": self.explainable,
         }
 
