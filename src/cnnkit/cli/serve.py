@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=d.host, help=f"interface to bind (default {d.host}; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--workers", type=int, default=d.workers, help="server processes (each loads the model)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers - 1)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most images per forward pass")
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,

@@ -19,7 +19,8 @@ class ServeConfig:
         host: interface to bind; loopback by default so nothing is exposed by accident.
         port: TCP port.
         workers: server processes, each with its own copy of the model.
-        threads: torch threads per process (None: the CPU cores divided among the workers).
+        threads: torch threads per process (None: leave torch's setting; ``cnnkit serve`` then uses
+            each worker's share of the cores less one, which its event loop and decoding need).
         max_batch: most images the model sees in one forward pass.
         batch_wait_ms: how long a batch waits for more requests, only while other requests are on their way.
         max_in_flight: requests admitted at once per process; the next one gets 503 at once.

@@ -32,9 +32,14 @@ def app_from_env() -> FastAPI:
 
 
 def _threads_per_worker(config: ServeConfig) -> int:
-    """Split the cores among the workers so torch's thread pools do not oversubscribe them."""
+    """Torch threads per worker: its share of the cores, less one for its event loop and decoding.
+
+    Oversubscribed intra-op threads are the worst case for serving: a forward pass waits at
+    every operator for its slowest thread, and a thread that has lost its core to the event
+    loop (or to another process) turns a 1 ms pass into tens of ms (benchmarks/RESULTS.md).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return config.threads or max(1, cores // config.workers)
+    return config.threads or max(1, cores // config.workers - 1)
 
 
 def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> None:
