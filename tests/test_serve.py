@@ -53,7 +53,8 @@ def test_health_readiness_and_model_card(client, trained_seed):
     assert card["limits"]["max_images"] == 4 and card["limits"]["max_body_bytes"] == 2**20
     assert card["explain"] is True
     assert len(card["weights_sha256"]) == 64
-    assert "/v1/predict" in client.get("/openapi.json").json()["paths"]
+    assert {"/v1/predict", "/v1/explain", "/v1/model"} <= set(client.get("/openapi.json").json()["paths"])
+    assert client.get("/docs").status_code == 200
 
 
 def test_predict_raw_body_matches_the_model(client, trained_seed, test_images):
