@@ -3,7 +3,7 @@
 Two models (the article's CNN at 28x28x1 and a ResNet-18 at 32x32x3), each served by a real
 ``cnnkit`` server (uvicorn, 127.0.0.1) with dynamic batching on (``--max-batch 32``) and off
 (``--max-batch 1``), measured side by side in one run: the configurations take turns,
-``--repeats`` times, and the median of the repeats is printed.
+``--repeats`` times (who goes first rotates), and the median of the repeats is printed.
 
 The clients are a small asyncio HTTP/1.1 client on raw sockets (keep-alive, one connection per
 client, the request bytes built once) so that the client costs the shared CPU as little as
@@ -207,7 +207,9 @@ def main() -> None:
         try:
             for repeat in range(args.repeats):
                 for clients in CONCURRENCY:
-                    for batching, server in servers.items():  # side by side: the servers take turns
+                    turns = list(servers.items())
+                    turns = turns[repeat % len(turns) :] + turns[: repeat % len(turns)]  # who goes first rotates
+                    for batching, server in turns:  # side by side: the servers take turns
                         cell = measure(server.port, body, clients, args.seconds)
                         results.setdefault((model_name, batching, clients), []).append(cell)
                         line = f"{model_name} {batching} {clients} clients (repeat {repeat + 1}): {cell['rps']:.0f}/s"
