@@ -1,0 +1,49 @@
+"""Look inside a CNN: its kernels, its feature maps, and where it looks when it decides.
+
+.. code-block:: python
+
+    from cnnkit import explain
+    heat = explain.gradcam(model, image)          # (H, W) in [0, 1]; image (C, H, W) in [0, 1]
+    explain.overlay(image, heat).save("cam.png")  # the heat map over the image
+    maps = explain.feature_maps(model, image)     # {"conv2d": (32, 26, 26), ...}
+    kernels = explain.conv_kernels(model)         # the first convolution's (32, 1, 3, 3)
+
+Every method works on a ``Sequential`` model, any registered model and any ``nn.Module``
+that maps ``(B, C, H, W)`` images to logits; the last convolution is found by running the
+model once, and a ``layer`` name (:func:`conv_layer_names`) overrides it.
+"""
+
+from __future__ import annotations
+
+from cnnkit.explain._layers import conv_layer_names, named_layers, resolve_layer
+from cnnkit.explain.cam import CAM_METHODS, class_activation_map, gradcam, gradcam_plus_plus, layercam
+from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
+from cnnkit.explain.render import colorize, overlay, tile, to_pil
+from cnnkit.explain.saliency import (
+    integrated_gradients,
+    integrated_gradients_attributions,
+    saliency,
+    saliency_attributions,
+)
+
+__all__ = [
+    "CAM_METHODS",
+    "class_activation_map",
+    "colorize",
+    "conv_kernels",
+    "conv_layer_names",
+    "feature_maps",
+    "first_conv",
+    "gradcam",
+    "gradcam_plus_plus",
+    "integrated_gradients",
+    "integrated_gradients_attributions",
+    "layercam",
+    "named_layers",
+    "overlay",
+    "resolve_layer",
+    "saliency",
+    "saliency_attributions",
+    "tile",
+    "to_pil",
+]

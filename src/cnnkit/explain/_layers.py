@@ -1,0 +1,205 @@
+"""Finding a model's layers by name, and running it with hooks on them.
+
+Names are what a user sees: a ``Sequential`` model's Keras layer names (``conv2d_1``),
+otherwise module paths inside the wrapped network (``layer4.1.conv2``, without the
+``net.`` prefix a :class:`~cnnkit.models.Model` adds). A Keras ``Conv2D`` layer counts
+as one convolution whose output is *after* its activation, as Keras shows it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.data.transforms import conform
+from cnnkit.errors import ConfigError, ShapeError
+
+__all__ = [
+    "HOOK_LOCK",
+    "capture",
+    "conv_layer_names",
+    "eval_mode",
+    "model_device",
+    "named_layers",
+    "prepare_image",
+    "resolve_layer",
+    "resolve_target",
+]
+
+# Hooks on a shared model see every forward pass, including another thread's (the server):
+# one explanation at a time keeps each hook's capture its own.
+HOOK_LOCK = threading.RLock()
+
+
+def _is_conv(module: nn.Module) -> bool:
+    from cnnkit.layers import Conv2D
+
+    return isinstance(module, Conv2D | nn.Conv2d)
+
+
+def _root(model: nn.Module) -> tuple[nn.Module, str]:
+    """The module whose paths are the user-facing names, and the prefix dropped from them."""
+    net = getattr(model, "net", None)
+    if isinstance(net, nn.Module) and not hasattr(model, "layers"):
+        return net, "net."
+    return model, ""
+
+
+def named_layers(model: nn.Module, kind: str = "conv") -> dict[str, nn.Module]:
+    """Layer name -> module, in registration order.
+
+    ``kind="conv"``: every convolution; ``kind="all"``: every Keras layer of a ``Sequential``
+    model, or every leaf module of any other network.
+    """
+    layers = getattr(model, "layers", None)
+    if isinstance(layers, nn.ModuleList) and all(hasattr(layer, "name") for layer in layers):
+        # A Sequential model: its Keras layers, by their Keras names.
+        return {layer.name: layer for layer in layers if kind == "all" or _is_conv(layer)}
+    root, _ = _root(model)
+    found: dict[str, nn.Module] = {}
+    inside_conv: list[str] = []  # a Keras Conv2D counts once: skip the nn.Conv2d inside it
+    for name, module in root.named_modules():
+        if not name or any(name.startswith(prefix + ".") for prefix in inside_conv):
+            continue
+        if _is_conv(module):
+            found[name] = module
+            inside_conv.append(name)
+        elif kind == "all" and not any(True for _ in module.children()):
+            found[name] = module
+    return found
+
+
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """The names of the model's convolutions, in the order they were defined."""
+    return list(named_layers(model, "conv"))
+
+
+def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
+    """``(name, module)`` for a layer name, or the last convolution the forward pass runs if ``None``."""
+    convs = named_layers(model, "conv")
+    if name is None:
+        if not convs:
+            raise ConfigError(f"{type(model).__name__} has no convolution to explain; pass a layer name")
+        return _last_executed(model, convs)
+    if name in convs:
+        return name, convs[name]
+    everything = {**named_layers(model, "all"), **dict(_root(model)[0].named_modules()), **dict(model.named_modules())}
+    everything.pop("", None)
+    if name in everything:
+        return name, everything[name]
+    shown = ", ".join(list(convs)[:20]) + (" ..." if len(convs) > 20 else "")
+    raise ConfigError(f"model has no layer {name!r}; its convolutions are: {shown or 'none'}")
+
+
+def _last_executed(model: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, nn.Module]:
+    """The convolution that runs last (registration order can differ from execution order)."""
+    if len(convs) == 1:
+        return next(iter(convs.items()))
+    shape = getattr(model, "image_shape", None)
+    if not shape or any(n is None for n in shape):
+        return list(convs.items())[-1]
+    height, width, channels = shape
+    order: list[str] = []
+    with HOOK_LOCK, eval_mode(model), torch.no_grad():
+        handles = [m.register_forward_hook(lambda *_, n=n: order.append(n)) for n, m in convs.items()]
+        try:
+            model(torch.zeros(1, channels, height, width, device=model_device(model)))
+        finally:
+            for handle in handles:
+                handle.remove()
+    name = order[-1] if order else list(convs)[-1]
+    return name, convs[name]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Evaluation mode (dropout off, BatchNorm on its running statistics), restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def capture(modules: dict[str, nn.Module], *, for_gradients: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Record each module's output of the next forward pass into the yielded dict (first call wins).
+
+    ``for_gradients=True`` hands the rest of the network a copy of the output, so an
+    in-place operation downstream (``ReLU(inplace=True)``) cannot overwrite the tensor
+    whose gradient is asked for.
+    """
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):  # noqa: ANN202
+        def record(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor) or name in outputs:
+                return None
+            outputs[name] = output
+            return output.clone() if for_gradients else None
+
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def prepare_image(model: nn.Module, image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """One image as a ``(1, C, H, W)`` float32 tensor on the model's device, at its input shape.
+
+    Tensors are ``(C, H, W)`` or ``(1, C, H, W)``; NumPy arrays are Keras-style ``(H, W, C)``
+    or ``(H, W)``. Values are in [0, 1] (the model normalizes inside ``forward``).
+    """
+    if isinstance(image, np.ndarray):
+        array = image[..., None] if image.ndim == 2 else image
+        if array.ndim != 3:
+            raise ShapeError(f"an image array must be (H, W, C) or (H, W), got {image.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
+    elif isinstance(image, torch.Tensor):
+        x = image
+    else:
+        raise ShapeError(f"expected an image tensor or array, got {type(image).__name__}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ShapeError(f"explain one image at a time: (C, H, W) or (1, C, H, W), got {tuple(x.shape)}")
+    x = x.detach().float()
+    shape = getattr(model, "image_shape", None)
+    if shape is not None:
+        x = conform(x, shape)  # (1, C, H, W) at the model's input shape; a no-op if it already is
+    return x.to(model_device(model))
+
+
+def resolve_target(model: nn.Module, target: int | str | None, logits: torch.Tensor) -> int:
+    """A class index from an index, a class name, or ``None`` (the predicted class)."""
+    classes = logits.shape[-1]
+    if target is None:
+        return int(logits[0].argmax())
+    names: Sequence[str] = getattr(model, "class_names", None) or []
+    if isinstance(target, str):
+        if target in names:
+            return list(names).index(target)
+        if target.isdigit() and int(target) < classes:
+            return int(target)
+        known = ", ".join(names) or f"0..{classes - 1}"
+        raise ConfigError(f"unknown class {target!r}; the model's classes are: {known}")
+    index = int(target)
+    if not 0 <= index < classes:
+        raise ConfigError(f"class index {index} is out of range for a model with {classes} classes")
+    return index
