@@ -7,7 +7,17 @@ non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CnnkitError", "ConfigError", "DataError", "ModelFileError", "ShapeError", "TrainingError"]
+__all__ = [
+    "CnnkitError",
+    "ConfigError",
+    "DataError",
+    "ImageError",
+    "ImageTooLargeError",
+    "ModelFileError",
+    "ShapeError",
+    "TrainingError",
+    "UnsupportedImageError",
+]
 
 
 class CnnkitError(Exception):
@@ -24,6 +34,32 @@ class ConfigError(CnnkitError, ValueError):
 
 class DataError(CnnkitError):
     """A data set, image or array that cannot be used as given."""
+
+
+class ImageError(DataError):
+    """An image file cnnkit cannot use; ``kind`` says why in a word or two (for reports).
+
+    Kinds: ``missing``, ``unreadable``, ``empty``, ``not an image``, ``too large``, ``truncated``.
+    """
+
+    kind = "unreadable"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class ImageTooLargeError(ImageError):
+    """An image with more pixels than the decoder's limit (refused before any pixel is decoded)."""
+
+    kind = "too large"
+
+
+class UnsupportedImageError(ImageError):
+    """Bytes that are not an image in a format cnnkit reads (as opposed to a truncated or corrupt one)."""
+
+    kind = "not an image"
 
 
 class ModelFileError(CnnkitError):

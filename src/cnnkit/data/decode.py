@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnkit.errors import DataError
+from cnnkit.errors import DataError, ImageError, ImageTooLargeError, UnsupportedImageError
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -41,17 +41,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 # ...) are more attack surface than use.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-
-
-class ImageError(DataError):
-    """An image file cnnkit cannot use; ``kind`` says why, in a word or two (for reports).
-
-    Kinds: ``missing``, ``unreadable``, ``empty``, ``not an image``, ``too large``, ``truncated``.
-    """
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -96,9 +85,8 @@ def open_image(
             turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
             header = (img.format or "?", img.mode, (height, width) if turned else (width, height))
             if width * height > max_pixels:
-                raise ImageError(
-                    f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first",
-                    "too large",
+                raise ImageTooLargeError(
+                    f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first"
                 )
             img.seek(0)  # first frame of a GIF / multi-page TIFF
             if draft is not None and img.format in ("JPEG", "MPO"):
@@ -108,13 +96,12 @@ def open_image(
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(
-                f"{name}: more than the limit of {max_pixels:,} pixels (a decompression bomb?); resize it first",
-                "too large",
+            raise ImageTooLargeError(
+                f"{name}: more than the limit of {max_pixels:,} pixels (a decompression bomb?); resize it first"
             ) from None
         except UnidentifiedImageError:
-            raise ImageError(
-                f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM)", "not an image"
+            raise UnsupportedImageError(
+                f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM)"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(f"{name}: truncated or corrupt image ({e})", "truncated") from None

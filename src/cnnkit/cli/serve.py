@@ -1,0 +1,52 @@
+"""``cnnkit serve``: the HTTP API and the page for a trained model."""
+
+from __future__ import annotations
+
+import argparse
+
+from cnnkit.errors import ConfigError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from cnnkit.serve.config import ServeConfig
+
+    d = ServeConfig()
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: REST API, OpenAPI docs at /docs, a page at /",
+        description="Serve a model: POST /v1/predict, POST /v1/explain, GET /v1/model, /healthz, /readyz, "
+        "the page at /. Binds 127.0.0.1 unless --host says otherwise.",
+    )
+    p.add_argument("model", help="model file or run folder")
+    p.add_argument("--host", default=d.host, help=f"interface to bind (default {d.host}; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=d.port)
+    p.add_argument("--workers", type=int, default=d.workers, help="server processes (each loads the model)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers - 1)")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="most images per forward pass")
+    p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
+                   help="how long a batch waits for more requests while others are arriving")  # fmt: skip
+    p.add_argument("--max-in-flight", type=int, default=d.max_in_flight, help="requests at once; more get 503")
+    p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request; longer gets 504")
+    p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20, help="largest request body")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels, help="largest image, width x height")
+    p.add_argument("--max-images", type=int, default=d.max_images, help="most images per request")
+    p.add_argument("--drain-timeout", type=float, default=d.drain_timeout_s,
+                   help="on SIGTERM, seconds the requests in flight get to finish")  # fmt: skip
+    p.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.serve import ServeConfig, run_server
+
+    if args.max_body_mb <= 0:
+        raise ConfigError("--max-body-mb must be positive")
+    config = ServeConfig(
+        host=args.host, port=args.port, workers=args.workers, threads=args.threads, device=args.device,
+        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_in_flight=args.max_in_flight,
+        timeout_s=args.timeout, max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
+        max_images=args.max_images, drain_timeout_s=args.drain_timeout, access_log=not args.no_access_log,
+    )  # fmt: skip
+    run_server(args.model, config)
+    return 0

@@ -1,0 +1,189 @@
+"""The HTTP API and the page: ``create_app(model)`` is a FastAPI app ready for uvicorn.
+
+Routes only parse and call :class:`~cnnkit.serve.service.ModelService`; the limits live in
+:mod:`cnnkit.serve.limits`, reading uploads in :mod:`cnnkit.serve.uploads`. The model is
+fixed when the app is made: no request can name a model, a file path or a URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cnnkit import __version__
+from cnnkit.models import Model
+from cnnkit.serve import schemas
+from cnnkit.serve.batching import BatcherStopped
+from cnnkit.serve.config import ServeConfig
+from cnnkit.serve.limits import AdmissionMiddleware, ApiError, BodyLimitMiddleware, deadline, error_response
+from cnnkit.serve.service import ModelService
+from cnnkit.serve.uploads import read_uploads
+
+__all__ = ["create_app"]
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own lines
+
+# The page loads nothing from elsewhere; say so to the browser.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "images as files of a multipart form (any field name), or one image as the raw body",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                }
+            },
+            **{t: IMAGE_BODY for t in ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/gif")},
+            "application/octet-stream": IMAGE_BODY,
+        },
+    }
+}
+ERRORS = {
+    status: {"model": schemas.ErrorBody, "description": text}
+    for status, text in {
+        413: "body, image (pixels) or number of images over the limit",
+        415: "not an image, or a body type that is not an image",
+        422: "no image, a damaged image, or a bad parameter",
+        503: "too many requests in flight, or not ready",
+        504: "the request took longer than its deadline",
+    }.items()
+}
+
+
+def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = None) -> FastAPI:
+    """A FastAPI app serving ``model`` (a loaded model, a model file or a run folder)."""
+    config = config or ServeConfig()
+    service = ModelService.load(model, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        model = service.model
+        log.info("model %r ready: %d classes, input %s", model.name, len(service.class_names), service.input_shape)
+        yield
+        service.stop()  # after uvicorn has drained the requests in flight
+
+    app = FastAPI(
+        title=f"cnnkit: {service.model.name}",
+        version=__version__,
+        description="Image recognition with a convolutional neural network. The page is at `/`.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(AdmissionMiddleware, admission=service.admission, paths=("/v1/predict", "/v1/explain"))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)  # outermost: before anything reads
+    _add_error_handlers(app)
+    _add_routes(app, service)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _check_top_k(top_k: int, service: ModelService) -> None:
+    if top_k > service.config.max_top_k:
+        raise ApiError(422, "bad_parameter", f"top_k must be at most {service.config.max_top_k}")
+
+
+def _add_routes(app: FastAPI, service: ModelService) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
+
+    @app.post(
+        "/v1/predict",
+        response_model=schemas.PredictAnswer,
+        responses=ERRORS,
+        openapi_extra=UPLOAD_DOC,
+        summary="Top-k classes of one or more images",
+    )
+    async def predict(
+        request: Request,
+        top_k: int = Query(5, ge=1, description="how many classes to answer per image"),
+        include_input: bool = Query(False, description="also answer each image as the model saw it (PNG)"),
+    ) -> JSONResponse:
+        _check_top_k(top_k, service)
+        async with deadline(service.config.timeout_s):
+            answer = await service.predict(
+                lambda: read_uploads(request, service.config.max_images), top_k, include_input
+            )
+        return JSONResponse(answer)
+
+    @app.post(
+        "/v1/explain",
+        response_model=schemas.ExplainAnswer,
+        responses=ERRORS,
+        openapi_extra=UPLOAD_DOC,
+        summary="Top-k classes plus a Grad-CAM heat map of where the model looked",
+    )
+    async def explain(
+        request: Request,
+        top_k: int = Query(5, ge=1, description="how many classes to answer per image"),
+        target: str | None = Query(None, description="the class to explain (a name); default: the top class"),
+        include_input: bool = Query(False, description="also answer each image as the model saw it (PNG)"),
+    ) -> JSONResponse:
+        _check_top_k(top_k, service)
+        async with deadline(service.config.timeout_s):
+            answer = await service.explain(
+                lambda: read_uploads(request, service.config.max_images), top_k, target, include_input
+            )
+        return JSONResponse(answer)
+
+    @app.get("/v1/model", response_model=schemas.ModelCard, summary="The model card")
+    async def model_card() -> JSONResponse:
+        return JSONResponse(service.card())
+
+    @app.get("/healthz", response_model=schemas.Health, summary="Alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=schemas.Health, responses={503: {"model": schemas.Health}}, summary="Ready")
+    async def readyz() -> JSONResponse:
+        if service.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "starting"}, status_code=503)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(BatcherStopped)
+    async def stopped(request: Request, exc: BatcherStopped) -> JSONResponse:
+        return error_response(ApiError(503, "not_ready", str(exc), {"Retry-After": "1"}))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        return error_response(ApiError(422, "bad_parameter", problems or "bad request parameters"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(ApiError(500, "internal_error", "internal server error (a bug in cnnkit; see the log)"))

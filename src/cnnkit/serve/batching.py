@@ -1,0 +1,220 @@
+"""Dynamic batching: concurrent requests share one forward pass on a single model thread.
+
+Every request puts its images on a queue and awaits a future. One worker thread owns the
+model: it takes the first job, then keeps collecting queued jobs until the batch holds
+``max_batch`` images or the wait window closes, runs one forward pass and hands each job
+its rows. The window is only waited out while more requests are on their way (the
+``pending`` callable counts the requests being read and decoded): a lone request runs at
+once, so batching costs nothing at one client and pays off as load grows.
+
+A single model thread also means no two forward passes compete for the same cores, and
+work that must have the model to itself (Grad-CAM hooks) runs there too, between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["BatchResult", "BatchStats", "Batcher", "BatcherStopped"]
+
+
+class BatcherStopped(RuntimeError):
+    """The batcher was stopped; no more work is accepted."""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One job's share of a forward pass."""
+
+    outputs: torch.Tensor  # (n, ...) rows for this job's n images
+    batch_size: int  # images in the forward pass this job shared
+    model_ms: float  # time of that forward pass
+
+
+@dataclass
+class _Job:
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    images: torch.Tensor | None = None  # (n, C, H, W)
+    call: Callable[[], Any] | None = None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.images is None else len(self.images)
+
+
+_STOP = object()
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done since it started: how many forward passes, of how many images."""
+
+    batches: int = 0
+    images: int = 0
+    largest: int = 0
+    sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches had it
+
+    def to_dict(self) -> dict[str, float]:
+        mean = self.images / self.batches if self.batches else 0.0
+        return {"batches": self.batches, "images": self.images, "mean_batch": round(mean, 2), "largest": self.largest}
+
+
+class Batcher:
+    """Run ``forward`` on batches of images gathered from concurrent callers.
+
+    Args:
+        forward: ``(B, C, H, W)`` tensor -> ``(B, ...)`` tensor; called on the worker thread only.
+        max_batch: most images in one forward pass (a single larger job runs alone).
+        wait_ms: longest wait for more jobs once a batch has started, while ``pending() > 0``.
+        pending: how many requests are on their way to ``submit`` (None: never wait, take what is queued).
+    """
+
+    def __init__(
+        self,
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        *,
+        max_batch: int = 32,
+        wait_ms: float = 2.0,
+        pending: Callable[[], int] | None = None,
+    ) -> None:
+        self._forward = forward
+        self.max_batch = max_batch
+        self.wait_s = wait_ms / 1000.0
+        self._pending = pending
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.stats = BatchStats()
+
+    # -- callers (the event loop) -------------------------------------------------
+    async def submit(self, images: torch.Tensor) -> BatchResult:
+        """Run ``images`` ``(n, C, H, W)`` through ``forward`` as part of a batch; await their rows."""
+        return await self._put(images=images)
+
+    async def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn()`` on the model thread, alone, between batches; await its result."""
+        return await self._put(call=fn)
+
+    async def _put(self, **work: Any) -> Any:
+        if self._stopped or self._thread is None:
+            raise BatcherStopped("the model is not running (the server is starting or shutting down)")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Job(future, loop, **work))
+        return await future
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stopped = False
+        self._thread = threading.Thread(target=self._work, name="cnnkit-model", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish the jobs already queued, then end the worker thread."""
+        if self._thread is None:
+            return
+        self._stopped = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+
+    # -- the worker thread ------------------------------------------------------------
+    def _work(self) -> None:
+        carry: Any = None
+        while True:
+            job = carry if carry is not None else self._queue.get()
+            carry = None
+            if job is _STOP:
+                return
+            if job.call is not None:
+                self._run_call(job)
+                continue
+            batch, size = [job], job.size
+            deadline = time.perf_counter() + self.wait_s
+            while size < self.max_batch:
+                nxt = self._next(deadline)
+                if nxt is None:
+                    break
+                if nxt is _STOP or nxt.call is not None or size + nxt.size > self.max_batch:
+                    carry = nxt  # runs next, after this batch
+                    break
+                batch.append(nxt)
+                size += nxt.size
+            self._run_batch(batch)
+
+    def _next(self, deadline: float) -> Any:
+        """The next queued job; waits for one (until ``deadline``) only while requests are on their way."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0 or self._pending is None or self._pending() <= 0:
+            return None
+        try:
+            return self._queue.get(timeout=remaining)
+        except queue.Empty:
+            return None
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        batch = [job for job in batch if not job.future.done()]  # skip requests that gave up (deadline)
+        if not batch:
+            return
+        started = time.perf_counter()
+        try:
+            x = batch[0].images if len(batch) == 1 else torch.cat([job.images for job in batch])  # (B, C, H, W)
+            outputs = self._forward(x)  # (B, ...)
+        except Exception as e:  # handed to every waiting request, never lost
+            for job in batch:
+                _resolve(job, error=e)
+            return
+        model_ms = (time.perf_counter() - started) * 1000.0
+        self._count(len(x))
+        start = 0
+        for job in batch:
+            _resolve(job, BatchResult(outputs[start : start + job.size], len(x), model_ms))
+            start += job.size
+
+    def _run_call(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        try:
+            result = job.call()
+        except Exception as e:  # the caller gets it
+            _resolve(job, error=e)
+            return
+        _resolve(job, result)
+
+    def _count(self, size: int) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.images += size
+        stats.largest = max(stats.largest, size)
+        stats.sizes[size] = stats.sizes.get(size, 0) + 1
+
+
+def _resolve(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
+    """Complete ``job``'s future on its event loop (futures are not thread-safe)."""
+
+    def complete() -> None:
+        if job.future.done():  # cancelled by its deadline meanwhile
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+        job.loop.call_soon_threadsafe(complete)

@@ -1,0 +1,75 @@
+"""What ``cnnkit serve`` can be told: where to listen, how to batch, and the limits on a request."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from cnnkit.errors import ConfigError
+
+__all__ = ["ServeConfig"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Server settings; the defaults are what ``cnnkit serve MODEL`` uses.
+
+    Attributes:
+        host: interface to bind; loopback by default so nothing is exposed by accident.
+        port: TCP port.
+        workers: server processes, each with its own copy of the model.
+        threads: torch threads per process (None: leave torch's setting; ``cnnkit serve`` then uses
+            each worker's share of the cores less one, which its event loop and decoding need).
+        max_batch: most images the model sees in one forward pass.
+        batch_wait_ms: how long a batch waits for more requests, only while other requests are on their way.
+        max_in_flight: requests admitted at once per process; the next one gets 503 at once.
+        timeout_s: deadline for one request, from its first byte to its answer (504 past it).
+        max_body_bytes: largest request body (413), checked before the body is read.
+        max_pixels: largest decoded image, width x height (413), checked before it is decoded.
+        max_images: most images in one multipart request (413).
+        max_top_k: largest ``top_k`` a request may ask for.
+        drain_timeout_s: on SIGTERM, how long in-flight requests get to finish.
+        access_log: log one line per request.
+        device: where the model runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    threads: int | None = None
+    max_batch: int = 32
+    batch_wait_ms: float = 2.0
+    max_in_flight: int = 64
+    timeout_s: float = 10.0
+    max_body_bytes: int = 16 * 2**20
+    max_pixels: int = 12_000_000
+    max_images: int = 16
+    max_top_k: int = 100
+    drain_timeout_s: float = 30.0
+    access_log: bool = True
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        positive = ("workers", "max_batch", "max_in_flight", "max_body_bytes", "max_pixels", "max_images", "max_top_k")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, got {self.threads}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        for name in ("batch_wait_ms", "timeout_s", "drain_timeout_s"):
+            if getattr(self, name) < 0 or (name == "timeout_s" and self.timeout_s == 0):
+                raise ConfigError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ServeConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown serve settings: {', '.join(sorted(unknown))}")
+        return cls(**values)

@@ -1,0 +1,278 @@
+"""The model behind the server: decoding uploads the way ``cnnkit predict`` does, batching, the card.
+
+Every upload goes through :func:`cnnkit.data.decode.decode_image` (the one decoder, with its
+pixel cap), :func:`~cnnkit.data.decode.to_array` and :func:`~cnnkit.data.transforms.conform`,
+exactly as :func:`cnnkit.predict.predict_files` reads a file, so an image gets the same answer
+from the server as from the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+import torch
+from PIL import Image
+
+from cnnkit.data.decode import decode_image, to_array
+from cnnkit.data.transforms import conform
+from cnnkit.errors import CnnkitError, DataError, ImageTooLargeError, UnsupportedImageError
+from cnnkit.explain import conv_layer_names, gradcam, overlay
+from cnnkit.models import Model, load_model
+from cnnkit.runtime import resolve_device
+from cnnkit.serve.batching import Batcher, BatchStats
+from cnnkit.serve.config import ServeConfig
+from cnnkit.serve.limits import Admission, ApiError, describe
+from cnnkit.serve.uploads import Upload
+
+__all__ = ["ModelService", "image_error", "png_base64", "tensor_to_png"]
+
+
+def image_error(upload: Upload, error: DataError) -> ApiError:
+    """The status a decoding failure deserves: too big 413, not an image 415, damaged 422."""
+    detail = f"{upload.name}: {str(error).removeprefix('image: ')}"
+    if isinstance(error, ImageTooLargeError):
+        return ApiError(413, "too_many_pixels", detail)
+    if isinstance(error, UnsupportedImageError):
+        return ApiError(415, "unsupported_image", detail)
+    return ApiError(422, "bad_image", detail)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def png_base64(image: Image.Image) -> str:
+    """A PIL image as base64 PNG text, for JSON."""
+    return base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def tensor_to_png(image: torch.Tensor) -> str:
+    """A ``(C, H, W)`` image in [0, 1] as base64 PNG text (what the model saw, for the page)."""
+    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+    return png_base64(Image.fromarray(array[..., 0] if array.shape[2] == 1 else array))
+
+
+class ModelService:
+    """One loaded model, its batcher and its card; shared by every request of a server process."""
+
+    def __init__(self, model: Model, config: ServeConfig, metadata: dict[str, Any] | None = None) -> None:
+        if model.image_shape is None or any(n is None for n in model.image_shape):
+            raise DataError(f"model {model.name!r} has no fixed input shape (height, width, channels) to serve")
+        self.model = model.eval()
+        self.config = config
+        self.metadata = metadata or {}
+        self.device = resolve_device(config.device)
+        self.model.to(self.device)
+        self.admission = Admission(config.max_in_flight)
+        self.arriving = 0  # requests being read and decoded: the batcher waits for them, and only for them
+        self.batcher = Batcher(
+            self._forward, max_batch=config.max_batch, wait_ms=config.batch_wait_ms, pending=lambda: self.arriving
+        )
+        self.ready = False
+        self._decode_slots: asyncio.Semaphore | None = None
+        height, width, channels = model.image_shape
+        self.input_shape = (int(height), int(width), int(channels))
+        self.class_names = list(model.class_names or [])
+        self.explainable = bool(conv_layer_names(model))  # Grad-CAM needs a convolution to look at
+
+    @classmethod
+    def load(cls, model: Model | str | os.PathLike, config: ServeConfig) -> ModelService:
+        """From a loaded model, or a model file / run folder."""
+        if isinstance(model, Model):
+            return cls(model, config)
+        from cnnkit.modelfile import read_metadata
+        from cnnkit.runs import resolve_model_path
+
+        path = resolve_model_path(model)
+        return cls(load_model(path), config, read_metadata(path))
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the model thread and warm it up (first passes allocate and pick kernels)."""
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        # Decoding runs in worker threads; a few at a time bounds the memory of big uploads.
+        self._decode_slots = asyncio.Semaphore(max(1, min(4, os.cpu_count() or 1)))
+        self.batcher.start()
+        height, width, channels = self.input_shape
+        # The whole path once: decoder plugins, the thread pool, then each batch size's kernels.
+        blank = Image.new("L" if channels == 1 else "RGB", (width, height))
+        probe, _ = await self.prepare_all([Upload("warm-up.png", png_bytes(blank))])  # (1, C, H, W)
+        for size in sorted({1, min(2, self.config.max_batch), self.config.max_batch}):
+            outputs = (await self.batcher.submit(probe.expand(size, -1, -1, -1).contiguous())).outputs
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(outputs.shape[1])]
+        self.batcher.stats = BatchStats()  # count requests only
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        self.batcher.stop(timeout=self.config.drain_timeout_s)
+
+    # -- inference --------------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` images -> ``(B, classes)`` probabilities on the CPU; the model thread only."""
+        logits = self.model(x.to(self.device, non_blocking=True))
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def prepare(self, upload: Upload) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Decode one upload to the model's input ``(1, C, H, W)``; also its own ``(width, height)``."""
+        try:
+            image = decode_image(upload.data, max_pixels=self.config.max_pixels)
+            array = to_array(image, self.input_shape[2])  # (h, w, C) in [0, 1]
+        except DataError as e:
+            raise image_error(upload, e) from None
+        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None]  # (1, C, h, w)
+        return conform(x, self.input_shape), image.size
+
+    async def prepare_all(self, uploads: list[Upload]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Decode every upload off the event loop; ``(n, C, H, W)`` and their sizes."""
+
+        def work() -> tuple[torch.Tensor, list[tuple[int, int]]]:
+            prepared = [self.prepare(upload) for upload in uploads]
+            return torch.cat([x for x, _ in prepared]), [size for _, size in prepared]
+
+        async with self._decode_slots:
+            return await anyio.to_thread.run_sync(work)
+
+    def top_k(self, probabilities: torch.Tensor, k: int) -> list[tuple[list[str], list[float]]]:
+        """Per row of ``(n, classes)`` probabilities: the ``k`` best labels and their probabilities."""
+        top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+        return [
+            ([self.class_names[int(i)] for i in indices], [round(float(p), 6) for p in values])
+            for values, indices in zip(top.values, top.indices)
+        ]
+
+    @contextlib.asynccontextmanager
+    async def arrival(self) -> AsyncIterator[None]:
+        """Mark a request as on its way to the model (read and decode inside this block)."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
+    async def predict(
+        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, include_input: bool = False
+    ) -> dict[str, Any]:
+        """The JSON answer of ``POST /v1/predict`` for the uploads ``read()`` gives."""
+        answer, _, _ = await self._recognize(read, top_k, include_input)
+        return answer
+
+    async def explain(
+        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, target: str | None, include_input: bool = False
+    ) -> dict[str, Any]:
+        """``POST /v1/explain``: the predict answer plus, per image, a Grad-CAM heat map over it.
+
+        The heat map explains ``target`` (a class name), or each image's top class.
+        """
+        if not self.explainable:
+            raise ApiError(422, "cannot_explain", f"model {self.model.name!r} has no convolution for Grad-CAM")
+        if target is not None and target not in self.class_names:
+            shown = ", ".join(self.class_names[:10]) + (", ..." if len(self.class_names) > 10 else "")
+            raise ApiError(422, "bad_parameter", f"target {target!r} is not one of the model's classes ({shown})")
+        answer, x, probabilities = await self._recognize(read, top_k, include_input)
+        targets = [self.class_names.index(target)] * len(x) if target else probabilities.argmax(dim=1).tolist()
+        started = time.perf_counter()
+        # On the model thread, between batches: Grad-CAM's hooks must not see other requests' passes.
+        heatmaps = await self.batcher.call(lambda: self._gradcams(x, targets))
+        for item, index, heat in zip(answer["results"], targets, heatmaps):
+            item["target"] = self.class_names[index]
+            item["heatmap_png"] = png_base64(heat)
+        answer["timing_ms"]["explain"] = round((time.perf_counter() - started) * 1000, 3)
+        answer["timing_ms"]["total"] = round(answer["timing_ms"]["total"] + answer["timing_ms"]["explain"], 3)
+        return answer
+
+    def _gradcams(self, x: torch.Tensor, targets: list[int]) -> list[Image.Image]:
+        """Heat maps over ``(n, C, H, W)`` images for their ``targets``; on the model thread only."""
+        try:
+            return [
+                overlay(image, gradcam(self.model, image.to(self.device), target=t)) for image, t in zip(x, targets)
+            ]
+        except CnnkitError as e:
+            raise ApiError(422, "cannot_explain", str(e)) from None
+
+    async def _recognize(
+        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, include_input: bool
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Read, decode and batch the uploads: the answer, the model inputs and their probabilities."""
+        if not self.ready:
+            raise ApiError(
+                503, "not_ready", "the model is not loaded yet, or the server is stopping", {"Retry-After": "1"}
+            )
+        async with self.arrival():
+            uploads = await read()
+            started = time.perf_counter()
+            x, sizes = await self.prepare_all(uploads)  # (n, C, H, W)
+        decoded = time.perf_counter()
+        result = await self.batcher.submit(x)  # (n, classes) probabilities
+        results = []
+        for i, (upload, (labels, probs)) in enumerate(zip(uploads, self.top_k(result.outputs, top_k))):
+            item: dict[str, Any] = {
+                "filename": upload.name,
+                "width": sizes[i][0],
+                "height": sizes[i][1],
+                "labels": labels,
+                "probabilities": probs,
+            }
+            if include_input:
+                item["input_png"] = tensor_to_png(x[i])
+            results.append(item)
+        answer = {
+            "model": self.model.name,
+            "results": results,
+            "batch_size": result.batch_size,
+            "timing_ms": _timing(started, decoded, result.model_ms),
+        }
+        return answer, x, result.outputs
+
+    # -- the model card ----------------------------------------------------------------
+    def card(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` answers: the model, how it was trained, and the server's limits."""
+        architecture = self.metadata.get("architecture") or self.model.architecture or {}
+        kind = architecture.get("class_name")
+        if kind == "registry":
+            kind = architecture.get("config", {}).get("name", kind)
+        height, width, channels = self.input_shape
+        return {
+            "name": self.model.name,
+            "architecture": kind,
+            "classes": self.class_names,
+            "num_classes": len(self.class_names),
+            "input_shape": [height, width, channels],
+            "parameters": self.model.count_params(),
+            "normalization": self.model.normalization,
+            "training": self.metadata.get("training") or self.model.training_summary or None,
+            "created": self.metadata.get("created"),
+            "versions": self.metadata.get("versions"),
+            "weights_sha256": self.metadata.get("weights_sha256"),
+            "limits": describe(self.config),
+            "batching": {
+                "max_batch": self.config.max_batch,
+                "wait_ms": self.config.batch_wait_ms,
+                **self.batcher.stats.to_dict(),  # since the warm-up
+                "refused": self.admission.refused,
+            },
+            "explain": self.explainable,
+        }
+
+
+def _timing(started: float, decoded: float, model_ms: float) -> dict[str, float]:
+    now = time.perf_counter()
+    return {
+        "decode": round((decoded - started) * 1000, 3),
+        "model": round(model_ms, 3),
+        "total": round((now - started) * 1000, 3),
+    }

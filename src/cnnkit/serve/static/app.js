@@ -1,0 +1,219 @@
+// The page: send an image (file, drop, paste or drawing) to the API and show what comes back.
+// Plain JavaScript, no build step, nothing loaded from elsewhere.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOP_K = 5;
+let card = null;      // GET /v1/model
+let current = null;   // {blob, name}: the image shown, re-sent when the heat-map toggle changes
+let requestId = 0;    // answers to superseded requests are dropped
+
+// -- talking to the API -------------------------------------------------------------
+async function api(path, options) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new Error("cannot reach the server (" + e.message + ")");
+  }
+  let body = null;
+  try { body = await response.json(); } catch (e) { /* not JSON */ }
+  if (!response.ok) {
+    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
+    throw new Error(detail + " (HTTP " + response.status + ")");
+  }
+  return body;
+}
+
+function showError(message) {
+  const box = $("error");
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+// -- the model card -------------------------------------------------------------------
+function fact(list, name, value) {
+  if (value === null || value === undefined || value === "") return;
+  const dt = document.createElement("dt");
+  const dd = document.createElement("dd");
+  dt.textContent = name;
+  dd.textContent = value;
+  list.append(dt, dd);
+}
+
+function percent(x) { return (100 * x).toFixed(1) + "%"; }
+
+function renderCard() {
+  const [h, w, c] = card.input_shape;
+  $("model-line").textContent =
+    card.name + " \u00b7 " + card.num_classes + " classes \u00b7 input " + h + "\u00d7" + w + "\u00d7" + c;
+  const list = $("model-card");
+  list.replaceChildren();
+  fact(list, "name", card.name);
+  fact(list, "architecture", card.architecture);
+  fact(list, "parameters", card.parameters.toLocaleString("en"));
+  fact(list, "input", h + " \u00d7 " + w + " pixels, " + (c === 1 ? "grayscale" : c + " channels"));
+  const shown = card.classes.slice(0, 20).join(", ");
+  fact(list, "classes", shown + (card.classes.length > 20 ? ", \u2026 (" + card.classes.length + ")" : ""));
+  const t = card.training || {};
+  fact(list, "trained on", t.data);
+  if (t.images) fact(list, "images", Object.entries(t.images).map(([k, v]) => k + " " + v).join(", "));
+  fact(list, "epochs", t.epochs);
+  if (t.test && typeof t.test.accuracy === "number") {
+    fact(list, "test accuracy", percent(t.test.accuracy) + " on " + t.test.n + " images");
+    fact(list, "top-" + t.test.top_k + " error", percent(t.test.top_k_error));
+  }
+  if (typeof t.val_accuracy === "number") fact(list, "validation accuracy", percent(t.val_accuracy));
+  fact(list, "created", card.created);
+  // A drawing pad makes sense for small grayscale inputs, like digits.
+  $("draw-panel").hidden = !(c === 1 && h <= 64 && w <= 64);
+  const heat = $("heat");
+  heat.disabled = !card.explain;
+  if (!card.explain) {
+    $("heat-note").hidden = false;
+    $("heat-note").textContent = "Heat maps are not available on this server.";
+  }
+}
+
+// -- recognizing ------------------------------------------------------------------------
+function renderBars(labels, probabilities) {
+  const list = $("bars");
+  list.replaceChildren();
+  labels.forEach((label, i) => {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.className = "label";
+    name.textContent = label;
+    name.title = label;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = Math.max(0.5, 100 * probabilities[i]).toFixed(1) + "%";
+    track.append(fill);
+    const pct = document.createElement("span");
+    pct.className = "pct";
+    pct.textContent = percent(probabilities[i]);
+    li.append(name, track, pct);
+    li.setAttribute("aria-label", label + ": " + percent(probabilities[i]));
+    list.append(li);
+  });
+}
+
+async function recognize(blob, name) {
+  current = { blob, name };
+  const id = ++requestId;
+  const explain = $("heat").checked && card && card.explain;
+  const path = (explain ? "/v1/explain" : "/v1/predict") + "?top_k=" + TOP_K + "&include_input=true";
+  const form = new FormData();
+  form.append("file", blob, name);
+  document.body.classList.add("busy");
+  try {
+    const answer = await api(path, { method: "POST", body: form });
+    if (id !== requestId) return;
+    const result = answer.results[0];
+    showError("");
+    $("placeholder").hidden = true;
+    $("result").hidden = false;
+    const original = $("original");
+    if (original.src.startsWith("blob:")) URL.revokeObjectURL(original.src);
+    original.src = URL.createObjectURL(blob);
+    $("seen").src = "data:image/png;base64," + result.input_png;
+    const [h, w] = card.input_shape;
+    $("seen-caption").textContent = "as the model sees it (" + h + "\u00d7" + w + ")";
+    $("heat-figure").hidden = !result.heatmap_png;
+    if (result.heatmap_png) {
+      $("heatmap").src = "data:image/png;base64," + result.heatmap_png;
+      $("heat-caption").textContent = "where it looked for \u201c" + result.target + "\u201d";
+    }
+    renderBars(result.labels, result.probabilities);
+    $("timing").textContent = "answered in " + answer.timing_ms.total.toFixed(1) + " ms (model " +
+      answer.timing_ms.model.toFixed(1) + " ms)";
+    $("result").dataset.top = result.labels[0];  // for tests and scripts
+  } catch (e) {
+    if (id === requestId) showError(e.message);
+  } finally {
+    if (id === requestId) document.body.classList.remove("busy");
+  }
+}
+
+function takeFile(file) {
+  if (!file) return;
+  recognize(file, file.name || "pasted.png");
+}
+
+// -- drop, paste, choose ---------------------------------------------------------------
+function setUpInputs() {
+  const drop = $("drop");
+  $("file").addEventListener("change", (e) => { takeFile(e.target.files[0]); e.target.value = ""; });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    takeFile(e.dataTransfer.files[0]);
+  });
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
+  });
+  document.addEventListener("paste", (e) => {
+    const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
+    if (item) { e.preventDefault(); takeFile(item.getAsFile()); }
+  });
+  $("heat").addEventListener("change", () => { if (current) recognize(current.blob, current.name); });
+}
+
+// -- the drawing pad: white strokes on black, like the built-in digits -----------------
+function setUpPad() {
+  const pad = $("pad");
+  const ctx = pad.getContext("2d");
+  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
+  clear();
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 26;  // about 2.6 of the model's 28 pixels: as thick as the training digits
+  ctx.lineCap = "round";
+  ctx.lineJoin = "round";
+  let drawing = false;
+  const point = (e) => {
+    const box = pad.getBoundingClientRect();
+    return [(e.clientX - box.left) * pad.width / box.width, (e.clientY - box.top) * pad.height / box.height];
+  };
+  pad.addEventListener("pointerdown", (e) => {
+    drawing = true;
+    pad.setPointerCapture(e.pointerId);
+    const [x, y] = point(e);
+    ctx.beginPath();
+    ctx.moveTo(x, y);
+    ctx.lineTo(x + 0.01, y);
+    ctx.stroke();
+  });
+  pad.addEventListener("pointermove", (e) => {
+    if (!drawing) return;
+    const [x, y] = point(e);
+    ctx.lineTo(x, y);
+    ctx.stroke();
+  });
+  const finish = () => {
+    if (!drawing) return;
+    drawing = false;
+    pad.toBlob((blob) => recognize(blob, "drawing.png"), "image/png");
+  };
+  pad.addEventListener("pointerup", finish);
+  pad.addEventListener("pointercancel", finish);
+  $("clear").addEventListener("click", clear);
+}
+
+async function main() {
+  setUpInputs();
+  setUpPad();
+  try {
+    card = await api("/v1/model");
+    renderCard();
+  } catch (e) {
+    $("model-line").textContent = "the model could not be loaded";
+    showError(e.message);
+  }
+}
+
+main();
