@@ -7,7 +7,7 @@ non-zero; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["CnnkitError", "ConfigError", "DataError", "ModelFileError", "ShapeError", "TrainingError"]
+__all__ = ["CnnkitError", "ConfigError", "DataError", "ExportError", "ModelFileError", "ShapeError", "TrainingError"]
 
 
 class CnnkitError(Exception):
@@ -32,3 +32,7 @@ class ModelFileError(CnnkitError):
 
 class TrainingError(CnnkitError):
     """Training cannot go on (the loss became NaN, ...); saved checkpoints are kept."""
+
+
+class ExportError(CnnkitError):
+    """A model that cannot be exported, or whose export disagrees with it (nothing is written)."""
