@@ -76,22 +76,30 @@ def resnet18() -> models.Model:
     return models.Model(torchvision.models.resnet18(num_classes=10), input_shape=(32, 32, 3), name="resnet18").eval()
 
 
-def runners(model: models.Model) -> tuple[dict, str]:
-    """Each backend as ``fn(images (B, C, H, W) float32) -> probabilities``, and the INT8 report."""
+def exports(model: models.Model) -> tuple[bytes, bytes, bytes, str]:
+    """The float ONNX, INT8 ONNX and TorchScript exports of ``model``, and the INT8 check's report."""
     reference = reference_data(model)
     float_bytes, _ = build_onnx(model, source_sha256=None, reference=reference)
     metadata = export_metadata(model, source_sha256=None, export_format="onnx", quantization="int8")
     int8_bytes = with_metadata(quantize_int8(float_bytes, reference.calibration.numpy()), metadata)
-    onnx_float, onnx_int8 = open_onnx(float_bytes), open_onnx(int8_bytes)
-    report = compare_int8(onnx_float, onnx_int8, reference.images.numpy(), reference.labels, source=reference.source)
-    script = TorchScriptRunner(torchscript_archive(model, export_metadata(model, source_sha256=None,
-                                                                          export_format="torchscript")))  # fmt: skip
+    report = compare_int8(
+        open_onnx(float_bytes), open_onnx(int8_bytes), reference.images.numpy(), reference.labels,
+        source=reference.source,
+    )  # fmt: skip
+    archive = torchscript_archive(model, export_metadata(model, source_sha256=None, export_format="torchscript"))
+    return float_bytes, int8_bytes, archive, str(report)
+
+
+def runners(model: models.Model, built: tuple[bytes, bytes, bytes, str], threads: int) -> dict:
+    """Each backend as ``fn(images (B, C, H, W) float32) -> probabilities``, all limited to ``threads``."""
+    float_bytes, int8_bytes, archive, _ = built
+    torch.set_num_threads(threads)  # eager and TorchScript
     return {
         "PyTorch eager": torch_probabilities(model),
-        "TorchScript": script.run,
-        "ONNX Runtime": onnx_float.run,
-        "ONNX Runtime INT8": onnx_int8.run,
-    }, str(report)
+        "TorchScript": TorchScriptRunner(archive).run,
+        "ONNX Runtime": open_onnx(float_bytes, threads=threads).run,
+        "ONNX Runtime INT8": open_onnx(int8_bytes, threads=threads).run,
+    }
 
 
 def interleaved(fns: dict, x: np.ndarray, repeats: int, calls: int) -> dict[str, float]:
@@ -108,25 +116,30 @@ def interleaved(fns: dict, x: np.ndarray, repeats: int, calls: int) -> dict[str,
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_model(name: str, model: models.Model, batch: int, repeats: int) -> list[str]:
-    fns, int8_report = runners(model)
+def bench_model(name: str, model: models.Model, batch: int, repeats: int, thread_counts: list[int]) -> list[str]:
+    built = exports(model)
     h, w, c = model.image_shape
     rng = np.random.default_rng(0)
     big = rng.random((batch, c, h, w), dtype=np.float32)
     one = rng.random((1, c, h, w), dtype=np.float32)
-    throughput = interleaved(fns, big, repeats, 1)
-    latency = interleaved(fns, one, repeats, 50)
-    eager_tp, eager_lat = batch / throughput["PyTorch eager"], latency["PyTorch eager"]
     lines = [
         f"### {name} ({sum(p.numel() for p in model.parameters()):,} parameters, input {h}x{w}x{c})",
         "",
-        f"| backend | images/s at batch {batch} | x eager | batch-1 latency (ms) | x eager |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| threads | backend | images/s at batch {batch} | x eager | batch-1 latency (ms) | x eager |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
-    for backend in fns:
-        tp, lat = batch / throughput[backend], latency[backend]
-        lines.append(f"| {backend} | {tp:,.0f} | {tp / eager_tp:.2f} | {lat * 1e3:.3f} | {eager_lat / lat:.2f} |")
-    lines += ["", f"INT8 export check: {int8_report}", ""]
+    for threads in thread_counts:
+        fns = runners(model, built, threads)
+        throughput = interleaved(fns, big, repeats, 1)
+        latency = interleaved(fns, one, repeats, 20)
+        eager_tp, eager_lat = batch / throughput["PyTorch eager"], latency["PyTorch eager"]
+        for backend in fns:
+            tp, lat = batch / throughput[backend], latency[backend]
+            lines.append(
+                f"| {threads} | {backend} | {tp:,.0f} | {tp / eager_tp:.2f} | {lat * 1e3:.3f} | {eager_lat / lat:.2f} |"
+            )
+    torch.set_num_threads(os.cpu_count() or 1)
+    lines += ["", f"INT8 export check: {built[3]}", ""]
     return lines
 
 
@@ -142,16 +155,19 @@ def write_folder(folder: Path, n: int) -> None:
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i:06d}.png")
 
 
+# Peak memory is VmHWM, the main process's own high-water mark: ru_maxrss would also count the
+# benchmark process this one was forked from. The decoding workers hold two chunks each at most.
 _DRIVER = """
-import json, resource, sys, time
+import json, re, sys, time
+from pathlib import Path
 from cnnkit.inference import load_predictor
-from cnnkit.predict import predict_files
+from cnnkit.predict import default_workers, predict_files
 predictor = load_predictor(sys.argv[1], sys.argv[3])
 start = time.perf_counter()
 n = sum(1 for p in predict_files(predictor, [sys.argv[2]], top_k=3, batch_size=int(sys.argv[4])) if p.error is None)
 seconds = time.perf_counter() - start
-print(json.dumps({"n": n, "seconds": seconds, "main_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "worker_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps({"n": n, "seconds": seconds, "peak_kb": peak_kb, "workers": default_workers()}))
 """
 
 
@@ -160,8 +176,8 @@ def bench_predict(model: models.Model, sizes: list[int], batch: int) -> list[str
         f"### `predict` on a folder of 28x28 PNGs (article's CNN, batch {batch} as in `cnnkit predict`, "
         "default decoding workers)",
         "",
-        "| backend | images | images/s | peak RSS main (MB) | peak RSS per worker (MB) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| backend | images | images/s | peak RSS of the main process (MB) |",
+        "| --- | ---: | ---: | ---: |",
     ]
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     with tempfile.TemporaryDirectory(prefix="cnnkit-bench-") as tmp:
@@ -180,13 +196,11 @@ def bench_predict(model: models.Model, sizes: list[int], batch: int) -> list[str
                 )  # fmt: skip
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 assert r["n"] == n, r
-                lines.append(
-                    f"| {backend} | {n:,} | {n / r['seconds']:,.0f} | {r['main_kb'] / 1024:.0f} | "
-                    f"{r['worker_kb'] / 1024:.0f} |"
-                )
+                lines.append(f"| {backend} | {n:,} | {n / r['seconds']:,.0f} | {r['peak_kb'] / 1024:.0f} |")
+                workers = r["workers"]
     lines.append("")
     lines.append(
-        "The model alone on random batches of the same size, for comparison: "
+        f"{workers} decoding worker processes. The model alone on random batches of the same size: "
         + ", ".join(f"{backend} {ips:,.0f} images/s" for backend, ips in alone.items())
     )
     return lines + [""]
@@ -206,13 +220,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer repeats, smaller folders")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
+    thread_counts = sorted({1, os.cpu_count() or 1})
     print("## Inference (CPU)\n")
     print(f"Machine: {machine()}\n")
     print(f"Command: `PYTHONPATH=src python benchmarks/inference_bench.py{' --quick' if args.quick else ''}`; "
           f"median of {repeats} interleaved rounds.\n")  # fmt: skip
-    seed = article_model(epochs=1 if args.quick else 2)
-    lines = bench_model("The article's CNN (seed)", seed, batch=1000, repeats=repeats)
-    lines += bench_model("ResNet-18 (torchvision)", resnet18(), batch=256, repeats=repeats)
+    seed = article_model(epochs=1 if args.quick else 3)
+    lines = bench_model("The article's CNN (seed)", seed, batch=1000, repeats=repeats, thread_counts=thread_counts)
+    lines += bench_model("ResNet-18 (torchvision)", resnet18(), batch=256, repeats=repeats, thread_counts=thread_counts)
     lines += bench_predict(seed, [500, 2000] if args.quick else [1000, 10_000], batch=64)
     print("\n".join(lines))
 

@@ -99,6 +99,9 @@ def _self_check_images(channels: int, height: int, width: int) -> np.ndarray:
 def _session(source: bytes | str, name: str, threads: int | None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+    # ONNX Runtime's idle threads spin by default, burning the cores that predict's decoding workers
+    # (or a server's request handling) need: measured here, a 2,000-file predict ran 1.6x faster without.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     try:
