@@ -11,6 +11,7 @@ A file that cannot be read is reported in its :class:`Prediction`, in its place,
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -159,8 +160,14 @@ def predict_files(
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     predictor = model if not isinstance(model, Model) else TorchPredictor(model, next(model.parameters()).device)
     workers = default_workers() if workers is None else workers
+    chunks = _chunks(expand_paths(inputs), batch_size)
+    first = next(chunks, None)
+    if first is None:
+        return
+    if len(first) < batch_size:  # the only chunk: starting worker processes would cost more than it saves
+        workers = 0
     loader = DataLoader(
-        _Decoder(predictor.image_shape), batch_sampler=_chunks(expand_paths(inputs), batch_size),
+        _Decoder(predictor.image_shape), batch_sampler=itertools.chain([first], chunks),
         collate_fn=_collate, num_workers=workers, prefetch_factor=2 if workers else None,
     )  # fmt: skip
     k = min(top_k, len(predictor.class_names))
