@@ -19,12 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="top-k classes for image files, folders or globs",
         description="Top-k classes for image files, folders (searched recursively) and globs. Streams: memory "
-        "stays flat for any number of files, and csv/json rows are printed as they are computed.",
+        "stays flat for any number of files with csv or json output.",
     )
     p.add_argument("model", help="model file, run folder, or an ONNX file from `cnnkit export`")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("-k", "--top-k", type=int, default=3)
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="json: one object per line")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="table: shown when all files are done; csv and json (one object per line): streamed as computed",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument(
         "--backend",
