@@ -306,3 +306,28 @@ def test_class_weight_weighs_the_loss(rng):
     per_sample = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y), reduction="none")
     assert plain == pytest.approx(float(per_sample.mean()), rel=1e-4)
     assert weighted == pytest.approx(float((per_sample[10:] * 2).sum() / 20), rel=1e-4)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
+def test_training_applies_activations_after_max_pooling_with_identical_results(activation):
+    """The fast training path pools before a monotone activation; values and gradients are unchanged."""
+    model = models.Sequential([
+        layers.Input((12, 12, 2)), layers.Conv2D(4, 3, activation=activation), layers.MaxPooling2D(2),
+        layers.Conv2D(4, 3, activation=activation, padding="same"), layers.MaxPooling2D(3, strides=2, padding="same"),
+        layers.Flatten(), layers.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    model.train()
+    x, y = torch.randn(6, 2, 12, 12), torch.randint(0, 3, (6,))
+    params = list(model.parameters())
+
+    def loss_and_grads():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        return loss, torch.autograd.grad(loss, params)
+
+    fast_loss, fast_grads = loss_and_grads()
+    hook = model.layers[0].register_forward_hook(lambda *args: None)  # a hook forces the layer-by-layer path
+    plain_loss, plain_grads = loss_and_grads()
+    hook.remove()
+    torch.testing.assert_close(fast_loss, plain_loss)
+    for fast, plain in zip(fast_grads, plain_grads):
+        torch.testing.assert_close(fast, plain)

@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
+from cnnkit.runtime import tune_cpu_allocator
 
 __all__ = [
     "METRICS",
@@ -63,6 +64,8 @@ def count_correct(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> to
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Logits ``(N, classes)`` for images ``(N, C, H, W)``, in batches, on the model's device."""
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        tune_cpu_allocator()
     was_training = model.training
     model.eval()
     try:
@@ -105,16 +108,25 @@ class EvalResult:
 
 
 def evaluate_arrays(
-    model: nn.Module, images: np.ndarray, labels: np.ndarray, *, batch_size: int = 256, top_k: int = 5
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int = 256,
+    top_k: int = 5,
+    tta: bool = False,
 ) -> EvalResult:
     """Loss, accuracy and top-k error of a cnnkit model on NHWC images in [0, 1].
 
     Images are first brought to the model's input shape (channels and size), the same
-    conversion training used.
+    conversion training used. ``tta`` averages the probabilities of each image and its mirror.
     """
     x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
     y = torch.as_tensor(labels).long()
     logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    if tta:  # average probabilities, then back to log space so the loss stays comparable
+        mirrored = predict_logits(model, x.flip(3), batch_size).float().cpu()
+        logits = torch.log((logits.softmax(1) + mirrored.softmax(1)) / 2)
     n = max(1, len(y))
     k = min(top_k, logits.shape[1])
     return EvalResult(

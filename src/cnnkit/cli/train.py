@@ -1,51 +1,91 @@
-"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.train.train`."""
+"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.train.train` (or resume a run)."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import signal
 
 from cnnkit.cli._common import console
+from cnnkit.errors import ConfigError
+
+__all__ = ["add_parser", "parse_duration", "run"]
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1.5h`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90, 90s, 5m or 1h, got {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model (default: the article's CNN on the built-in digits)",
                        description="Train a model. Flags override --config, which overrides the defaults.")  # fmt: skip
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--model", help="registered model (see `cnnkit models`) or an architecture .json (default: seed)")
     p.add_argument("--data", help="data set name (see `cnnkit datasets`; default: digits)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"])
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="sgd uses Nesterov momentum 0.9")
+    p.add_argument("--lr", type=float, help="peak learning rate (see `cnnkit lr-find`)")
+    p.add_argument("--weight-decay", type=float, help="applied to weights, never to biases or norm scales")
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"])
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--augment", choices=["auto", "none", "crop", "flip-crop"])
+    p.add_argument("--clip-norm", type=float, help="clip the gradient's global norm")
+    p.add_argument("--class-weights", help="none, auto (inverse class frequency) or 'label:weight,...'")
+    p.add_argument("--ema", type=float, metavar="DECAY", help="keep an EMA of the weights (e.g. 0.999)")
+    p.add_argument("--augment", help="auto, none, or ops joined by '+': flip, affine, crop, cutout")
+    p.add_argument("--tta", action="store_true", default=None, help="average test predictions over flips")
     p.add_argument("--image-size", type=int, help="resize images to SIZE x SIZE")
     p.add_argument("--val-split", type=float, help="fraction of the training images held out for validation")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better val_loss")
+    p.add_argument("--time", type=parse_duration, help="wall-clock budget (90s, 5m, 1h); the schedule shrinks to fit")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--channels-last", choices=["auto", "on", "off"])
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None, help="deterministic kernels (slower)")
+    p.add_argument("--deterministic", action="store_true", default=None, help="bit-identical runs (slower on GPU)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the result")
     p.set_defaults(run=run)
+
+
+_OPTIONS = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
+            "clip_norm", "class_weights", "ema", "augment", "tta", "image_size", "val_split", "patience", "time",
+            "precision", "channels_last", "compile", "seed", "deterministic", "device", "runs_dir", "out",
+            "tensorboard")  # fmt: skip
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler or torchrun stopping us) ends the run like Ctrl-C: resumable."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.train import TrainConfig, train
 
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    config = config.replace(
-        model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-        lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule, label_smoothing=args.label_smoothing,
-        augment=args.augment, image_size=args.image_size, val_split=args.val_split, seed=args.seed,
-        deterministic=args.deterministic, device=args.device, runs_dir=args.runs_dir, out=args.out,
-        verbose=0 if args.quiet else None,
-    )  # fmt: skip
-    if config.verbose:
-        console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
-    result = train(config)
+    _stop_on_sigterm()
+    if args.resume:
+        given = [name for name in _OPTIONS if getattr(args, name) is not None] + (["config"] if args.config else [])
+        if given:
+            raise ConfigError(f"--resume continues a run with its own settings; drop --{given[0].replace('_', '-')}")
+        result = train(resume=args.resume)
+    else:
+        config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+        config = config.replace(**{name: getattr(args, name) for name in _OPTIONS}, verbose=0 if args.quiet else None)
+        if config.verbose:
+            console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
+        result = train(config)
     t = result.test
     console.print(
         f"test accuracy {t.accuracy:.2%}  loss {t.loss:.4f}  top-{t.top_k} error {t.top_k_error:.2%}  "

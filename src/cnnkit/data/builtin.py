@@ -70,5 +70,5 @@ register_dataset(DatasetInfo(
 register_dataset(DatasetInfo(
     name="faces", loader=load_faces, num_classes=2, image_shape=(28, 28, 1),
     description="face vs. non-face (scikit-image's LFW subset, 25x25 served at 28x28)",
-    source="scikit-image (bundled)", sizes={"train": 160, "test": 40}, augment="flip-crop",
+    source="scikit-image (bundled)", sizes={"train": 160, "test": 40}, augment="flip+crop",
 ))  # fmt: skip

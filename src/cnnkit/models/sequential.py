@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import ConfigError, ShapeError
-from cnnkit.layers import InputLayer, Layer, layer_from_config
+from cnnkit.layers import InputLayer, Layer, MaxPooling2D, layer_from_config
 from cnnkit.models.model import Model
 
 __all__ = ["Sequential"]
@@ -33,6 +33,30 @@ __all__ = ["Sequential"]
 def _snake_case(name: str) -> str:
     """``MaxPooling2D`` -> ``max_pooling2d``, Keras' default layer names."""
     return re.sub(r"(?<=[a-z])([A-Z])", r"_\1", name).lower()
+
+
+# Activations f that commute with max pooling: max(f(a), f(b)) = f(max(a, b)) for monotone f.
+_MONOTONE = {"relu", "relu6", "leaky_relu", "elu", "selu", "sigmoid", "tanh"}
+
+
+def _forward_pool_first(layers: Sequence[Layer], x: torch.Tensor) -> torch.Tensor:
+    """Run ``layers``, applying a monotone activation *after* the max pooling that follows it.
+
+    ``Conv2D(activation="relu") -> MaxPooling2D`` computes the same values (and gradients,
+    up to ties) as ``Conv2D -> MaxPooling2D -> relu``, but the activation and its backward then
+    touch a quarter of the elements: on a CPU this is ~15% of the article's model's step.
+    """
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        following = layers[i + 1] if i + 1 < len(layers) else None
+        if following is not None and isinstance(following, MaxPooling2D) and layer.activation_name in _MONOTONE:
+            x = layer.activation(following(layer.call(x)))
+            i += 2
+        else:
+            x = layer(x)
+            i += 1
+    return x
 
 
 class Sequential(Model):
@@ -115,10 +139,17 @@ class Sequential(Model):
         if not self.layers:
             raise ConfigError("the model has no layers; add some with model.add(...)")
         x = self.normalize(x)
-        for layer in self.layers[:-1]:
-            x = layer(x)
+        body = self.layers[:-1]
+        if self.training and not self._has_hooks():
+            x = _forward_pool_first(body, x)
+        else:
+            for layer in body:
+                x = layer(x)
         last = self.layers[-1]
         return last.call(x) if self.output_activation == "softmax" else last(x)
+
+    def _has_hooks(self) -> bool:
+        return any(layer._forward_hooks or layer._forward_pre_hooks for layer in self.layers)
 
     def _num_outputs(self) -> int:
         return self.layers[-1].output_shape[-1]

@@ -12,7 +12,8 @@ import csv
 import io
 import math
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -21,7 +22,16 @@ from torch import nn
 from cnnkit._io import atomic_write_text
 from cnnkit.errors import ConfigError
 
-__all__ = ["CSVLogger", "Callback", "CallbackList", "EarlyStopping", "History", "ModelCheckpoint"]
+__all__ = [
+    "CSVLogger",
+    "Callback",
+    "CallbackList",
+    "EarlyStopping",
+    "History",
+    "ModelCheckpoint",
+    "TensorBoard",
+    "TimeBudget",
+]
 
 Logs = dict[str, float]
 
@@ -38,6 +48,13 @@ class Callback:
 
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state that a resumed run restores (what the callback has counted so far)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
     def on_train_begin(self, logs: Logs | None = None) -> None: ...
     def on_train_end(self, logs: Logs | None = None) -> None: ...
@@ -71,6 +88,13 @@ class History(Callback):
         super().__init__()
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = {key: list(values) for key, values in state["history"].items()}
+        self.epoch = list(state["epoch"])
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         self.epoch.append(epoch)
@@ -111,12 +135,21 @@ class EarlyStopping(Callback):
         self.patience, self.verbose, self.baseline = patience, verbose, baseline
         self.restore_best_weights, self.start_from_epoch = restore_best_weights, start_from_epoch
         self.wait, self.stopped_epoch, self.best_weights = 0, 0, None
+        self._resumed = False
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
+        if self._resumed:
+            return
         self.wait, self.stopped_epoch, self.best_weights = 0, 0, None
         self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
         if self.baseline is not None:
             self._monitor.best = self.baseline
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"wait": self.wait, "best": self._monitor.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.wait, self._monitor.best, self._resumed = state["wait"], state["best"], True
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         value = self._monitor.value(logs)
@@ -157,8 +190,17 @@ class ModelCheckpoint(Callback):
             self._monitor.best = initial_value_threshold
         self.verbose, self.save_best_only, self.save_weights_only = verbose, save_best_only, save_weights_only
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self._monitor.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._monitor.best = state["best"]
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         logs = logs or {}
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            print(f"Epoch {epoch + 1}: weights are not finite; {self.filepath} keeps its last good model")
+            return
         if self.save_best_only:
             value = self._monitor.value(logs)
             if value is None or not self._monitor.improved(value):
@@ -178,24 +220,42 @@ class ModelCheckpoint(Callback):
 
 
 class CSVLogger(Callback):
-    """Write one row of logs per epoch to a CSV file, rewritten atomically each epoch."""
+    """Write one row of logs per epoch to a CSV file, rewritten atomically each epoch.
+
+    Besides the logs, each row has the learning rate at the epoch's end (``lr``) and how long
+    the epoch took (``seconds``).
+    """
 
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
         self.filename, self.separator, self.append = os.fspath(filename), separator, append
         self.rows: list[dict[str, Any]] = []
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # The rows up to the checkpoint: a row written after it (then a crash) is dropped.
+        self.rows, self.append = list(state["rows"]), False
+        self._resumed = True
+
     def on_train_begin(self, logs: Logs | None = None) -> None:
+        if getattr(self, "_resumed", False):
+            return
         self.rows = []
         if self.append and os.path.exists(self.filename):
             with open(self.filename, newline="") as f:
                 self.rows = list(csv.DictReader(f, delimiter=self.separator))
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         row = {"epoch": epoch + 1, **(logs or {})}
         lr = _learning_rate(self.model)
         if lr is not None:
             row.setdefault("lr", lr)
+        row["seconds"] = round(time.perf_counter() - self._started, 4)  # training and validation
         self.rows.append(row)
         columns = list(dict.fromkeys(key for r in self.rows for key in r))
         out = io.StringIO()
@@ -210,3 +270,67 @@ def _learning_rate(model: nn.Module | None) -> float | None:
     if isinstance(optimizer, torch.optim.Optimizer):
         return float(optimizer.param_groups[0]["lr"])
     return None
+
+
+class TimeBudget(Callback):
+    """Stop training in time to end within ``seconds`` of wall clock, schedule included.
+
+    After the first epoch it knows how long an epoch takes; if the planned epochs do not fit,
+    it shortens the run and tells the learning-rate ``schedule`` (which then still decays to
+    zero at the new end) instead of cutting training off mid-schedule.
+    """
+
+    def __init__(self, seconds: float, schedule: Any = None, steps_per_epoch: int = 0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
+        super().__init__()
+        self.clock = clock
+        if seconds <= 0:
+            raise ConfigError(f"a time budget must be positive, got {seconds}")
+        self.seconds, self.schedule, self.steps_per_epoch = seconds, schedule, steps_per_epoch
+        self.used, self._epoch_started, self.planned_epochs = 0.0, 0.0, None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"used": self.used, "planned_epochs": self.planned_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.used, self.planned_epochs = state["used"], state["planned_epochs"]
+
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None:
+        self._epoch_started = self.clock()
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        self.used += self.clock() - self._epoch_started
+        per_epoch = self.used / (epoch + 1)
+        fit = max(epoch + 1, int(self.seconds / per_epoch))
+        total = self.params.get("epochs", fit)
+        if self.planned_epochs is None and fit < total:
+            self.planned_epochs = fit
+            if self.schedule is not None and self.steps_per_epoch:
+                self.schedule.total_steps = fit * self.steps_per_epoch
+            print(f"time budget {self.seconds:.0f}s: training for {fit} of {total} epochs")
+        if self.planned_epochs is not None and epoch + 1 >= self.planned_epochs:
+            self.model.stop_training = True
+
+
+class TensorBoard(Callback):
+    """Write each epoch's logs (and the learning rate) as TensorBoard scalars under ``log_dir``."""
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        super().__init__()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from None
+        self.writer = SummaryWriter(os.fspath(log_dir))
+
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
+        for key, value in (logs or {}).items():
+            group = "validation" if key.startswith("val_") else "train"
+            self.writer.add_scalar(f"{key.removeprefix('val_')}/{group}", value, epoch + 1)
+        lr = _learning_rate(self.model)
+        if lr is not None:
+            self.writer.add_scalar("learning_rate", lr, epoch + 1)
+        self.writer.flush()
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        self.writer.close()

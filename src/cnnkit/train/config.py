@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -42,19 +43,29 @@ class TrainConfig:
     data: str = "digits"
     epochs: int = 20
     batch_size: int = 64
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # adam, adamw, sgd (Nesterov momentum 0.9), rmsprop
     lr: float = 3e-3  # the peak learning rate of the schedule
-    weight_decay: float = 0.0
-    schedule: str = "onecycle"
+    weight_decay: float = 0.0  # applied to weights only, never to biases or norm scales
+    schedule: str = "onecycle"  # onecycle, cosine (both with warm-up), constant
     label_smoothing: float = 0.0
-    augment: str = "auto"  # the data set's own policy
+    clip_norm: float | None = None  # clip the gradient's global norm
+    class_weights: str = "none"  # none, auto (inverse class frequency), or "0:1,3:2.5"
+    ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off
+    augment: str = "auto"  # the data set's own policy, or e.g. "flip+crop+cutout" (see cnnkit.data.augment)
+    tta: bool = False  # average the test predictions over horizontal flips
     image_size: int | None = None  # default: the data set's image size
     val_split: float = 0.1
+    patience: int | None = None  # early stopping: epochs without a better val_loss
+    time: float | None = None  # wall-clock budget in seconds; the schedule shrinks to fit
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32), fp32, bf16, fp16
+    channels_last: str = "auto"  # auto (on), on, off
+    compile: bool = False  # torch.compile the model for training
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"
     runs_dir: str = "runs"
     out: str | None = None
+    tensorboard: bool = False
     verbose: int = 1
 
     @classmethod
@@ -103,7 +114,21 @@ class TrainConfig:
             (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
             (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
             (self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2"),
+            (self.optimizer in ("adam", "adamw", "sgd", "rmsprop"), "optimizer must be adam, adamw, sgd or rmsprop"),
+            (self.schedule in ("onecycle", "cosine", "constant"), "schedule must be onecycle, cosine or constant"),
+            (self.clip_norm is None or self.clip_norm > 0, "clip_norm must be positive"),
+            (0 <= self.ema < 1, "ema must be a decay in [0, 1), e.g. 0.999 (0 turns it off)"),
+            (self.patience is None or self.patience >= 1, "patience must be at least 1"),
+            (self.time is None or self.time > 0, "time must be a positive number of seconds"),
+            (self.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
+            (self.channels_last in ("auto", "on", "off"), "channels_last must be auto, on or off"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.augment != "auto":
+            from cnnkit.data.augment import make_augment
+
+            make_augment(self.augment)  # raises for an unknown operation
+        if not re.fullmatch(r"none|auto|\d+:\d*\.?\d+(,\d+:\d*\.?\d+)*", self.class_weights):
+            raise ConfigError(f"class_weights must be none, auto or 'label:weight,...', got {self.class_weights!r}")

@@ -1,9 +1,14 @@
 """The training engine: one loop behind ``Model.fit``, ``cnnkit train`` and torchrun.
 
-Plain functions, read top to bottom. The data sit on the model's device as two tensors
-and are batched there by indexing with a shuffled permutation: no per-sample Python,
-no DataLoader workers, and no host synchronisation inside an epoch (running sums stay
-on the device until the epoch ends).
+Plain functions and one small class, read top to bottom:
+
+- :class:`TensorBatches` keeps an in-memory data set on the device and batches it by
+  indexing a shuffled permutation (no per-sample Python, no workers);
+- :class:`Stepper` does one optimization step: forward under autocast, loss, backward,
+  clipping, a skip of non-finite steps *on the device*, the optimizer and schedule, EMA;
+- :func:`train_one_epoch` runs the steps and keeps running sums on the device, so nothing
+  waits for the device inside an epoch (the progress bar reads them at most twice a second);
+- :func:`fit` runs the epochs, validation and callbacks.
 """
 
 from __future__ import annotations
@@ -11,27 +16,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 from cnnkit.errors import TrainingError
 from cnnkit.evaluate import count_correct, evaluate_tensors
+from cnnkit.runtime import tune_cpu_allocator
 from cnnkit.train.callbacks import Callback, CallbackList, History
+from cnnkit.train.ema import EMA
 from cnnkit.train.progress import TrainingProgress
 
-__all__ = ["Batches", "TensorBatches", "fit", "train_one_epoch"]
+__all__ = ["Batches", "Stepper", "TensorBatches", "fit", "train_one_epoch"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor], torch.Tensor]
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # sized: len() is the number of batches
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TensorBatches:
     """The in-memory fast path: a data set as two tensors on the device, batched by indexing.
 
-    Each pass draws a new permutation (from ``generator``) and slices it: one gather per
-    batch, no per-sample Python, no worker processes.
+    Each pass draws a new permutation (from ``generator``) and slices it: one gather per batch.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
@@ -51,45 +60,118 @@ class TensorBatches:
             yield self.x[idx], self.y[idx]  # (B, C, H, W), (B,) or (B, classes)
 
 
+class Stepper:
+    """One optimization step, with everything that can go wrong in it handled.
+
+    A step whose loss (or gradient norm) is not finite is skipped: fused optimizers skip it
+    on the device through their ``found_inf`` input; others check on the host, which is
+    free on the CPU. Skipped steps are counted for the epoch's report.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        *,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        augment: Augment | None = None,
+        clip_norm: float | None = None,
+        precision: str = "fp32",
+        ema: EMA | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        if precision not in _PRECISIONS:
+            raise TrainingError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.scheduler, self.augment, self.clip_norm, self.ema = scheduler, augment, clip_norm, ema
+        self.device = next(model.parameters()).device
+        self.channels_last = channels_last
+        self.forward = torch.compile(model) if compile else model
+        dtype = _PRECISIONS[precision]
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        # torch's fused Adam/AdamW/SGD read `found_inf` and skip the update on the device.
+        self.skip_on_device = bool(optimizer.defaults.get("fused")) and self.scaler is None
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Train on one batch (on the device); return (loss, logits, bad) as device tensors, no host sync."""
+        if self.augment is not None:
+            xb = self.augment(xb)
+        if self.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            logits = self.forward(xb)  # (B, classes)
+            loss = self.loss_fn(logits.float(), yb)
+        bad = ~torch.isfinite(loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:  # fp16: the scaler unscales, checks for inf, and skips
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self._clip(bad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            bad = self._clip(bad)
+            if self.skip_on_device:
+                self.optimizer.found_inf = bad.float()
+                self.optimizer.step()
+            elif not bad.item():
+                self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return loss.detach(), logits.detach(), bad
+
+    def _clip(self, bad: torch.Tensor) -> torch.Tensor:
+        if not self.clip_norm:
+            return bad
+        norm = nn.utils.clip_grad_norm_(self.params, self.clip_norm, foreach=True)
+        return bad | ~torch.isfinite(norm)
+
+
 def train_one_epoch(
-    model: nn.Module,
+    step: Stepper,
     batches: Batches,
     *,
-    loss_fn: LossFn,
-    optimizer: torch.optim.Optimizer,
     metrics: dict[str, int],
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    augment: Augment | None = None,
-    on_step: Callable[[], None] | None = None,
-) -> dict[str, float]:
-    """One pass over ``batches``; returns the epoch's mean loss and metrics."""
-    model.train()
-    device = next(model.parameters()).device
+    progress: TrainingProgress | None = None,
+) -> tuple[dict[str, float], int]:
+    """One pass over ``batches``; return the epoch's mean loss and metrics, and the skipped steps."""
+    step.model.train()
+    device = step.device
     loss_sum = torch.zeros((), device=device)
     correct = {name: torch.zeros((), dtype=torch.long, device=device) for name in metrics}
-    seen = 0
+    skipped = torch.zeros((), dtype=torch.long, device=device)
+    kept = torch.zeros((), dtype=torch.long, device=device)  # images in steps that were not skipped
+
+    def running() -> dict[str, float]:  # read by the progress bar, at most twice a second
+        n = max(int(kept.item()), 1)
+        return {"loss": loss_sum.item() / n, **{name: c.item() / n for name, c in correct.items()}}
+
     for xb, yb in batches:
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        if augment is not None:
-            xb = augment(xb)
-        logits = model(xb)  # (B, classes)
-        loss = loss_fn(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        # Keep the running sums on the device: reading them every step would stall it.
-        loss_sum += loss.detach() * len(yb)
+        try:
+            loss, logits, bad = step(xb, yb)
+        except _OOM:
+            raise TrainingError(
+                f"out of memory on {device} with batches of {len(yb)} images: try a smaller --batch-size "
+                f"(e.g. {max(1, len(yb) // 2)}) or a smaller --image-size"
+            ) from None
+        # Skipped steps add nothing; all of this stays on the device.
+        ok = ~bad
+        loss_sum += torch.where(ok, loss, 0.0) * len(yb)
         for name, k in metrics.items():
-            correct[name] += count_correct(logits.detach(), yb, k)
-        seen += len(yb)
-        if on_step is not None:
-            on_step()
-    seen = max(seen, 1)
-    logs = {"loss": loss_sum.item() / seen}
-    logs.update({name: c.item() / seen for name, c in correct.items()})
-    return logs
+            correct[name] += count_correct(logits, yb, k) * ok
+        skipped += bad
+        kept += ok * len(yb)
+        if progress is not None:
+            progress.advance(len(yb), running)
+    return running(), int(skipped.item())
 
 
 def fit(
@@ -109,6 +191,13 @@ def fit(
     initial_epoch: int = 0,
     verbose: int = 1,
     generator: torch.Generator | None = None,
+    clip_norm: float | None = None,
+    precision: str = "fp32",
+    ema: EMA | None = None,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    history: History | None = None,
+    on_epoch_saved: Callable[[int, History], None] | None = None,
 ) -> History:
     """Train ``model`` (which returns logits) on ``train`` and return the History.
 
@@ -116,42 +205,62 @@ def fit(
     model's device once and batched there — or any sized iterable of ``(images, targets)``
     batches, such as a ``torch.utils.data.DataLoader`` for data that does not fit in memory.
     Each epoch's logs (``loss``, each metric, and ``val_``-prefixed ones when ``validation``
-    is given) go to the callbacks and to the returned :class:`History`.
+    is given) go to the callbacks and the History. With ``ema``, validation, callbacks and the
+    final weights use the averaged weights. ``channels_last`` (default: whenever the model has
+    2-D convolutions) stores images and conv weights channels-last, the layout oneDNN and cuDNN
+    are fastest in. ``on_epoch_saved(epoch, history)`` runs last in each epoch (the resumable
+    checkpoint); ``history`` continues a resumed run.
     """
     metrics = metrics or {}
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    if channels_last is None:
+        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     if isinstance(train, tuple):
         x, y = train
         train = TensorBatches(x.to(device), y.to(device), batch_size, shuffle=shuffle, generator=generator)
     if validation is not None:
         validation = (validation[0].to(device), validation[1].to(device))
-    steps = len(train)
-    history = History()
+    step = Stepper(model, loss_fn, optimizer, scheduler=scheduler, augment=augment, clip_norm=clip_norm,
+                   precision=precision, ema=ema, channels_last=channels_last, compile=compile)  # fmt: skip
+    history = history or History()
     model.stop_training = False
-    hooks = CallbackList([history, *callbacks], model, {"epochs": epochs, "steps": steps, "verbose": verbose})
-    progress = TrainingProgress(verbose, epochs, steps, initial_epoch)
+    hooks = CallbackList([history, *callbacks], model, {"epochs": epochs, "steps": len(train), "verbose": verbose})
+    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch)
     hooks.on_train_begin()
     try:
         for epoch in range(initial_epoch, epochs):
             started = time.perf_counter()
             hooks.on_epoch_begin(epoch)
-            logs = train_one_epoch(
-                model, train, loss_fn=loss_fn, optimizer=optimizer, metrics=metrics,
-                scheduler=scheduler, augment=augment, on_step=progress.advance,
-            )  # fmt: skip
-            if not math.isfinite(logs["loss"]):
-                raise TrainingError(
-                    f"the training loss became {logs['loss']} in epoch {epoch + 1}: the learning rate is "
-                    f"probably too high, or the inputs hold NaN/inf values; checkpoints saved so far are kept"
-                )
-            if validation is not None:
-                val = evaluate_tensors(model, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
-                logs.update({f"val_{key}": value for key, value in val.items()})
-            progress.end_epoch(epoch, logs, time.perf_counter() - started)
-            hooks.on_epoch_end(epoch, logs)
+            logs, skipped = train_one_epoch(step, train, metrics=metrics, progress=progress)
+            _check_skipped(skipped, len(train), epoch, logs)
+            with ema.applied(model) if ema is not None else nullcontext():
+                if validation is not None:
+                    val = evaluate_tensors(model, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
+                    logs.update({f"val_{key}": value for key, value in val.items()})
+                progress.end_epoch(epoch, logs, time.perf_counter() - started, skipped)
+                hooks.on_epoch_end(epoch, logs)
+            if on_epoch_saved is not None:
+                on_epoch_saved(epoch, history)
             if model.stop_training:
                 break
     finally:
         progress.close()
+    if ema is not None:  # the averaged weights are the result
+        with torch.no_grad():
+            torch._foreach_copy_(EMA._sources(model), ema.tensors)
     hooks.on_train_end()
     return history
+
+
+def _check_skipped(skipped: int, steps: int, epoch: int, logs: dict[str, float]) -> None:
+    """A few non-finite steps are skipped and reported; most of an epoch means training diverged."""
+    if skipped * 2 > steps or not math.isfinite(logs["loss"]):
+        raise TrainingError(
+            f"the loss was NaN or infinite in {skipped} of {steps} steps of epoch {epoch + 1}: the learning "
+            f"rate is probably too high (try a 10x smaller --lr) or the inputs hold NaN/inf values; "
+            f"checkpoints saved so far are kept"
+        )

@@ -15,7 +15,34 @@ import torch
 
 from cnnkit.errors import ConfigError
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "get", "make_schedule"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule", "decay_groups", "get", "make_schedule"]
+
+Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
+
+
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups that apply weight decay to weights only, never to biases or norm scales.
+
+    Decaying a BatchNorm scale or a bias only fights the normalization; every 1-D parameter
+    is one of those.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def _fused_ok(params: list[Any]) -> bool:
+    """torch's fused kernels need every parameter as a floating tensor on one CPU/CUDA device."""
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    devices = {t.device.type for t in tensors}
+    return (
+        bool(tensors)
+        and len(devices) == 1
+        and devices <= {"cpu", "cuda"}
+        and all(t.is_floating_point() for t in tensors)
+    )
 
 
 class Optimizer:
@@ -29,7 +56,8 @@ class Optimizer:
         self.learning_rate = float(learning_rate)
         self.weight_decay = float(weight_decay or 0.0)
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        """The torch optimizer over ``params`` (parameters, or groups from :func:`decay_groups`)."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -46,9 +74,10 @@ class Adam(Optimizer):
         super().__init__(learning_rate, weight_decay)
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.learning_rate, betas=(self.beta_1, self.beta_2),
-                                eps=self.epsilon, weight_decay=self.weight_decay)  # fmt: skip
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        params = list(params)
+        return torch.optim.Adam(params, lr=self.learning_rate, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+                                weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
 
 
 class AdamW(Adam):
@@ -60,9 +89,10 @@ class AdamW(Adam):
                  beta_2: float = 0.999, epsilon: float = 1e-7) -> None:  # fmt: skip
         super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay)
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=self.learning_rate, betas=(self.beta_1, self.beta_2),
-                                 eps=self.epsilon, weight_decay=self.weight_decay)  # fmt: skip
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        params = list(params)
+        return torch.optim.AdamW(params, lr=self.learning_rate, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+                                 weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
 
 
 class SGD(Optimizer):
@@ -77,9 +107,10 @@ class SGD(Optimizer):
             raise ConfigError("SGD(nesterov=True) needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum,
-                               nesterov=self.nesterov, weight_decay=self.weight_decay)  # fmt: skip
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        params = list(params)
+        return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov,
+                               weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
 
 
 class RMSprop(Optimizer):
@@ -92,7 +123,7 @@ class RMSprop(Optimizer):
         super().__init__(learning_rate, weight_decay)
         self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
 
-    def build(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    def build(self, params: Params) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(params, lr=self.learning_rate, alpha=self.rho, eps=self.epsilon,
                                    momentum=self.momentum, weight_decay=self.weight_decay)  # fmt: skip
 
@@ -111,30 +142,36 @@ def get(optimizer: str | Optimizer | dict[str, Any]) -> Optimizer:
     return OPTIMIZERS[name](**config)
 
 
-def make_schedule(
-    name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.2
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """A per-step learning-rate schedule around the optimizer's learning rate (its peak).
+class Schedule(torch.optim.lr_scheduler.LRScheduler):
+    """A per-step multiplier of each group's peak learning rate; ``total_steps`` may be changed mid-run.
 
-    ``constant``: none. ``onecycle``: linear warm-up from peak/10 to the peak, then linear
-    decay to zero. ``cosine``: linear warm-up, then cosine decay to zero.
+    ``onecycle``: linear warm-up from peak/10 to the peak, then linear decay to zero.
+    ``cosine``: linear warm-up from zero, then cosine decay to zero. A wall-clock budget
+    shortens a run by lowering ``total_steps``, so the rate still reaches zero at the end.
     """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, shape: str, total_steps: int,
+                 warmup_fraction: float = 0.2) -> None:  # fmt: skip
+        if shape not in ("onecycle", "cosine"):
+            raise ConfigError(f"unknown schedule {shape!r}; choose constant, onecycle or cosine")
+        self.shape, self.total_steps, self.warmup_fraction = shape, max(1, total_steps), warmup_fraction
+        super().__init__(optimizer)
+
+    def factor(self, step: int) -> float:
+        warmup = max(1, round(self.warmup_fraction * self.total_steps))
+        if step < warmup:
+            return 0.1 + 0.9 * step / warmup if self.shape == "onecycle" else (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+        if self.shape == "onecycle":
+            return 1.0 - progress
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    def get_lr(self) -> list[float]:
+        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
+
+
+def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule | None:
+    """The per-step schedule called ``name`` (``constant`` gives none)."""
     if name == "constant":
         return None
-    warmup = max(1, round(warmup_fraction * total_steps))
-
-    def onecycle(step: int) -> float:
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    def cosine(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    shapes = {"onecycle": onecycle, "cosine": cosine}
-    if name not in shapes:
-        raise ConfigError(f"unknown schedule {name!r}; choose constant, onecycle or cosine")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, shapes[name])
+    return Schedule(optimizer, name, total_steps)

@@ -1,0 +1,127 @@
+"""Training under faults: killed, interrupted, a failing disk. The run resumes exactly; nothing is lost."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import SRC, run_cli
+
+ARGS = ["--epochs", "4", "--batch-size", "128", "--deterministic", "--seed", "3", "--ema", "0.9", "-q"]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(path, framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+
+
+def _checkpoint_epoch(run: Path) -> int:
+    import json
+
+    try:
+        with safe_open(run / "resume.safetensors", framework="pt") as f:
+            return json.loads(f.metadata()["state"])["epoch"]
+    except Exception:  # not written yet (or being replaced right now)
+        return -1
+
+
+def _start(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    return subprocess.Popen([sys.executable, "-m", "cnnkit", "train", *ARGS, "--out", str(out)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def _interrupt_after_first_epoch(out: Path, sig: int) -> subprocess.CompletedProcess:
+    proc = _start(out)
+    deadline = time.time() + 120
+    while _checkpoint_epoch(out) < 0 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "whole"
+    result = run_cli("train", *ARGS, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    for name in ("model.safetensors", "last.safetensors"):
+        wa, wb = _weights(a / name), _weights(b / name)
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            assert torch.equal(wa[key], wb[key]), f"{name}:{key} differs after resume"
+    rows = [[{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader((run / "metrics.csv").open())]
+            for run in (a, b)]  # fmt: skip
+    assert rows[0] == rows[1] and len(rows[0]) == 4
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    killed = _interrupt_after_first_epoch(out, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (out / "model.safetensors").exists() or _checkpoint_epoch(out) < 3
+    resumed = run_cli("train", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "test accuracy" in resumed.stdout
+    _assert_same_run(uninterrupted, out)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written files
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(uninterrupted, tmp_path):
+    out = tmp_path / "interrupted"
+    stopped = _interrupt_after_first_epoch(out, signal.SIGINT)
+    assert stopped.returncode == 130, stopped.stderr
+    assert "Traceback" not in stopped.stderr and "cnnkit: interrupted" in stopped.stderr
+    assert f"continue with: cnnkit train --resume {out}" in stopped.stdout
+    resumed = run_cli("train", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(uninterrupted, out)
+
+
+def test_resume_refuses_other_settings_and_non_runs(tmp_path):
+    result = run_cli("train", "--resume", str(tmp_path), "--epochs", "3")
+    assert result.returncode == 1 and "drop --epochs" in result.stderr
+    result = run_cli("train", "--resume", str(tmp_path))
+    assert result.returncode == 1 and "not a run folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from cnnkit.train import TrainConfig, checkpoint, train
+    from cnnkit.train.checkpoint import read_checkpoint
+
+    real_save = checkpoint.save_file
+    calls = []
+
+    def failing_second_save(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            Path(filename).write_bytes(b"half a checkpoint")
+            raise OSError(28, "No space left on device")
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", failing_second_save)
+    out = tmp_path / "run"
+    config = TrainConfig(epochs=3, batch_size=256, out=str(out), verbose=0)
+    with pytest.raises(OSError, match="No space left"):
+        train(config)
+    _, state = read_checkpoint(out)
+    assert state["epoch"] == 0  # the first epoch's checkpoint, intact
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    result = train(resume=out)
+    assert len(result.history["loss"]) == 3
