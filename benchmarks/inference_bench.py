@@ -221,7 +221,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     thread_counts = sorted({1, os.cpu_count() or 1})
-    print("## Inference (CPU)\n")
+    print("## Inference\n")
     print(f"Machine: {machine()}\n")
     print(f"Command: `PYTHONPATH=src python benchmarks/inference_bench.py{' --quick' if args.quick else ''}`; "
           f"median of {repeats} interleaved rounds.\n")  # fmt: skip
