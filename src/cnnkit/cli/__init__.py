@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from cnnkit import __version__
-from cnnkit.cli import evaluate, export, listings, lr_find, predict, train
+from cnnkit.cli import check_data, evaluate, export, listings, lr_find, predict, train
 from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (train, lr_find, evaluate, predict, export, listings)
+SUBCOMMANDS = (train, lr_find, evaluate, predict, export, listings, check_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

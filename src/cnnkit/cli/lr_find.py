@@ -25,22 +25,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cnnkit import data
+    from cnnkit.data.prepare import training_data
     from cnnkit.runtime import resolve_device, seed_everything
     from cnnkit.train import losses
     from cnnkit.train.config import TrainConfig
     from cnnkit.train.lr_find import lr_find, plot_lr_find
-    from cnnkit.train.run import build_model, load_training_data, make_optimizer
+    from cnnkit.train.run import build_model, make_optimizer, training_tensors
 
     config = TrainConfig(model=args.model, data=args.data, batch_size=args.batch_size, optimizer=args.optimizer,
                          image_size=args.image_size, seed=args.seed, val_split=0.0)  # fmt: skip
     config.validate()
     generator = seed_everything(config.seed)
-    dataset = data.load_dataset(config.data)
-    model = build_model(config, dataset).to(resolve_device("auto"))
-    d = load_training_data(config, model, dataset, None)
+    prepared = training_data(config)
+    model = build_model(config, prepared.dataset).to(resolve_device("auto"))
+    train_set, _ = training_tensors(prepared, model)
     loss = losses.SparseCategoricalCrossentropy()
-    result = lr_find(model, (d.images, d.labels), loss, make_optimizer(config, model), steps=args.steps,
+    result = lr_find(model, train_set, loss, make_optimizer(config, model), steps=args.steps,
                      batch_size=config.batch_size, generator=generator)  # fmt: skip
     path = plot_lr_find(result, args.out)
     lowest = result.lrs[int(np.argmin(result.losses))]

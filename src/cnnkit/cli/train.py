@@ -26,7 +26,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--model", help="registered model (see `cnnkit models`) or an architecture .json (default: seed)")
-    p.add_argument("--data", help="data set name (see `cnnkit datasets`; default: digits)")
+    p.add_argument(
+        "--data",
+        help="data set name (see `cnnkit datasets`), a folder of class sub-folders, or a CSV "
+        "of path,label (default: digits)",
+    )
+    p.add_argument(
+        "--data-dir", help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)"
+    )
+    p.add_argument(
+        "--max-bad-files",
+        type=float,
+        metavar="SHARE",
+        help="stop before training when more than this share of a folder's files is unreadable (default 0.1)",
+    )
+    p.add_argument("--workers", type=int, help="image-decoding workers for a folder or CSV (default: one per core)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="sgd uses Nesterov momentum 0.9")
@@ -52,6 +66,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
+    p.add_argument(
+        "--weights",
+        metavar="imagenet|FILE",
+        help="start from pretrained weights and fine-tune: 'imagenet' (torchvision's, downloaded once) "
+        "or a .safetensors/.pth file (a cnnkit model or a torchvision state dict)",
+    )
+    p.add_argument(
+        "--freeze-epochs",
+        type=int,
+        metavar="N",
+        help="with --weights: train only the new head for N epochs first (default 1), then all layers",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the result")
     p.set_defaults(run=run)
 
@@ -59,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _OPTIONS = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
             "clip_norm", "class_weights", "ema", "augment", "tta", "image_size", "val_split", "patience", "time",
             "precision", "channels_last", "compile", "seed", "deterministic", "device", "runs_dir", "out",
-            "tensorboard")  # fmt: skip
+            "tensorboard", "weights", "freeze_epochs", "data_dir", "max_bad_files", "workers")  # fmt: skip
 
 
 def _stop_on_sigterm() -> None:
@@ -83,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(**{name: getattr(args, name) for name in _OPTIONS}, verbose=0 if args.quiet else None)
-        if config.verbose:
+        if config.verbose and config.weights:
+            console.print(f"fine-tuning [bold]{config.model}[/] from [bold]{config.weights}[/] weights on "
+                          f"[bold]{config.data}[/]: {config.head_only_epochs} epoch(s) of the new head alone, then "
+                          f"{config.epochs} of all layers")  # fmt: skip
+        elif config.verbose:
             console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
         result = train(config)
     t = result.test

@@ -1,15 +1,32 @@
-"""The data set registry: every named data set cnnkit can load, and the types they load into."""
+"""The data set registry: every named data set cnnkit can load, and the types they load into.
+
+Built-in data sets load with ``info.loader()``. Standard ones (MNIST, CIFAR, ...) list the
+files they need in the data cache (``info.files``) and load with ``info.loader(root)``
+once ``info.ready(root)`` says the cache holds them (downloaded, or placed there by hand).
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from cnnkit.data.downloads import RemoteFile
 from cnnkit.errors import ConfigError, DataError
 
-__all__ = ["DATASETS", "Dataset", "DatasetInfo", "ImageArrays", "get_dataset_info", "register_dataset"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetInfo",
+    "ImageArrays",
+    "canonical_name",
+    "find_dataset_info",
+    "get_dataset_info",
+    "register_dataset",
+]
 
 
 @dataclass(frozen=True)
@@ -34,12 +51,13 @@ class ImageArrays:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named data set: a train and a test split, and the class names."""
+    """A named data set: a train and a test split, the class names, and its own validation split if it has one."""
 
     name: str
     class_names: list[str]
     train: ImageArrays
     test: ImageArrays
+    val: ImageArrays | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -52,7 +70,7 @@ class DatasetInfo:
     """What ``cnnkit datasets`` shows, and how to load the data set."""
 
     name: str
-    loader: Callable[[], Dataset]
+    loader: Callable[..., Dataset]  # built in: loader(); otherwise loader(data cache root)
     description: str
     num_classes: int
     image_shape: tuple[int, int, int]
@@ -60,6 +78,17 @@ class DatasetInfo:
     builtin: bool = True
     augment: str = "crop"  # the default augmentation policy (see cnnkit.data.augment)
     sizes: dict[str, int] = field(default_factory=dict)
+    files: tuple[RemoteFile, ...] = ()  # what a download fetches into the data cache
+    ready: Callable[[Path], bool] | None = None  # whether the cache already holds what loader(root) reads
+
+    @property
+    def download_bytes(self) -> int:
+        """How much a download of this data set fetches (0 for a built-in one)."""
+        return sum(remote.size or 0 for remote in self.files)
+
+    def is_cached(self, root: Path) -> bool:
+        """Whether this data set can be loaded from ``root`` without any network access."""
+        return self.builtin or (self.ready(root) if self.ready else all((root / f.path).exists() for f in self.files))
 
 
 DATASETS: dict[str, DatasetInfo] = {}
@@ -73,8 +102,20 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
     return info
 
 
+def canonical_name(name: str) -> str:
+    """``Fashion_MNIST``, ``fashion-mnist`` and ``fashionmnist`` are one data set."""
+    return re.sub(r"[-_ .]", "", name.lower())
+
+
+def find_dataset_info(name: str) -> DatasetInfo | None:
+    """The registry entry for ``name`` in any spelling, or None."""
+    wanted = canonical_name(name)
+    return next((info for key, info in DATASETS.items() if canonical_name(key) == wanted), None)
+
+
 def get_dataset_info(name: str) -> DatasetInfo:
     """The registry entry for ``name``, or a clear error listing the names that exist."""
-    if name not in DATASETS:
+    info = find_dataset_info(name)
+    if info is None:
         raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
+    return info

@@ -1,6 +1,7 @@
 """The one path from an image file to pixels: every file cnnkit reads goes through here.
 
-Decoding is defensive: the pixel count is checked before any pixel is decoded (so a
+Decoding is defensive: only an allow-list of formats is parsed (PNG, JPEG, BMP, GIF,
+TIFF, WebP, PPM/PGM), the pixel count is checked before any pixel is decoded (so a
 decompression bomb costs nothing), truncated or corrupt files are a :class:`DataError`,
 EXIF orientation is applied, animated images give their first frame, and every PIL mode
 (1, L, LA, P, RGB, RGBA, CMYK, I;16, I, F) is converted the same way: transparent
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +21,104 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnkit.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_path", "load_image", "to_array"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "DecodedImage",
+    "ImageError",
+    "decode_image",
+    "is_image_path",
+    "load_image",
+    "open_image",
+    "to_array",
+]
 
 MAX_PIXELS = 40_000_000  # 40 MP: larger than any camera photo a user is likely to drop in
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm")
+# Pillow's names for the formats above (its JPEG opener also reads the multi-picture JPEGs, MPO,
+# that many phones write). Nothing else is ever parsed: Pillow's rarer plugins (EPS, PSD, ICNS,
+# ...) are more attack surface than use.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+class ImageError(DataError):
+    """An image file cnnkit cannot use; ``kind`` says why, in a word or two (for reports).
+
+    Kinds: ``missing``, ``unreadable``, ``empty``, ``not an image``, ``too large``, ``truncated``.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image and what its file said about itself before any conversion."""
+
+    image: Image.Image  # fully decoded, first frame, EXIF rotation applied
+    format: str  # PNG, JPEG, ...
+    mode: str  # the file's own mode: L, RGB, P, I;16, CMYK, ...
+    size: tuple[int, int]  # (width, height) as shown, i.e. after the EXIF rotation, at full resolution
+
+
+def open_image(
+    source: str | os.PathLike | bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+    draft: tuple[int, int] | None = None,
+) -> DecodedImage:
+    """Open and fully decode an image from a path or bytes, with its EXIF rotation applied.
+
+    ``draft=(w, h)`` lets a JPEG decoder skip detail finer than that size (a 12 MP photo
+    decodes several times faster when only a small input is needed); other formats
+    ignore it. ``name`` is what error messages call a ``bytes`` source. Raises
+    :class:`ImageError` for a missing, unreadable, empty, non-image, truncated or oversized file.
+    """
+    name = name or ("image" if isinstance(source, bytes) else str(source))
+    try:
+        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file", "missing") from None
+    except (IsADirectoryError, PermissionError) as e:
+        raise ImageError(f"{name}: cannot read ({e.strerror})", "unreadable") from None
+    with fp, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            if not fp.read(1):
+                raise ImageError(f"{name}: empty file (0 bytes)", "empty")
+            fp.seek(0)
+            img = Image.open(fp, formats=ALLOWED_FORMATS)
+            width, height = img.size
+            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+            header = (img.format or "?", img.mode, (height, width) if turned else (width, height))
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first",
+                    "too large",
+                )
+            img.seek(0)  # first frame of a GIF / multi-page TIFF
+            if draft is not None and img.format in ("JPEG", "MPO"):
+                img.draft(img.mode, draft)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+        except ImageError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageError(
+                f"{name}: more than the limit of {max_pixels:,} pixels (a decompression bomb?); resize it first",
+                "too large",
+            ) from None
+        except UnidentifiedImageError:
+            raise ImageError(
+                f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM)", "not an image"
+            ) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(f"{name}: truncated or corrupt image ({e})", "truncated") from None
+    return DecodedImage(img, *header)
 
 
 def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -31,32 +126,7 @@ def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIX
 
     Raises :class:`DataError` for a missing, unreadable, truncated or oversized image.
     """
-    name = "image" if isinstance(source, bytes) else str(source)
-    try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise DataError(f"{name}: no such file") from None
-    except (IsADirectoryError, PermissionError) as e:
-        raise DataError(f"{name}: cannot read ({e.strerror})") from None
-    with fp, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(fp)
-            width, height = img.size
-            if width * height > max_pixels:
-                raise DataError(
-                    f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first"
-                )
-            img.seek(0)  # first frame of a GIF / multi-page TIFF
-            img.load()
-            img = ImageOps.exif_transpose(img)
-        except DataError:
-            raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise DataError(f"{name}: not an image cnnkit can read (PNG, JPEG, BMP, GIF, TIFF, WebP)") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise DataError(f"{name}: truncated or corrupt image ({e})") from None
-    return img
+    return open_image(source, max_pixels=max_pixels).image
 
 
 def _without_alpha(img: Image.Image) -> Image.Image:

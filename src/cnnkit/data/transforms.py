@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from cnnkit.data.decode import MAX_PIXELS, open_image, to_array
 from cnnkit.errors import DataError, ShapeError
 
-__all__ = ["conform", "images_to_tensor"]
+__all__ = ["conform", "image_to_input", "images_to_tensor", "load_input"]
+
+# Modes Pillow's integer box reduction handles; others (P, CMYK, I;16) are reduced after conversion.
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "I", "F"}
 
 # ITU-R 601 luma, the weights PIL uses for its "L" mode.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -52,3 +58,28 @@ def conform(x: torch.Tensor, input_shape: Sequence[int | None]) -> torch.Tensor:
     if tuple(x.shape[2:]) != size:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     return x
+
+
+def image_to_input(img: Image.Image, input_shape: Sequence[int]) -> np.ndarray:
+    """A decoded image as ``(H, W, C)`` float32 in [0, 1] at a model's ``input_shape`` ``(H, W, C)``.
+
+    The one conversion from a file's pixels to a model's input, for training and prediction
+    alike. A picture many times larger than the input is first box-averaged by an integer
+    factor (cheap, and an exact average, so nothing aliases) and then resized like any
+    other image by :func:`conform`.
+    """
+    height, width, channels = input_shape
+    factor = min(img.width // (2 * width), img.height // (2 * height))
+    if factor >= 2 and img.mode in _REDUCIBLE:
+        img = img.reduce(factor)
+    x = torch.from_numpy(to_array(img, channels)).permute(2, 0, 1)[None]  # (1, C, h, w)
+    return conform(x, input_shape)[0].permute(1, 2, 0).contiguous().numpy()  # (H, W, C)
+
+
+def load_input(
+    source: str | os.PathLike | bytes, input_shape: Sequence[int], *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """Decode an image file (or its bytes) straight to a model's input: ``(H, W, C)`` float32 in [0, 1]."""
+    height, width, _ = input_shape
+    decoded = open_image(source, max_pixels=max_pixels, draft=(2 * width, 2 * height))
+    return image_to_input(decoded.image, input_shape)

@@ -15,6 +15,7 @@ training computes the loss on the logits, ``predict`` returns probabilities.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -23,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.errors import ConfigError, ShapeError
-from cnnkit.layers import InputLayer, Layer, MaxPooling2D, layer_from_config
+from cnnkit.errors import CnnkitError, ConfigError, ShapeError
+from cnnkit.layers import LAYERS, InputLayer, Layer, MaxPooling2D, layer_from_config
 from cnnkit.models.model import Model
 
 __all__ = ["Sequential"]
@@ -182,15 +183,27 @@ class Sequential(Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
-        """Rebuild from ``get_config()`` output (also the JSON a model file stores)."""
-        if config.get("class_name", "Sequential") != "Sequential":
-            raise ConfigError(f"not a Sequential config: class_name={config.get('class_name')!r}")
+        """Rebuild from ``get_config()`` output (also the JSON a model file stores, or one written by hand).
+
+        A mistake names the layer (its index in ``layers``, its name and class) and the field.
+        """
+        if not isinstance(config, dict) or config.get("class_name", "Sequential") != "Sequential":
+            found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+            raise ConfigError(f"not a Sequential config: class_name={found!r}")
         inner = config.get("config", config)
-        if not isinstance(inner.get("layers"), list):
-            raise ConfigError("a Sequential config needs a list of layers")
+        if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
+            raise ConfigError('a Sequential config needs "layers": a list of {"class_name": ..., "config": {...}}')
         model = cls(name=inner.get("name"))
-        for spec in inner["layers"]:
-            model.add(layer_from_config(spec))
+        for index, spec in enumerate(inner["layers"]):
+            where = _where(index, spec)
+            try:
+                model.add(_layer_from_spec(spec))
+            except ShapeError as e:
+                raise ShapeError(f"{where}: {e}") from None
+            except CnnkitError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            except (TypeError, ValueError) as e:  # a value of the wrong type deep inside a layer
+                raise ConfigError(f"{where}: bad value ({e})") from None
         return model
 
     def summary_rows(self) -> list[tuple[str, str, str, int | str]]:
@@ -199,3 +212,63 @@ class Sequential(Model):
              layer.count_params() if layer.built else "0 (unbuilt)")
             for layer in self.layers
         ]  # fmt: skip
+
+
+def _where(index: int, spec: Any) -> str:
+    """``layers[3] 'dense_1' (Dense)``: where in the config a layer is."""
+    if not isinstance(spec, dict):
+        return f"layers[{index}]"
+    name = spec.get("config", {}).get("name") if isinstance(spec.get("config"), dict) else None
+    kind = spec.get("class_name")
+    return f"layers[{index}]" + (f" {name!r}" if name else "") + (f" ({kind})" if kind else "")
+
+
+def _fields(cls: type) -> tuple[set[str], set[str]]:
+    """The config fields a layer class takes (its and its bases' keyword arguments), and the required ones."""
+    accepted: set[str] = set()
+    required: set[str] = set()
+    for klass in cls.__mro__:
+        if klass in (Layer.__mro__[1:]):  # nn.Module and object take nothing from a config
+            break
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        accepted |= {p.name for p in named}
+        if klass is cls:
+            required = {p.name for p in named if p.default is p.empty}
+    return accepted, required
+
+
+def _layer_from_spec(spec: Any) -> Layer:
+    """A layer from ``{"class_name": ..., "config": {...}}``, refusing unknown or missing fields by name."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+        raise ConfigError('each layer is {"class_name": "Conv2D", "config": {...}}')
+    kind, config = spec.get("class_name"), spec.get("config", {})
+    if kind not in LAYERS:
+        raise ConfigError(f"unknown layer class {kind!r}; cnnkit knows: {', '.join(sorted(LAYERS))}")
+    accepted, required = _fields(LAYERS[kind])
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ConfigError(f"unknown field {unknown[0]!r}; {kind} takes: {', '.join(sorted(accepted))}")
+    missing = sorted(required - set(config))
+    if missing:
+        raise ConfigError(f"missing field {missing[0]!r}")
+    try:
+        return layer_from_config(spec)
+    except CnnkitError as e:
+        culprit = _culprit(LAYERS[kind], config, required)
+        if culprit is None:
+            raise
+        raise ConfigError(f"field {culprit!r}: {e}") from None
+
+
+def _culprit(cls: type, config: dict[str, Any], required: set[str]) -> str | None:
+    """The one optional field whose removal makes the layer valid (to name it in the error)."""
+    for key in config:
+        if key in required:
+            continue
+        try:
+            cls(**{k: v for k, v in config.items() if k != key})
+        except Exception:  # still broken without this field: not the culprit
+            continue
+        return key
+    return None

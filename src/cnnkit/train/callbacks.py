@@ -305,7 +305,7 @@ class TimeBudget(Callback):
         total = self.params.get("epochs", fit)
         if self.planned_epochs is None and fit < total:
             self.planned_epochs = fit
-            if self.schedule is not None and self.steps_per_epoch:
+            if hasattr(self.schedule, "total_steps") and self.steps_per_epoch:  # a cnnkit Schedule
                 self.schedule.total_steps = fit * self.steps_per_epoch
             print(f"time budget {self.seconds:.0f}s: training for {fit} of {total} epochs")
         if self.planned_epochs is not None and epoch + 1 >= self.planned_epochs:

@@ -36,11 +36,15 @@ class TrainConfig:
     """Everything a training run depends on.
 
     ``model`` is a registered name (``cnnkit models``) or the path of an architecture
-    JSON (what ``model.get_config()`` returns); ``data`` a data set name (``cnnkit datasets``).
+    JSON (what ``model.get_config()`` returns); ``data`` a data set name (``cnnkit datasets``),
+    a folder of class sub-folders, or a CSV of ``path,label``.
     """
 
     model: str = "seed"
     data: str = "digits"
+    data_dir: str | None = None  # the data cache (default: $CNNKIT_DATA, else ~/.cache/cnnkit)
+    max_bad_files: float = 0.1  # a folder/CSV with a larger share of unreadable files stops before training
+    workers: int | None = None  # image-decoding workers for folders/CSVs (default: one per core)
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adam"  # adam, adamw, sgd (Nesterov momentum 0.9), rmsprop
@@ -67,6 +71,13 @@ class TrainConfig:
     out: str | None = None
     tensorboard: bool = False
     verbose: int = 1
+    weights: str | None = None  # "imagenet", or a .safetensors/.pth file to start from (fine-tuning)
+    freeze_epochs: int | None = None  # head-only epochs before `epochs` of all layers; default 1 with weights
+
+    @property
+    def head_only_epochs(self) -> int:
+        """``freeze_epochs`` resolved: 1 when fine-tuning from weights unless set."""
+        return self.freeze_epochs if self.freeze_epochs is not None else int(self.weights is not None)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -113,6 +124,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.val_split < 1, "val_split must be in [0, 1)"),
             (self.image_size is None or self.image_size >= 8, "image_size must be at least 8"),
+            (0 <= self.max_bad_files <= 1, "max_bad_files must be a share in [0, 1]"),
+            (self.workers is None or self.workers >= 0, "workers must be >= 0"),
             (self.verbose in (0, 1, 2), "verbose must be 0, 1 or 2"),
             (self.optimizer in ("adam", "adamw", "sgd", "rmsprop"), "optimizer must be adam, adamw, sgd or rmsprop"),
             (self.schedule in ("onecycle", "cosine", "constant"), "schedule must be onecycle, cosine or constant"),
@@ -122,6 +135,8 @@ class TrainConfig:
             (self.time is None or self.time > 0, "time must be a positive number of seconds"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "precision must be auto, fp32, bf16 or fp16"),
             (self.channels_last in ("auto", "on", "off"), "channels_last must be auto, on or off"),
+            (self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze_epochs must be >= 0"),
+            (not self.freeze_epochs or self.weights is not None, "freeze_epochs needs weights to fine-tune"),
         ]
         for ok, message in checks:
             if not ok:

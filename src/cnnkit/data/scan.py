@@ -1,0 +1,142 @@
+"""One pass over image files, decoding in parallel: what each file is, and its pixels at a model's input.
+
+For every file: its size, content hash (SHA-256 of the bytes), format, mode and pixel
+size as the file states them, a 64-bit difference hash of what it shows (dHash: near
+duplicates differ in a few bits), and, when an input shape is given, the image itself
+at that shape. A file that cannot be used gets the reason instead; nothing is raised, so
+one bad file never stops a scan. Decoding runs in threads: Pillow's decoders, hashlib and
+torch release the GIL, and threads start instantly where worker processes would each
+import torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnkit.data.decode import ImageError, open_image
+from cnnkit.data.transforms import image_to_input
+
+__all__ = ["ANALYSIS_SHAPE", "FileRecord", "ScanResult", "default_workers", "dhash", "scan_files"]
+
+ANALYSIS_SHAPE = (32, 32, 1)  # what the perceptual hash is computed from when no model input is asked for
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """What one file is, or why it cannot be used (``error``, with a one-word ``kind``)."""
+
+    path: Path
+    bytes: int = 0
+    sha256: str = ""
+    format: str = ""
+    mode: str = ""
+    width: int = 0
+    height: int = 0
+    dhash: int = 0
+    error: str | None = None
+    kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """Records in the order of the paths, and the images (``(N, H, W, C)``; zeros where a file is bad)."""
+
+    records: list[FileRecord]
+    images: np.ndarray | None
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(N,) bool: which files can be used."""
+        return np.array([r.ok for r in self.records], dtype=bool)
+
+
+def default_workers() -> int:
+    """Decoding threads: one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def dhash(grey: np.ndarray) -> int:
+    """Difference hash of an ``(H, W)`` grey image: 64 bits, one per left-right brightness step on a 9x8 grid."""
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(grey, np.float32)).resize((9, 8), Image.Resampling.BOX))
+    bits = (small[:, 1:] > small[:, :-1]).ravel()  # (64,)
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+Crop = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of the width and height
+
+
+def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Crop | None
+              ) -> tuple[FileRecord, np.ndarray | None]:  # fmt: skip
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return FileRecord(path, error="no such file", kind="missing"), None
+    except OSError as e:
+        return FileRecord(path, error=f"cannot read ({e.strerror or e})", kind="unreadable"), None
+    digest = hashlib.sha256(data).hexdigest()
+    height, width, _ = shape
+    try:
+        kwargs = {"max_pixels": max_pixels} if max_pixels else {}
+        decoded = open_image(data, name=str(path), draft=None if crop else (2 * width, 2 * height), **kwargs)
+        img = decoded.image
+        if crop is not None:
+            w, h = img.size
+            img = img.crop((round(crop[0] * w), round(crop[1] * h), round(crop[2] * w), round(crop[3] * h)))
+        x = image_to_input(img, shape)  # (H, W, C)
+    except ImageError as e:
+        return FileRecord(path, len(data), digest, error=str(e).removeprefix(f"{path}: "), kind=e.kind), None
+    grey = x[..., 0] if x.shape[2] == 1 else x @ _LUMA  # (H, W)
+    w, h = decoded.size
+    return FileRecord(path, len(data), digest, decoded.format, decoded.mode, w, h, dhash(grey)), x
+
+
+def scan_files(
+    paths: Sequence[Path],
+    input_shape: Sequence[int] | None = None,
+    *,
+    workers: int | None = None,
+    max_pixels: int | None = None,
+    progress: bool = False,
+    crop: Crop | None = None,
+) -> ScanResult:
+    """Decode every file once, in parallel; keep the images at ``input_shape`` ``(H, W, C)`` if it is given.
+
+    ``crop`` cuts a box out of every image first, in fractions of its size (e.g. the face in LFW photos).
+    """
+    shape = tuple(input_shape) if input_shape is not None else ANALYSIS_SHAPE
+    images = np.zeros((len(paths), *shape), np.float32) if input_shape is not None else None
+    records: list[FileRecord] = []
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool, _bar(progress, len(paths)) as bar:
+        for i, (record, x) in enumerate(pool.map(lambda p: _scan_one(Path(p), shape, max_pixels, crop), paths)):
+            records.append(record)
+            if images is not None and x is not None:
+                images[i] = x
+            if bar is not None:
+                bar.advance(0)
+    return ScanResult(records, images)
+
+
+def _bar(enabled: bool, total: int):  # noqa: ANN202 (a rich Progress or a no-op context)
+    if not enabled or total < 200:
+        return contextlib.nullcontext()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("reading images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)  # fmt: skip
+    bar.add_task("scan", total=total)
+    return bar

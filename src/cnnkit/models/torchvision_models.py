@@ -1,0 +1,81 @@
+"""torchvision's ImageNet families, for transfer learning: ResNet, MobileNetV3, EfficientNet, ConvNeXt.
+
+Each is built by torchvision's own builder (``torchvision.models.get_model``) with the
+requested class count; a grey (1-channel) model gets a 1-channel first convolution of the
+same shape. Their published ImageNet weights load with ``--weights imagenet`` (see
+:mod:`cnnkit.models.weights`), which also records the mean/std they expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from cnnkit.models._registry import register_model
+from cnnkit.models.model import Model
+
+__all__ = ["FAMILIES", "replace_first_conv"]
+
+
+@dataclass(frozen=True)
+class Family:
+    description: str
+    paper: str
+
+
+_RESNET = "He et al. 2016, 'Deep residual learning for image recognition'"
+_MOBILENET = "Howard et al. 2019, 'Searching for MobileNetV3'"
+FAMILIES: dict[str, Family] = {
+    "resnet18": Family("ResNet-18 (torchvision): basic residual blocks 2-2-2-2, ImageNet stem", _RESNET),
+    "resnet50": Family("ResNet-50 (torchvision): bottleneck residual blocks 3-4-6-3", _RESNET),
+    "mobilenet_v3_small": Family("MobileNetV3-Small (torchvision): inverted residuals, SE, h-swish", _MOBILENET),
+    "mobilenet_v3_large": Family("MobileNetV3-Large (torchvision): inverted residuals, SE, h-swish", _MOBILENET),
+    "efficientnet_b0": Family(
+        "EfficientNet-B0 (torchvision): MBConv blocks, compound scaling",
+        "Tan & Le 2019, 'EfficientNet: rethinking model scaling for CNNs'",
+    ),
+    "convnext_tiny": Family(
+        "ConvNeXt-Tiny (torchvision): 7x7 depthwise convs, LayerNorm, a modernized ResNet",
+        "Liu et al. 2022, 'A ConvNet for the 2020s'",
+    ),
+}
+
+
+def replace_first_conv(net: nn.Module, in_channels: int) -> None:
+    """Swap the first convolution for one taking ``in_channels``, same kernel, stride, padding and bias."""
+    name, conv = next((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d))
+    if conv.in_channels == in_channels:
+        return
+    new = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, bias=conv.bias is not None,
+    )  # fmt: skip
+    parent_name, _, attr = name.rpartition(".")
+    setattr(net.get_submodule(parent_name) if parent_name else net, attr, new)
+
+
+def _register(name: str, family: Family) -> None:
+    def build(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> Model:
+        import torchvision  # imported when used: it takes seconds to import
+
+        net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+        replace_first_conv(net, in_channels)
+        return Model(net, input_shape=(input_size, input_size, in_channels), name=name)
+
+    build.__name__ = name
+    build.__doc__ = f"{family.description}, for ``num_classes`` classes."
+    register_model(
+        name,
+        description=family.description,
+        paper=family.paper,
+        input_size=224,
+        in_channels=3,
+        num_classes=1000,
+        min_input_size=32,  # the networks downsample 32x; below that the last stage has no pixels
+        imagenet=name,
+    )(build)
+
+
+for _name, _family in FAMILIES.items():
+    _register(_name, _family)
