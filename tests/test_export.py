@@ -110,27 +110,29 @@ def _registered():
 
 @pytest.mark.parametrize("name", _registered())
 def test_every_registered_model_exports_to_onnx(name):
-    """Every model in the zoo, at a small input size, with an odd class count."""
+    """Every model in the zoo, at a small input size, with an odd class count, checked on 8 images."""
     from cnnkit.errors import ExportError
     from cnnkit.export import ParityError, build_onnx, open_onnx
-    from cnnkit.export.common import reference_data
+    from cnnkit.export.common import ReferenceData
     from cnnkit.models import create_model, get_model_entry
 
     entry = get_model_entry(name)
+    size = max(getattr(entry, "min_input_size", 1), min(entry.input_size, 32))
     torch.manual_seed(0)
-    model = create_model(name, num_classes=3, in_channels=entry.in_channels, input_size=min(entry.input_size, 32))
-    model.eval()
+    model = create_model(name, num_classes=3, in_channels=entry.in_channels, input_size=size).eval()
+    h, w, c = model.image_shape
+    images = torch.rand(8, c, h, w, generator=torch.Generator().manual_seed(0))
+    reference = ReferenceData(images, None, images, "8 synthetic images", "8 synthetic images")
     try:
-        payload, parity = build_onnx(model, source_sha256=None, reference=reference_data(model))
+        payload, parity = build_onnx(model, source_sha256=None, reference=reference)
     except ParityError:
         raise
     except ExportError as e:
         pytest.skip(f"{name} does not export to ONNX: {e}")
-    assert parity.passed and parity.n == 64
+    assert parity.passed and parity.n == 8
     exported = open_onnx(payload)
-    h, w, c = model.image_shape
     assert exported.info.image_shape == (h, w, c)
-    assert exported.run(np.random.default_rng(0).random((1, c, h, w), dtype=np.float32)).shape == (1, 3)
+    assert exported.run(images[:1].numpy()).shape == (1, 3)  # batch 1: the batch axis is dynamic
 
 
 def test_int8_export_reports_accuracy_change_and_speed(trained_seed, tmp_path):
