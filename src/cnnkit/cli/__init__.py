@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from cnnkit import __version__
-from cnnkit.cli import check_data, evaluate, listings, lr_find, predict, serve, train
+from cnnkit.cli import check_data, evaluate, export, listings, lr_find, predict, serve, train
 from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (train, lr_find, evaluate, predict, serve, listings, check_data)
+SUBCOMMANDS = (train, lr_find, evaluate, predict, export, serve, listings, check_data)
 
 
 def build_parser() -> argparse.ArgumentParser:
