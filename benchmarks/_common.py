@@ -67,7 +67,8 @@ def machine() -> str:
 
 def keras_python(given: str | None) -> str | None:
     """The Python that has Keras 3 and TensorFlow: --keras-python, $KERAS_PYTHON, or this one if it can."""
+    probe = ["-c", "import keras, tensorflow"]
     for candidate in (given, os.environ.get("KERAS_PYTHON"), sys.executable):
-        if candidate and subprocess.run([candidate, "-c", "import keras, tensorflow"], capture_output=True).returncode == 0:
+        if candidate and subprocess.run([candidate, *probe], capture_output=True).returncode == 0:
             return candidate
     return None

@@ -32,8 +32,11 @@ def main() -> None:
     import sys
 
     keras = keras_python(args.keras_python)
-    workers = {"cnnkit Sequential.fit": (sys.executable, "cnnkit-fit"), "cnnkit train": (sys.executable, "cnnkit-train"),
-               "PyTorch DataLoader loop": (sys.executable, "torch")}  # fmt: skip
+    workers = {
+        "cnnkit Sequential.fit": (sys.executable, "cnnkit-fit"),
+        "cnnkit train": (sys.executable, "cnnkit-train"),
+        "PyTorch DataLoader loop": (sys.executable, "torch"),
+    }
     if keras:
         workers["Keras 3 / TensorFlow"] = (keras, "keras")
     else:

@@ -43,7 +43,7 @@ def test_train_writes_the_run_and_reports(run_dir):
     }
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "seed" and config["data"] == "digits" and config["epochs"] == 3
-    assert config["augment"] == "crop" and config["device"] == "cpu"
+    assert config["augment"] == "crop+affine" and config["device"] == "cpu"
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr"} <= set(rows[0])

@@ -11,6 +11,7 @@ __all__ = [
     "CnnkitError",
     "ConfigError",
     "DataError",
+    "ExportError",
     "ImageError",
     "ImageTooLargeError",
     "ModelFileError",
@@ -68,3 +69,7 @@ class ModelFileError(CnnkitError):
 
 class TrainingError(CnnkitError):
     """Training cannot go on (the loss became NaN, ...); saved checkpoints are kept."""
+
+
+class ExportError(CnnkitError):
+    """A model that cannot be exported, or whose export disagrees with it (nothing is written)."""

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from cnnkit import __version__
-from cnnkit.cli import check_data, evaluate, explain, listings, lr_find, predict, report, serve, train
+from cnnkit.cli import check_data, evaluate, explain, export, listings, lr_find, predict, report, serve, train
 from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (train, lr_find, evaluate, predict, explain, report, serve, listings, check_data)
+SUBCOMMANDS = (train, lr_find, evaluate, predict, explain, report, export, serve, listings, check_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

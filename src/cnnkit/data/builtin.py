@@ -65,7 +65,7 @@ def load_faces() -> Dataset:
 register_dataset(DatasetInfo(
     name="digits", loader=load_digits, num_classes=10, image_shape=(28, 28, 1),
     description="handwritten digits 0-9 (scikit-learn's 8x8 digits served at 28x28)",
-    source="scikit-learn (bundled)", sizes={"train": 1438, "test": 359},
+    source="scikit-learn (bundled)", sizes={"train": 1438, "test": 359}, augment="crop+affine",
 ))  # fmt: skip
 register_dataset(DatasetInfo(
     name="faces", loader=load_faces, num_classes=2, image_shape=(28, 28, 1),

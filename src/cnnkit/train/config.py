@@ -45,13 +45,13 @@ class TrainConfig:
     data_dir: str | None = None  # the data cache (default: $CNNKIT_DATA, else ~/.cache/cnnkit)
     max_bad_files: float = 0.1  # a folder/CSV with a larger share of unreadable files stops before training
     workers: int | None = None  # image-decoding workers for folders/CSVs (default: one per core)
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"  # adam, adamw, sgd (Nesterov momentum 0.9), rmsprop
     lr: float = 3e-3  # the peak learning rate of the schedule
     weight_decay: float = 0.0  # applied to weights only, never to biases or norm scales
     schedule: str = "onecycle"  # onecycle, cosine (both with warm-up), constant
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     clip_norm: float | None = None  # clip the gradient's global norm
     class_weights: str = "none"  # none, auto (inverse class frequency), or "0:1,3:2.5"
     ema: float = 0.0  # decay of an exponential moving average of the weights; 0 = off

@@ -1,0 +1,203 @@
+"""What every export shares: the graph's contract, its metadata, and the inputs it is checked on.
+
+The contract of an exported cnnkit model, whatever the format:
+
+- input ``images``: float32 ``(batch, C, H, W)`` with pixel values in [0, 1]. The model's
+  per-channel normalization is applied *inside* the graph (cnnkit models normalize in
+  ``forward``), so a deployment feeds decoded pixels divided by 255 and nothing else.
+- output ``probabilities``: float32 ``(batch, classes)``, the softmax of the model's logits —
+  what ``cnnkit predict`` prints, whichever backend runs it.
+- the batch axis is dynamic; the image size and channels are fixed (``input_shape``).
+
+The same facts travel as metadata: ONNX ``metadata_props`` (strings; lists and dicts as
+JSON) and a ``cnnkit.json`` extra file in TorchScript archives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.data.transforms import conform, images_to_tensor
+from cnnkit.errors import ExportError, ModelFileError
+from cnnkit.models.model import Model
+
+__all__ = [
+    "EXPORT_VERSION",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "ExportInfo",
+    "Probabilities",
+    "ReferenceData",
+    "export_metadata",
+    "file_sha256",
+    "fixed_image_shape",
+    "parse_metadata",
+    "reference_data",
+]
+
+EXPORT_VERSION = 1  # bump when the graph's contract changes: cached exports are then rebuilt
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+INPUT_DESCRIPTION = (
+    "float32 (batch, channels, height, width) images with pixel values in [0, 1]; "
+    "the normalization below is applied inside the graph, do not apply it again"
+)
+OUTPUT_DESCRIPTION = "float32 (batch, classes) class probabilities (softmax of the logits)"
+_JSON_KEYS = ("class_names", "input_shape", "normalization", "training", "self_check")
+
+
+class Probabilities(nn.Module):
+    """A cnnkit model with its softmax: ``(B, C, H, W)`` images in [0, 1] -> ``(B, classes)`` probabilities."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(images).float(), dim=1)
+
+
+def fixed_image_shape(model: Model) -> tuple[int, int, int]:
+    """The model's ``(H, W, C)``; an export needs every one of them fixed."""
+    shape = model.image_shape
+    if shape is None or any(n is None for n in shape):
+        raise ExportError(f"model {model.name!r} has no fixed input shape (got {shape}); build it first")
+    return tuple(int(n) for n in shape)  # type: ignore[return-value]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: the key that ties an export to the model file it came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def export_metadata(
+    model: Model, *, source_sha256: str | None, export_format: str, quantization: str = "none"
+) -> dict[str, Any]:
+    """Everything a deployment needs to use the exported graph without cnnkit."""
+    from cnnkit import __version__
+
+    summary = model.training_summary or {}
+    classes = model.class_names
+    return {
+        "format": "cnnkit-export",
+        "export_version": str(EXPORT_VERSION),
+        "export_format": export_format,
+        "cnnkit_version": __version__,
+        "torch_version": torch.__version__,
+        "name": model.name,
+        "class_names": list(classes) if classes else None,
+        "input_shape": list(fixed_image_shape(model)),
+        "input_layout": "NCHW",
+        "input": INPUT_DESCRIPTION,
+        "normalization": model.normalization,
+        "normalization_applied": "inside the graph",
+        "output": OUTPUT_DESCRIPTION,
+        "quantization": quantization,
+        "source_sha256": source_sha256 or "",
+        "training": {key: summary[key] for key in ("model", "data", "test") if key in summary},
+    }
+
+
+def metadata_to_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    """ONNX metadata_props are strings: structured values become JSON."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """The metadata of an exported cnnkit model, parsed and checked."""
+
+    class_names: list[str] | None
+    image_shape: tuple[int, int, int]
+    normalization: dict[str, list[float]] | None
+    quantization: str
+    source_sha256: str
+    export_version: int
+    self_check: dict[str, Any] | None
+    raw: dict[str, Any]
+
+
+def parse_metadata(props: dict[str, str], source: str) -> ExportInfo:
+    """Read cnnkit's metadata back from an export's string properties; a clear error if it is not there."""
+    if props.get("format") != "cnnkit-export":
+        raise ModelFileError(
+            f"{source} has no cnnkit metadata (class names, input shape): "
+            f"export it with `cnnkit export MODEL --format onnx`"
+        )
+    try:
+        raw = {k: json.loads(v) if k in _JSON_KEYS else v for k, v in props.items()}
+        shape = tuple(int(n) for n in raw["input_shape"])
+        version = int(raw["export_version"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise ModelFileError(f"{source} is damaged: its cnnkit metadata cannot be read ({e})") from None
+    if version > EXPORT_VERSION:
+        raise ModelFileError(f"{source} was exported by a newer cnnkit (export format {version}); upgrade cnnkit")
+    if len(shape) != 3:
+        raise ModelFileError(f"{source} is damaged: input_shape {shape} is not (height, width, channels)")
+    return ExportInfo(
+        class_names=raw.get("class_names"),
+        image_shape=shape,  # type: ignore[arg-type]
+        normalization=raw.get("normalization"),
+        quantization=raw.get("quantization", "none"),
+        source_sha256=raw.get("source_sha256", ""),
+        export_version=version,
+        self_check=raw.get("self_check"),
+        raw=raw,
+    )
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """Images an export is checked on: held-out images (with labels when known) and calibration images."""
+
+    images: torch.Tensor  # (N, C, H, W) in [0, 1], at the model's input shape
+    labels: np.ndarray | None  # (N,) when the images come from a labelled data set with the model's classes
+    calibration: torch.Tensor  # (M, C, H, W): training images, for INT8 calibration
+    source: str  # what the images are, for the report
+    calibration_source: str  # what the calibration images are
+
+
+def reference_data(model: Model, data: str | None = None, *, limit: int = 500, calibration: int = 256) -> ReferenceData:
+    """The model's own data set's test images when it is known (``data``, else the training summary's
+    built-in data set), else seeded synthetic images.
+
+    A data set that must be downloaded is used only when named explicitly, so an export never
+    reaches for the network on its own.
+    """
+    from cnnkit import data as datasets
+
+    shape = fixed_image_shape(model)
+    name = data or (model.training_summary or {}).get("data")
+    info = datasets.DATASETS.get(name) if isinstance(name, str) else None
+    if data is not None and info is None:
+        datasets.get_dataset_info(data)  # raises a clear "unknown data set" error
+    if info is not None and (data is not None or info.builtin):
+        dataset = datasets.load_dataset(info.name)
+        test = dataset.test
+        x = conform(images_to_tensor(test.images[:limit]), shape).contiguous()  # (N, C, H, W)
+        classes = model.class_names
+        labelled = classes is not None and len(classes) == len(dataset.class_names)
+        pick = np.random.default_rng(0).permutation(len(dataset.train))[:calibration]
+        calib = conform(images_to_tensor(dataset.train.images[np.sort(pick)]), shape).contiguous()
+        labels = test.labels[:limit].astype(np.int64) if labelled else None
+        source = f"{len(x)} {info.name} test images"
+        return ReferenceData(x, labels, calib, source, f"{len(calib)} {info.name} training images")
+    generator = torch.Generator().manual_seed(0)
+    height, width, channels = shape
+    x = torch.rand(64, channels, height, width, generator=generator)
+    calib = torch.rand(calibration, channels, height, width, generator=generator)
+    reason = "the training data set is unknown" if name is None else f"{name!r} is not a built-in data set"
+    source = f"{len(x)} synthetic images ({reason}; pass --data NAME for real ones)"
+    return ReferenceData(x, None, calib, source, f"{len(calib)} synthetic images")
