@@ -21,6 +21,7 @@ _LAZY = {
     "losses": "cnnkit.train.losses",
     "optimizers": "cnnkit.train.optimizers",
     "activations": "cnnkit.activations",
+    "explain": "cnnkit.explain",
 }
 
 __all__ = ["CnnkitError", "__version__", "seed_everything", *_LAZY]

@@ -18,12 +18,22 @@ from typing import Any
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it: done once, at import, then put back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the mode open() would
     try:
         write(tmp)
         with open(tmp, "rb+") as f:  # make the bytes durable before the rename

@@ -122,4 +122,7 @@ def run(args: argparse.Namespace) -> int:
         f"({t.n} images, {result.seconds:.1f}s)"
     )
     console.print(f"model saved to {result.model_path}")
+    report = result.run_dir / "report.html"
+    if report.exists():
+        console.print(f"report: {report}")
     return 0

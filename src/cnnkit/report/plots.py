@@ -11,13 +11,12 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cnnkit._io import atomic_write, atomic_write_bytes  # noqa: F401  (atomic_write: see __getattr__)
+from cnnkit._io import atomic_write_bytes
 from cnnkit.evaluate.metrics import Calibration, Evaluation
 
 __all__ = [
@@ -37,18 +36,6 @@ __all__ = [
 
 # Above this many classes, cell numbers would be unreadable: the colours carry the matrix alone.
 _ANNOTATE_MAX_CLASSES = 20
-
-
-def __getattr__(name: str) -> Any:
-    """``plt``: pyplot on the Agg backend, for callers that draw with pyplot (train/lr_find.py)."""
-    if name == "plt":
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: never open a window, never need a display
-        import matplotlib.pyplot as plt
-
-        return plt
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:

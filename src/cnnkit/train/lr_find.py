@@ -100,9 +100,12 @@ def _valley(lrs: list[float], losses: list[float]) -> float:
 
 def plot_lr_find(result: LRFindResult, path: str | os.PathLike) -> Path:
     """Loss against learning rate (log scale), the suggestion marked."""
-    from cnnkit.report.plots import atomic_write, plt
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    from cnnkit.report.plots import save_figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.plot(result.lrs, result.losses)
     ax.axvline(result.suggestion, color="tab:red", linestyle="--", label=f"suggested lr {result.suggestion:.2g}")
     ax.set_xscale("log")
@@ -112,7 +115,4 @@ def plot_lr_find(result: LRFindResult, path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)

@@ -4,7 +4,8 @@
 :mod:`cnnkit.data.prepare`), builds the model, trains with the engine (the same ``loop.fit``
 as ``Model.fit``), keeps the best epoch, tests it, and writes ``runs/<name>/``:
 ``model.safetensors`` (best), ``last.safetensors``, ``resume.safetensors`` (everything to
-continue exactly), ``config.json``, ``split.json``, ``metrics.csv`` and ``curves.png``.
+continue exactly), ``config.json``, ``split.json``, ``metrics.csv``, ``curves.png`` and
+``report.html`` (the run's self-contained report).
 ``train(resume=RUN_DIR)`` continues an interrupted run on exactly the same data.
 """
 
