@@ -147,6 +147,8 @@ def test_backend_settings_are_checked():
         ServeConfig(backend="tensorrt")
     with pytest.raises(ConfigError, match="--backend torch"):
         ServeConfig(backend="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="serve the .safetensors model file"):
+        create_app("exported.onnx")  # an export has no gradients for heat maps
 
 
 class _LogRecords(logging.Handler):

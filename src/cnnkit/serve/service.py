@@ -105,24 +105,27 @@ class ModelService:
         self.input_shape = predictor.image_shape  # (H, W, C)
         self.class_names = list(predictor.class_names)
         self.explainable = bool(conv_layer_names(model))  # Grad-CAM needs a convolution to look at
+        self.notes: list[str] = []  # warnings from loading, logged at start
 
     @classmethod
     def load(cls, model: Model | str | os.PathLike, config: ServeConfig) -> ModelService:
         """From a loaded model, or a model file / run folder, on ``config.backend``.
 
-        The notes :func:`~cnnkit.inference.load_predictor` warns about (a damaged ONNX cache rebuilt,
-        a model that does not export served by PyTorch) go to the server's log.
+        What :func:`~cnnkit.inference.load_predictor` warns about (a damaged ONNX cache rebuilt, a
+        model that does not export served by PyTorch) is kept in ``notes``, for the log at start.
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             predictor, torch_model, metadata = _load(model, config)
-        for note in caught:
-            log.warning("%s", note.message)
-        return cls(predictor, torch_model, config, metadata)
+        service = cls(predictor, torch_model, config, metadata)
+        service.notes = [str(note.message) for note in caught]
+        return service
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         """Start the model thread and warm it up (first passes allocate and pick kernels)."""
+        for note in self.notes:
+            log.warning("%s", note)  # here, once uvicorn's logging is set up
         if self.config.threads is not None:
             torch.set_num_threads(self.config.threads)  # decoding, heat maps, and the torch backend's passes
         # Decoding runs in worker threads; a few at a time bounds the memory of big uploads.
@@ -316,7 +319,7 @@ def _device_of(model: Model) -> torch.device:
 
 
 def _runtime(predictor: Predictor, threads: int | None) -> str:
-    """What runs the forward passes, for the card: ``ONNX Runtime 1.23.2 on cpu, 1 thread``."""
+    """What runs the forward passes, for the card: ``ONNX Runtime 1.32.0 on cpu, 1 thread``."""
     if predictor.backend == "onnx":
         import onnxruntime
 
