@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+import logging
+import shutil
 import warnings
 
 import numpy as np
@@ -21,13 +24,34 @@ with warnings.catch_warnings():
 
 from cnnkit.serve import ServeConfig, create_app
 
+BACKENDS = ("torch", "onnx")
+
 
 @pytest.fixture(scope="module")
-def client(trained_seed):
-    _, path = trained_seed
-    config = ServeConfig(max_body_bytes=2**20, max_images=4, max_pixels=1_000_000)
-    with TestClient(create_app(path, config)) as c:
-        yield c
+def model_path(trained_seed, tmp_path_factory):
+    """The trained model in a folder of its own, so the ONNX cache next to it belongs to this module."""
+    path = tmp_path_factory.mktemp("served") / "model.safetensors"
+    shutil.copy(trained_seed[1], path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clients(model_path):
+    """The same model served by each backend, with the same small limits."""
+    with contextlib.ExitStack() as stack:
+        yield {
+            backend: stack.enter_context(TestClient(create_app(model_path, _config(backend=backend))))
+            for backend in BACKENDS
+        }
+
+
+@pytest.fixture(scope="module")
+def client(clients):
+    return clients["onnx"]
+
+
+def _config(**overrides) -> ServeConfig:
+    return ServeConfig(max_body_bytes=2**20, max_images=4, max_pixels=1_000_000, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +76,99 @@ def test_health_readiness_and_model_card(client, trained_seed):
     assert card["training"] == model.training_summary
     assert card["limits"]["max_images"] == 4 and card["limits"]["max_body_bytes"] == 2**20
     assert card["explain"] is True
+    assert card["backend"] == "onnx" and card["runtime"].startswith("ONNX Runtime ")
     assert len(card["weights_sha256"]) == 64
     assert {"/v1/predict", "/v1/explain", "/v1/model"} <= set(client.get("/openapi.json").json()["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_the_card_names_the_backend_and_both_serve_the_same_model(clients):
+    torch_card, onnx_card = (clients[b].get("/v1/model").json() for b in BACKENDS)
+    assert (torch_card["backend"], onnx_card["backend"]) == BACKENDS
+    assert torch_card["runtime"].startswith(f"PyTorch {torch.__version__} on ")  # cpu, or cuda where there is one
+    for key in ("name", "classes", "input_shape", "parameters", "training", "weights_sha256", "explain"):
+        assert torch_card[key] == onnx_card[key], key
+
+
+def test_a_corrupt_onnx_cache_is_rebuilt_and_the_server_starts(model_path, tmp_path, test_images):
+    from cnnkit.export import file_sha256, open_onnx
+    from cnnkit.inference import cache_path
+
+    path = tmp_path / "model.safetensors"
+    shutil.copy(model_path, path)
+    cache_path(path).write_bytes(b"\x08\x07 not an ONNX file")  # e.g. a disk that filled up mid-write
+    notes = _LogRecords()
+    with notes.attached(), TestClient(create_app(path, _config(backend="onnx"))) as c:
+        assert c.get("/readyz").json() == {"status": "ready"} and c.get("/v1/model").json()["backend"] == "onnx"
+        images, _ = test_images
+        assert post_png(c, digit_png(images, 0)).status_code == 200
+    assert any("rebuilding the ONNX cache" in message for message in notes.messages)
+    assert open_onnx(cache_path(path)).info.source_sha256 == file_sha256(path)  # rebuilt for this model file
+
+
+def test_a_model_that_does_not_export(model_path, tmp_path, monkeypatch, capsys):
+    """--backend onnx: one line at start and no server; auto: served by PyTorch, with a note in the log."""
+    import cnnkit.export.exporter as exporter
+    import cnnkit.serve.server as server
+    from cnnkit.cli import main
+    from cnnkit.errors import ExportError
+
+    def unsupported(model, opset=17):
+        raise ExportError(f"model {model.name!r} cannot be exported to ONNX: Unsupported: an op")
+
+    class NoServer:  # reached only if the start did not fail
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("the server should not have started")
+
+    path = tmp_path / "model.safetensors"
+    shutil.copy(model_path, path)
+    monkeypatch.setattr(exporter, "onnx_graph", unsupported)
+    monkeypatch.setattr(server.uvicorn, "Server", NoServer)
+    monkeypatch.setattr(server.uvicorn, "run", NoServer)
+    for workers in ("1", "2"):  # several workers: decided once, before any starts
+        assert main(["serve", str(path), "--backend", "onnx", "--workers", workers, "--port", "0"]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err == "cnnkit: error: model 'seed' cannot be exported to ONNX: Unsupported: an op\n"
+    notes = _LogRecords()
+    with notes.attached(), TestClient(create_app(path, _config(backend="auto"))) as c:
+        assert c.get("/v1/model").json()["backend"] == "torch"
+    assert any("predicting with PyTorch instead" in message for message in notes.messages)
+    assert server._resolve_backend(path, _config(backend="auto", workers=2)) == "torch"
+    assert "predicting with PyTorch instead" in capsys.readouterr().err
+
+
+def test_backend_settings_are_checked():
+    from cnnkit.errors import ConfigError
+    from cnnkit.inference import BACKENDS as PREDICTOR_BACKENDS
+    from cnnkit.serve.config import BACKENDS as SERVE_BACKENDS
+
+    assert SERVE_BACKENDS == PREDICTOR_BACKENDS
+    with pytest.raises(ConfigError, match="unknown backend 'tensorrt'; choose from auto, torch, onnx"):
+        ServeConfig(backend="tensorrt")
+    with pytest.raises(ConfigError, match="--backend torch"):
+        ServeConfig(backend="onnx", device="cuda")
+    with pytest.raises(ConfigError, match="serve the .safetensors model file"):
+        create_app("exported.onnx")  # an export has no gradients for heat maps
+
+
+class _LogRecords(logging.Handler):
+    """The messages the server logs (uvicorn's logger does not reach pytest's caplog once uvicorn set it up)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    @contextlib.contextmanager
+    def attached(self):
+        logger = logging.getLogger("uvicorn.error")
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
 
 
 def test_predict_raw_body_matches_the_model(client, trained_seed, test_images):
@@ -95,24 +209,50 @@ def test_include_input_shows_the_image_as_the_model_sees_it(client, rng):
     assert np.abs(seen.astype(np.float32) - expected).max() <= 2.0
 
 
-def test_same_answer_as_cnnkit_predict(client, trained_seed, test_images, tmp_path, cli):
-    images, _ = test_images
+def _photo_jpeg(digit: np.ndarray, size: tuple[int, int], rng) -> bytes:
+    """A digit blown up to a noisy colour ``size`` photo: a JPEG large enough to be draft-decoded."""
+    grey = np.asarray(Image.fromarray((digit * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR))
+    grey = np.clip(grey + rng.normal(0, 25, grey.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([grey, grey // 4 * 3, 255 - grey // 2], axis=-1)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_same_answer_from_both_backends_as_cnnkit_predict_and_training(clients, model_path, test_images, tmp_path,
+                                                                       cli, rng):  # fmt: skip
+    from cnnkit.data.transforms import load_input
+    from cnnkit.models import load_model
+
+    images, labels = test_images
     rgba = np.zeros((40, 30, 4), np.uint8)
     rgba[8:32, 10:20] = 255  # a white bar on a transparent background, at another size
     files = {"digit.png": digit_png(images, 5), "bar.png": png_bytes(rgba)}
     Image.fromarray((images[7, ..., 0] * 255).astype(np.uint8)).convert("RGB").save(tmp_path / "digit.jpg", quality=95)
     files["digit.jpg"] = (tmp_path / "digit.jpg").read_bytes()
+    files["photo.jpg"] = _photo_jpeg(images[3, ..., 0], (400, 300), rng)  # decoded at 1/4 size, as in training
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    _, model_path = trained_seed
-    run = cli("predict", str(model_path), *(str(tmp_path / n) for n in files), "--format", "json", "-k", "5")
+    run = cli("predict", str(model_path), *(str(tmp_path / n) for n in files), "--backend", "onnx",
+              "--format", "json", "-k", "5")  # fmt: skip
     assert run.returncode == 0, run.stderr
     from_cli = {json.loads(line)["path"].rsplit("/", 1)[-1]: json.loads(line) for line in run.stdout.splitlines()}
+    assert len(from_cli) == len(files)
+    # The oracle for preprocessing: what training feeds the model for each file, through PyTorch.
+    model = load_model(model_path)
+    trained_on = np.stack([load_input(tmp_path / name, (28, 28, 1)) for name in files])  # (n, 28, 28, 1)
+    expected = dict(zip(files, model.predict(trained_on, verbose=0)))  # name -> (10,) probabilities
     form = [("files", (name, data, "application/octet-stream")) for name, data in files.items()]
-    for result in client.post("/v1/predict", files=form).json()["results"]:
-        expected = from_cli[result["filename"]]
-        assert result["labels"] == expected["labels"]
-        np.testing.assert_allclose(result["probabilities"], expected["probabilities"], atol=1e-5)
+    answers = {backend: clients[backend].post("/v1/predict", files=form).json()["results"] for backend in BACKENDS}
+    for torch_result, onnx_result in zip(answers["torch"], answers["onnx"]):
+        name = torch_result["filename"]
+        for result in (torch_result, onnx_result):
+            assert result["filename"] == name
+            assert result["labels"] == from_cli[name]["labels"], name
+            np.testing.assert_allclose(result["probabilities"], from_cli[name]["probabilities"], atol=1e-4)
+            np.testing.assert_allclose(result["probabilities"], np.sort(expected[name])[::-1][:5], atol=1e-4)
+        np.testing.assert_allclose(torch_result["probabilities"], onnx_result["probabilities"], atol=1e-4)
+    assert from_cli["photo.jpg"]["labels"][0] == str(labels[3])  # the photo still shows its digit
+    assert (answers["onnx"][3]["width"], answers["onnx"][3]["height"]) == (400, 300)  # its own size, not the draft's
 
 
 def _truncated_png(images) -> bytes:
@@ -199,10 +339,13 @@ def test_the_page_is_served_with_a_strict_policy(client):
     assert "http" not in client.get("/static/app.js").text.replace("HTTP ", "")  # nothing loaded from elsewhere
 
 
-def test_explain_adds_the_grad_cam_heat_map_of_the_top_class(client, trained_seed, test_images):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_explain_adds_the_grad_cam_heat_map_of_the_top_class(clients, backend, trained_seed, test_images):
+    """Heat maps come from the PyTorch model whichever backend answers the predictions."""
     from cnnkit.explain import gradcam, overlay
 
     model, _ = trained_seed
+    client = clients[backend]
     images, _ = test_images
     png = digit_png(images, 2)
     predicted = post_png(client, png).json()["results"][0]

@@ -22,6 +22,7 @@ import pytest
 from _serve_util import GatedNet, digit_png, png_bytes, raw_burst, threaded_server
 from cnnkit.models import Model
 from cnnkit.serve import ServeConfig, create_app
+from cnnkit.serve.server import _threads_per_worker
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -109,7 +110,7 @@ def test_cli_server_under_64_concurrent_clients_then_sigterm_drains(trained_seed
     _, model_path = trained_seed
     (_, _), (images, _) = digits
     body = digit_png(images, 0)
-    proc, url, log = _start_cli_server(model_path, "--max-in-flight", "16")
+    proc, url, log = _start_cli_server(model_path, "--max-in-flight", "16", "--backend", "onnx")
     try:
         assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
         port = int(url.rsplit(":", 1)[1])
@@ -121,7 +122,10 @@ def test_cli_server_under_64_concurrent_clients_then_sigterm_drains(trained_seed
         assert len(statuses) == 3 * 64 * 2  # every request answered
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 64  # no 500s; overflow is 503
         assert rss_after - rss_before < 50, (rss_before, rss_after)  # memory stable across 256 more requests
-        batching = httpx.get(f"{url}/v1/model").json()["batching"]
+        card = httpx.get(f"{url}/v1/model").json()
+        threads = int(re.search(r", (\d+) threads?$", card["runtime"]).group(1))
+        assert card["backend"] == "onnx" and threads == _threads_per_worker(ServeConfig())  # cores - 1, at least 1
+        batching = card["batching"]
         assert batching["largest"] > 1 and batching["refused"] == statuses.count(503)  # requests shared passes
 
         # SIGTERM while a request is half-sent: the server stops listening, waits for it, then exits 0.

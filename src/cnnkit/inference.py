@@ -53,17 +53,15 @@ class Predictor(Protocol):
 
 
 def load_input(source: str | os.PathLike | bytes, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """An image file (or its bytes) as one model input ``(C, H, W)``, prepared as training data was:
-    decoded by :mod:`cnnkit.data.decode`, then brought to ``image_shape`` by ``conform``.
+    """An image file (or its bytes) as one model input ``(C, H, W)``, prepared exactly as training data
+    is: :func:`cnnkit.data.transforms.load_input` (the one decoder, JPEG draft decoding for large
+    photos, the same resizing), in the layout predictors take.
 
     Raises :class:`~cnnkit.errors.DataError` for a file that cannot be read.
     """
-    from cnnkit.data.decode import load_image
-    from cnnkit.data.transforms import conform
+    from cnnkit.data.transforms import load_input as load_hwc
 
-    image = load_image(source, image_shape[2])  # (h, w, C) at the file's own size
-    x = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, C, h, w)
-    return conform(x, image_shape)[0].contiguous()  # (C, H, W)
+    return torch.from_numpy(load_hwc(source, image_shape)).permute(2, 0, 1).contiguous()  # (C, H, W)
 
 
 def _as_batch(images: np.ndarray | torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:

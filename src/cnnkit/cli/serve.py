@@ -21,8 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=d.host, help=f"interface to bind (default {d.host}; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--workers", type=int, default=d.workers, help="server processes (each loads the model)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / workers - 1)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default=d.backend,
+        help=f"what runs the model (default {d.backend}): auto: ONNX Runtime on a CPU (exported, checked and "
+        "cached next to the model on first use), PyTorch on a GPU; torch: PyTorch; onnx: ONNX Runtime. "
+        "Heat maps always use PyTorch",
+    )
+    p.add_argument("--threads", type=int, default=None,
+                   help="compute threads per process, torch or ONNX Runtime (default: cores/workers - 1)")  # fmt: skip
+    p.add_argument("--device", default=d.device, help="for the torch backend: auto, cpu, cuda or cuda:N")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most images per forward pass")
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                    help="how long a batch waits for more requests while others are arriving")  # fmt: skip
@@ -43,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_body_mb <= 0:
         raise ConfigError("--max-body-mb must be positive")
     config = ServeConfig(
-        host=args.host, port=args.port, workers=args.workers, threads=args.threads, device=args.device,
+        host=args.host, port=args.port, workers=args.workers, backend=args.backend, threads=args.threads,
+        device=args.device,
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_in_flight=args.max_in_flight,
         timeout_s=args.timeout, max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
         max_images=args.max_images, drain_timeout_s=args.drain_timeout, access_log=not args.no_access_log,

@@ -13,7 +13,7 @@ from PIL import Image
 from cnnkit.data.decode import MAX_PIXELS, open_image, to_array
 from cnnkit.errors import DataError, ShapeError
 
-__all__ = ["conform", "image_to_input", "images_to_tensor", "load_input"]
+__all__ = ["conform", "image_to_input", "images_to_tensor", "load_input", "read_input"]
 
 # Modes Pillow's integer box reduction handles; others (P, CMYK, I;16) are reduced after conversion.
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "I", "F"}
@@ -76,10 +76,30 @@ def image_to_input(img: Image.Image, input_shape: Sequence[int]) -> np.ndarray:
     return conform(x, input_shape)[0].permute(1, 2, 0).contiguous().numpy()  # (H, W, C)
 
 
+def read_input(
+    source: str | os.PathLike | bytes,
+    input_shape: Sequence[int],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    name: str | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image file (or its bytes) to a model's input, and say how big the image was.
+
+    Returns ``(H, W, C)`` float32 in [0, 1] at ``input_shape`` and the image's own
+    ``(width, height)`` (as shown, after EXIF rotation). A JPEG much larger than the input
+    is decoded at reduced size (``draft``); the result is what training data goes through,
+    so :func:`load_input`, ``cnnkit predict`` and ``cnnkit serve`` all call this. ``name`` is
+    what error messages call a ``bytes`` source; raises :class:`~cnnkit.errors.ImageError`
+    (:class:`~cnnkit.errors.ImageTooLargeError` over ``max_pixels``,
+    :class:`~cnnkit.errors.UnsupportedImageError` for a non-image).
+    """
+    height, width, _ = input_shape
+    decoded = open_image(source, max_pixels=max_pixels, name=name, draft=(2 * width, 2 * height))
+    return image_to_input(decoded.image, input_shape), decoded.size
+
+
 def load_input(
     source: str | os.PathLike | bytes, input_shape: Sequence[int], *, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
     """Decode an image file (or its bytes) straight to a model's input: ``(H, W, C)`` float32 in [0, 1]."""
-    height, width, _ = input_shape
-    decoded = open_image(source, max_pixels=max_pixels, draft=(2 * width, 2 * height))
-    return image_to_input(decoded.image, input_shape)
+    return read_input(source, input_shape, max_pixels=max_pixels)[0]

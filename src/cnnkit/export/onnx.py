@@ -12,10 +12,13 @@ weights were damaged after export is refused instead of silently answering wrong
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +61,8 @@ def onnx_graph(model: Model, opset: int = DEFAULT_OPSET) -> bytes:
     example = torch.rand(2, channels, height, width)  # batch 2, so nothing gets specialized to batch 1
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings():  # the exporter's notice that a torch.export-based one exists
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), _no_stdout():
+            warnings.simplefilter("ignore")  # the exporter's notice that a torch.export-based one exists
             torch.onnx.export(
                 wrapper, (example,), buffer, dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -69,6 +72,31 @@ def onnx_graph(model: Model, opset: int = DEFAULT_OPSET) -> bytes:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"model {model.name!r} cannot be exported to ONNX: {first_line}") from None
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _no_stdout() -> Iterator[None]:
+    """Send what is written to file descriptor 1 to /dev/null for the duration.
+
+    When an op does not export, torch's TorchScript exporter prints its whole IR graph (tens
+    of lines) to stdout from C++ before raising (its ONNX log is left on by
+    ``setup_onnx_logging``): that would bury the one-line error and corrupt ``predict``'s
+    CSV/JSON output when ``auto`` falls back to PyTorch.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout at all: nothing to keep clean
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def with_metadata(graph: bytes, metadata: dict[str, Any]) -> bytes:

@@ -80,8 +80,8 @@ def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await service.start()
-        model = service.model
-        log.info("model %r ready: %d classes, input %s", model.name, len(service.class_names), service.input_shape)
+        name, classes, runtime = service.model.name, len(service.class_names), service.card()["runtime"]
+        log.info("model %r ready: %d classes, input %s, served by %s", name, classes, service.input_shape, runtime)
         yield
         service.stop()  # after uvicorn has drained the requests in flight
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from cnnkit.errors import ConfigError
 
+BACKENDS = ("auto", "torch", "onnx")  # as cnnkit.inference.BACKENDS, without importing torch here
+
 __all__ = ["ServeConfig"]
 
 
@@ -19,8 +21,12 @@ class ServeConfig:
         host: interface to bind; loopback by default so nothing is exposed by accident.
         port: TCP port.
         workers: server processes, each with its own copy of the model.
-        threads: torch threads per process (None: leave torch's setting; ``cnnkit serve`` then uses
-            each worker's share of the cores less one, which its event loop and decoding need).
+        backend: what runs the forward passes (see :func:`cnnkit.inference.load_predictor`): ``auto``
+            (ONNX Runtime on a CPU, exported, checked and cached next to the model file on first use;
+            PyTorch on a GPU), ``torch`` or ``onnx``. Heat maps (``/v1/explain``) always use PyTorch.
+        threads: compute threads per process, for PyTorch and ONNX Runtime alike (None: leave their
+            defaults; ``cnnkit serve`` then uses each worker's share of the cores less one, which its
+            event loop and decoding need).
         max_batch: most images the model sees in one forward pass.
         batch_wait_ms: how long a batch waits for more requests, only while other requests are on their way.
         max_in_flight: requests admitted at once per process; the next one gets 503 at once.
@@ -37,6 +43,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    backend: str = "auto"
     threads: int | None = None
     max_batch: int = 32
     batch_wait_ms: float = 2.0
@@ -55,6 +62,10 @@ class ServeConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
+        if self.backend == "onnx" and self.device not in ("auto", "cpu"):
+            raise ConfigError(f"the onnx backend runs on the CPU, not {self.device}; use --backend torch for the GPU")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1, got {self.threads}")
         if not 0 <= self.port <= 65535:

@@ -63,6 +63,8 @@ class ModelCard(BaseModel):
     limits: dict[str, float]
     batching: dict[str, float] = Field(description="settings, and the forward passes run so far (mean batch size)")
     explain: bool = Field(description="whether /v1/explain can draw heat maps for this model")
+    backend: str = Field(description="what runs the forward passes: torch (PyTorch) or onnx (ONNX Runtime)")
+    runtime: str = Field(description="the runtime's version, device and threads")
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from dataclasses import replace
 
 import uvicorn
@@ -32,14 +33,34 @@ def app_from_env() -> FastAPI:
 
 
 def _threads_per_worker(config: ServeConfig) -> int:
-    """Torch threads per worker: its share of the cores, less one for its event loop and decoding.
+    """Compute threads per worker (torch's and ONNX Runtime's intra-op threads alike): its share
+    of the cores, less one for its event loop and decoding.
 
     Oversubscribed intra-op threads are the worst case for serving: a forward pass waits at
     every operator for its slowest thread, and a thread that has lost its core to the event
     loop (or to another process) turns a 1 ms pass into tens of ms (benchmarks/RESULTS.md).
+    ONNX Runtime's pool works the same way (one thread per core by default), so it gets the
+    same number.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return config.threads or max(1, cores // config.workers - 1)
+
+
+def _resolve_backend(path: os.PathLike, config: ServeConfig) -> str:
+    """The backend the workers will run, decided once: the ONNX export is built and cached here, so
+    the workers find it (instead of each exporting it), and a model that does not export is one
+    error (``onnx``) or one warning (``auto``: the workers run torch), not one per worker."""
+    from cnnkit.inference import load_predictor
+    from cnnkit.runtime import resolve_device
+
+    if config.backend == "torch" or (config.backend == "auto" and resolve_device(config.device).type != "cpu"):
+        return "torch"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = load_predictor(path, config.backend, device=config.device, threads=1).backend
+    for note in caught:
+        print(f"cnnkit: warning: {note.message}", file=sys.stderr)
+    return backend
 
 
 def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> None:
@@ -60,6 +81,7 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
 
         path = resolve_model_path(model)
         read_metadata(path)  # a bad model file is one clear error here, not one per worker
+        config = replace(config, backend=_resolve_backend(path, config))
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})
         uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=config.workers, **options)
         return

@@ -65,6 +65,7 @@ function renderCard() {
   }
   if (typeof t.val_accuracy === "number") fact(list, "validation accuracy", percent(t.val_accuracy));
   fact(list, "created", card.created);
+  fact(list, "served by", card.runtime);
   // A drawing pad makes sense for small grayscale inputs, like digits.
   $("draw-panel").hidden = !(c === 1 && h <= 64 && w <= 64);
   const heat = $("heat");
