@@ -1,6 +1,6 @@
 """The inside view in a real headless browser (Debian's chromium driven by Playwright): upload a digit,
 see every layer with its maps, enlarge a map with its filter, step the filter over the input and check
-the page's multiply-and-sum against the map, pick a class for Grad-CAM; screenshots as artifacts."""
+the page's multiply-and-sum against the map, pick a class for Grad-CAM, draw a digit; screenshots as artifacts."""
 
 from __future__ import annotations
 
@@ -96,6 +96,20 @@ def test_inside_view_shows_layers_maps_kernel_and_the_sliding_filter(trained_see
                 page.click(f"#bars li[data-class='{other}']")
             assert explained.value.ok
             page.wait_for_selector(f"#cam-figure[data-target='{other}']")
+
+            # Draw a stroke: the drawing is the new input and every layer is redrawn for it.
+            box = page.locator("#pad").bounding_box()
+            x = box["x"] + box["width"] * 0.5
+            with page.expect_response("**/v1/inside") as drawn:
+                page.mouse.move(x, box["y"] + box["height"] * 0.2)
+                page.mouse.down()
+                page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=8)
+                page.mouse.up()
+            assert drawn.value.ok
+            page.wait_for_selector("body[data-state=ready]")  # "loading" since the stroke ended
+            assert page.get_attribute("#bars li.top", "data-class") == drawn.value.json()["predicted"]
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, no sideways scroll
+            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
             assert not problems, problems
         finally:
             browser.close()
