@@ -7,6 +7,7 @@
     explain.overlay(image, heat).save("cam.png")  # the heat map over the image
     maps = explain.feature_maps(model, image)     # {"conv2d": (32, 26, 26), ...}
     kernels = explain.conv_kernels(model)         # the first convolution's (32, 1, 3, 3)
+    view = explain.inside(model, image)           # every layer: shape, maps, the first conv at work
 
 Every method works on a ``Sequential`` model, any registered model and any ``nn.Module``
 that maps ``(B, C, H, W)`` images to logits; the last convolution with a spatial output (not 1x1)
@@ -19,6 +20,7 @@ from cnnkit.explain._layers import conv_layer_names, named_layers, resolve_layer
 from cnnkit.explain.cam import CAM_METHODS, class_activation_map, gradcam, gradcam_plus_plus, layercam
 from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
 from cnnkit.explain.files import METHODS, Explanation, explain_file
+from cnnkit.explain.inside import ConvAtWork, FeatureMaps, Inside, LayerInside, inside
 from cnnkit.explain.render import colorize, overlay, tile, to_pil
 from cnnkit.explain.saliency import (
     integrated_gradients,
@@ -30,7 +32,11 @@ from cnnkit.explain.saliency import (
 __all__ = [
     "CAM_METHODS",
     "METHODS",
+    "ConvAtWork",
     "Explanation",
+    "FeatureMaps",
+    "Inside",
+    "LayerInside",
     "class_activation_map",
     "colorize",
     "conv_kernels",
@@ -40,6 +46,7 @@ __all__ = [
     "first_conv",
     "gradcam",
     "gradcam_plus_plus",
+    "inside",
     "integrated_gradients",
     "integrated_gradients_attributions",
     "layercam",

@@ -25,6 +25,7 @@ from cnnkit.models import Model
 from cnnkit.serve import schemas
 from cnnkit.serve.batching import BatcherStopped
 from cnnkit.serve.config import ServeConfig
+from cnnkit.serve.inside import inside_router
 from cnnkit.serve.limits import AdmissionMiddleware, ApiError, BodyLimitMiddleware, deadline, error_response
 from cnnkit.serve.service import ModelService
 from cnnkit.serve.uploads import read_uploads
@@ -92,10 +93,14 @@ def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = No
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(AdmissionMiddleware, admission=service.admission, paths=("/v1/predict", "/v1/explain"))
+    app.add_middleware(
+        AdmissionMiddleware, admission=service.admission, paths=("/v1/predict", "/v1/explain", "/v1/inside")
+    )
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)  # outermost: before anything reads
     _add_error_handlers(app)
     _add_routes(app, service)
+    docs = {"openapi_extra": UPLOAD_DOC, "responses": ERRORS}
+    app.include_router(inside_router(service, page=STATIC / "inside.html", page_headers=PAGE_HEADERS, docs=docs))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
