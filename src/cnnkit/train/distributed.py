@@ -48,6 +48,7 @@ __all__ = [
     "any_rank",
     "broadcast_object",
     "check_same_length",
+    "comm_device",
     "current",
     "evaluate_shards",
     "follow_rank_zero",
@@ -163,9 +164,9 @@ def session(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> Iterator[
         if not _lost_peer(e):
             raise
         raise LostPeerError(
-            f"lost contact with the other processes ({_first_line(e)}). Another process failed or hung "
-            f"(its own error is above); every process stops and the run folder keeps the last checkpoint, which "
-            f"torchrun --max-restarts continues from"
+            f"lost contact with the other processes ({_first_line(e)}). Another process failed or hung (its own "
+            f"error is above, or in torchrun's summary); every process stops, and a run's last checkpoint stays for "
+            f"--resume or torchrun --max-restarts"
         ) from None
     finally:
         if owned:
@@ -275,7 +276,7 @@ class Replicas:
         return self._forward
 
 
-def _comm_device() -> torch.device:
+def comm_device() -> torch.device:
     """Where collective buffers live: the current GPU for NCCL, the CPU for gloo."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -301,13 +302,13 @@ def broadcast_object(obj: Any, world: World) -> Any:
     if not world.distributed:
         return obj
     holder = [obj]
-    dist.broadcast_object_list(holder, src=0, device=_comm_device())
+    dist.broadcast_object_list(holder, src=0, device=comm_device())
     return holder[0]
 
 
 def check_same_length(steps: int, world: World) -> None:
     """Every rank must take the same number of steps per epoch, or one would wait for the others forever."""
-    counts = torch.tensor([steps, -steps], dtype=torch.int64, device=_comm_device())
+    counts = torch.tensor([steps, -steps], dtype=torch.int64, device=comm_device())
     dist.all_reduce(counts, op=dist.ReduceOp.MAX)
     most, fewest = int(counts[0]), -int(counts[1])
     if most != fewest:
@@ -325,7 +326,7 @@ def evaluate_shards(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn:
     local = evaluate_tensors(model, x, y, loss_fn, metrics, batch_size) if n else dict.fromkeys(["loss", *metrics], 0.0)
     # Sums and counts, added up over ranks, then divided: the mean over every image.
     counts = [round(local[name] * n) for name in metrics]  # accuracy * n is a whole number of hits
-    totals = torch.tensor([n, local["loss"] * n, *counts], dtype=torch.float64, device=_comm_device())
+    totals = torch.tensor([n, local["loss"] * n, *counts], dtype=torch.float64, device=comm_device())
     dist.all_reduce(totals)
     images = max(float(totals[0]), 1.0)
     means = {name: float(totals[2 + i]) / images for i, name in enumerate(metrics)}

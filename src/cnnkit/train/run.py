@@ -212,6 +212,7 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     started = time.perf_counter()
     config = _global_batch(config, world, device)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
+    _download_once(config, world)
     prepared = _open(config, resume)
     if world.distributed and prepared.stream is not None:  # decode only this process's share of the files
         from cnnkit.data.streaming import shard_batches
@@ -237,6 +238,19 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     if not world.is_main:  # rank 0 tests the model and writes the results
         return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
     return _finish(config, model, prepared, run_dir, history, seconds, world.size)
+
+
+def _download_once(config: TrainConfig, world: World) -> None:
+    """Under torchrun, a standard data set missing from the cache is downloaded by each machine's first
+    process while the others wait (within --dist-timeout), instead of by every process at once."""
+    info = data_prepare.resolve_data(config.data)
+    if not world.distributed or info is None or info.builtin:
+        return
+    root = data.data_root(config.data_dir)
+    if bool(distributed.any_rank(torch.tensor(not info.is_cached(root), device=distributed.comm_device()))):
+        if world.local_rank == 0 and not info.is_cached(root):
+            data.load_dataset(info.name, data_dir=config.data_dir)
+        torch.distributed.barrier()
 
 
 def _global_batch(config: TrainConfig, world: World, device: torch.device) -> TrainConfig:
