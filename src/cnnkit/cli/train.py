@@ -53,7 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SHARE",
         help="stop before training when more than this share of a folder's files is unreadable (default 0.1)",
     )
-    p.add_argument("--workers", type=int, help="image-decoding workers for a folder or CSV (default: one per core)")
+    p.add_argument(
+        "--workers", type=int, help="image-decoding workers for a folder or CSV, per process (default: one per core)"
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument(
         "--batch-size",
@@ -85,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None, help="bit-identical runs (slower on GPU)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (under torchrun each process takes cuda:LOCAL_RANK)")
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
