@@ -1,13 +1,21 @@
-"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.train.train` (or resume a run)."""
+"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.train.train` (or resume a run).
+
+The same command runs under torchrun (``torchrun --nproc-per-node N -m cnnkit train ...``):
+rank 0 prints; an error on any process is one line naming its rank, also left in torchrun's
+error file so torchrun's summary names the cause.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
+import sys
+import traceback
 
 from cnnkit.cli._common import console
-from cnnkit.errors import ConfigError
+from cnnkit.errors import CnnkitError, ConfigError
 
 __all__ = ["add_parser", "parse_duration", "run"]
 
@@ -21,8 +29,13 @@ def parse_duration(text: str) -> float:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model (default: the article's CNN on the built-in digits)",
-                       description="Train a model. Flags override --config, which overrides the defaults.")  # fmt: skip
+    p = sub.add_parser(
+        "train",
+        help="train a model (default: the article's CNN on the built-in digits)",
+        description="Train a model. Flags override --config, which overrides the defaults. The same command "
+        "trains data-parallel under torchrun: torchrun --nproc-per-node N -m cnnkit train ... (one process per "
+        "GPU; see recipes/README.md). Only rank 0 writes the run folder.",
+    )
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--model", help="registered model (see `cnnkit models`) or an architecture .json (default: seed)")
@@ -40,11 +53,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SHARE",
         help="stop before training when more than this share of a folder's files is unreadable (default 0.1)",
     )
-    p.add_argument("--workers", type=int, help="image-decoding workers for a folder or CSV (default: one per core)")
+    p.add_argument(
+        "--workers", type=int, help="image-decoding workers for a folder or CSV, per process (default: one per core)"
+    )
     p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per step (default 64); under torchrun the global batch, split evenly over the processes "
+        "(so N processes train as one would), unless --batch-scope process",
+    )
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], help="sgd uses Nesterov momentum 0.9")
-    p.add_argument("--lr", type=float, help="peak learning rate (see `cnnkit lr-find`)")
+    p.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (see `cnnkit lr-find`), for the global batch: never scaled by the number of "
+        "processes; when you grow --batch-size k times, raise it yourself (about k times for SGD)",
+    )
     p.add_argument("--weight-decay", type=float, help="applied to weights, never to biases or norm scales")
     p.add_argument("--schedule", choices=["onecycle", "cosine", "constant"])
     p.add_argument("--label-smoothing", type=float)
@@ -62,7 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None, help="bit-identical runs (slower on GPU)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (under torchrun each process takes cuda:LOCAL_RANK)")
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
@@ -78,6 +103,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="with --weights: train only the new head for N epochs first (default 1), then all layers",
     )
+    dist = p.add_argument_group("under torchrun")
+    dist.add_argument(
+        "--batch-scope",
+        choices=["global", "process"],
+        help="global (default): --batch-size is the global batch; process: it is each process's batch, and the "
+        "global batch is that times the number of processes (config.json records the global batch)",
+    )
+    dist.add_argument("--sync-bn", action="store_true", default=None,
+                      help="BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)")  # fmt: skip
+    dist.add_argument(
+        "--dist-timeout",
+        type=parse_duration,
+        metavar="TIME",
+        help="how long a process waits for the others (a hung or dead process) before the job ends (default 10m)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output, only the result")
     p.set_defaults(run=run)
 
@@ -85,7 +125,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _OPTIONS = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
             "clip_norm", "class_weights", "ema", "augment", "tta", "image_size", "val_split", "patience", "time",
             "precision", "channels_last", "compile", "seed", "deterministic", "device", "runs_dir", "out",
-            "tensorboard", "weights", "freeze_epochs", "data_dir", "max_bad_files", "workers")  # fmt: skip
+            "tensorboard", "weights", "freeze_epochs", "data_dir", "max_bad_files", "workers", "batch_scope",
+            "sync_bn", "dist_timeout")  # fmt: skip
 
 
 def _stop_on_sigterm() -> None:
@@ -98,9 +139,26 @@ def _stop_on_sigterm() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.train import distributed
 
     _stop_on_sigterm()
+    if not distributed.launched_by_torchrun():
+        return _run(args)
+    world = distributed.World(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    try:
+        return _run(args, world.is_main)
+    except CnnkitError as e:  # one line naming the rank, also for torchrun's summary
+        print(f"cnnkit: error: [{world}] {e}", file=sys.stderr)
+        distributed.record_error(world, e)
+        return 1
+    except Exception as e:  # a bug: keep its traceback, and tell torchrun which rank it was
+        distributed.record_error(world, e, traceback.format_exc())
+        raise
+
+
+def _run(args: argparse.Namespace, main: bool = True) -> int:
+    from cnnkit.train import TrainConfig, train
+
     if args.resume:
         given = [name for name in _OPTIONS if getattr(args, name) is not None] + (["config"] if args.config else [])
         if given:
@@ -109,14 +167,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(**{name: getattr(args, name) for name in _OPTIONS}, verbose=0 if args.quiet else None)
-        if config.verbose and config.weights:
+        if config.verbose and main and config.weights:
             console.print(f"fine-tuning [bold]{config.model}[/] from [bold]{config.weights}[/] weights on "
                           f"[bold]{config.data}[/]: {config.head_only_epochs} epoch(s) of the new head alone, then "
                           f"{config.epochs} of all layers")  # fmt: skip
-        elif config.verbose:
+        elif config.verbose and main:
             console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
         result = train(config)
     t = result.test
+    if t is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     console.print(
         f"test accuracy {t.accuracy:.2%}  loss {t.loss:.4f}  top-{t.top_k} error {t.top_k_error:.2%}  "
         f"({t.n} images, {result.seconds:.1f}s)"

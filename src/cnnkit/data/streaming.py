@@ -6,6 +6,11 @@ wraps it in a ``torch.utils.data.DataLoader`` whose workers decode in parallel a
 most ``workers x prefetch`` batches in flight. The loader is a sized iterable of
 ``(images (B, C, H, W) float32 in [0, 1], labels (B,))`` batches: exactly what the
 engine's ``fit`` takes. Batches are not augmented here; augmentation runs on the device.
+
+Under torchrun, :func:`shard_batches` gives each process its share: a ``DistributedSampler``
+deals every rank the same number of files from one seeded permutation (reshuffled each
+epoch by the engine's ``set_epoch``), and each rank's batches hold ``batch_size / ranks``
+images, so each step's global batch is ``batch_size`` images as in one process.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from cnnkit.data.transforms import load_input
-from cnnkit.errors import DataError
+from cnnkit.errors import ConfigError, DataError
 
-__all__ = ["ImageFiles", "file_batches"]
+__all__ = ["ImageFiles", "file_batches", "shard_batches"]
 
 
 class ImageFiles(Dataset):
@@ -64,13 +69,35 @@ def file_batches(
     seed: int = 0,
     workers: int | None = None,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader of batches decoded from ``paths`` by ``workers`` processes (default: cores, at most 4)."""
+    """A DataLoader of batches decoded from ``paths`` by ``workers`` processes (default: cores, at most 4).
+
+    With ``world_size`` > 1 (torchrun) ``batch_size`` is the global batch, a multiple of
+    ``world_size``: this rank decodes only its share, ``batch_size / world_size`` per batch.
+    """
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
-    generator = torch.Generator()
+    files = ImageFiles(paths, labels, input_shape)
+    generator, sampler = torch.Generator(), None
     generator.manual_seed(seed)
+    if world_size > 1:
+        if batch_size % world_size:
+            raise ConfigError(f"the batch size {batch_size} must be a multiple of the {world_size} processes")
+        # drop_last: every rank gets len // world_size files, so all take the same number of steps.
+        sampler = DistributedSampler(files, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=True)  # fmt: skip
+        batch_size, shuffle = batch_size // world_size, False
     return DataLoader(
-        ImageFiles(paths, labels, input_shape), batch_size=batch_size, shuffle=shuffle, generator=generator,
+        files, batch_size=batch_size, shuffle=shuffle, sampler=sampler, generator=generator,
         num_workers=workers, collate_fn=_collate, pin_memory=pin_memory, persistent_workers=workers > 0,
         worker_init_fn=_one_thread if workers else None, prefetch_factor=2 if workers else None,
     )  # fmt: skip
+
+
+def shard_batches(loader: DataLoader, rank: int, world_size: int, seed: int = 0) -> DataLoader:
+    """``loader`` (from :func:`file_batches`, global batches) as this rank's share under torchrun."""
+    files = loader.dataset
+    return file_batches(files.paths, files.labels, files.input_shape, loader.batch_size,
+                        shuffle=isinstance(loader.sampler, RandomSampler), seed=seed, workers=loader.num_workers,
+                        pin_memory=loader.pin_memory, rank=rank, world_size=world_size)  # fmt: skip

@@ -3,6 +3,10 @@
 A callback sees the model (``self.model``) and the epoch's ``logs`` dict
 (``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ...). Setting
 ``self.model.stop_training = True`` ends training after the current epoch.
+
+Under torchrun every rank runs the callbacks, except those marked ``rank_zero_only``
+(they write files, or decide from the clock): rank 0 alone runs them, and the others
+follow its decision to stop.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ Logs = dict[str, float]
 
 class Callback:
     """Base class; override the hooks you need."""
+
+    rank_zero_only = False  # under torchrun: run on rank 0 only (set for callbacks that write files)
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
@@ -178,6 +184,8 @@ class ModelCheckpoint(Callback):
     Files are written atomically: an interrupted save leaves the previous file intact.
     """
 
+    rank_zero_only = True
+
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
                  initial_value_threshold: float | None = None) -> None:  # fmt: skip
@@ -225,6 +233,8 @@ class CSVLogger(Callback):
     Besides the logs, each row has the learning rate at the epoch's end (``lr``) and how long
     the epoch took (``seconds``).
     """
+
+    rank_zero_only = True
 
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         super().__init__()
@@ -280,6 +290,8 @@ class TimeBudget(Callback):
     zero at the new end) instead of cutting training off mid-schedule.
     """
 
+    rank_zero_only = True  # one clock decides; under torchrun the other ranks follow rank 0's schedule
+
     def __init__(self, seconds: float, schedule: Any = None, steps_per_epoch: int = 0,
                  clock: Callable[[], float] = time.perf_counter) -> None:  # fmt: skip
         super().__init__()
@@ -313,7 +325,12 @@ class TimeBudget(Callback):
 
 
 class TensorBoard(Callback):
-    """Write each epoch's logs (and the learning rate) as TensorBoard scalars under ``log_dir``."""
+    """Write each epoch's logs (and the learning rate) as TensorBoard scalars under ``log_dir``.
+
+    The event file is created when training begins (so only the rank that trains with it writes).
+    """
+
+    rank_zero_only = True
 
     def __init__(self, log_dir: str | os.PathLike) -> None:
         super().__init__()
@@ -321,7 +338,12 @@ class TensorBoard(Callback):
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard") from None
-        self.writer = SummaryWriter(os.fspath(log_dir))
+        self.log_dir, self._writer_class = os.fspath(log_dir), SummaryWriter
+        self.writer: Any = None
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if self.writer is None:
+            self.writer = self._writer_class(self.log_dir)
 
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         for key, value in (logs or {}).items():
@@ -333,4 +355,6 @@ class TensorBoard(Callback):
         self.writer.flush()
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -46,7 +46,7 @@ class TrainConfig:
     max_bad_files: float = 0.1  # a folder/CSV with a larger share of unreadable files stops before training
     workers: int | None = None  # image-decoding workers for folders/CSVs (default: one per core)
     epochs: int = 30
-    batch_size: int = 64
+    batch_size: int = 64  # images per step in all; under torchrun split over the processes (see batch_scope)
     optimizer: str = "adam"  # adam, adamw, sgd (Nesterov momentum 0.9), rmsprop
     lr: float = 3e-3  # the peak learning rate of the schedule
     weight_decay: float = 0.0  # applied to weights only, never to biases or norm scales
@@ -73,6 +73,10 @@ class TrainConfig:
     verbose: int = 1
     weights: str | None = None  # "imagenet", or a .safetensors/.pth file to start from (fine-tuning)
     freeze_epochs: int | None = None  # head-only epochs before `epochs` of all layers; default 1 with weights
+    # Under torchrun (cnnkit.train.distributed); one process ignores these.
+    batch_scope: str = "global"  # batch_size is the global batch ("global") or each process's ("process")
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (SyncBatchNorm; GPUs only)
+    dist_timeout: float = 600.0  # seconds a process waits for the others before the job ends with an error
 
     @property
     def head_only_epochs(self) -> int:
@@ -137,6 +141,8 @@ class TrainConfig:
             (self.channels_last in ("auto", "on", "off"), "channels_last must be auto, on or off"),
             (self.freeze_epochs is None or self.freeze_epochs >= 0, "freeze_epochs must be >= 0"),
             (not self.freeze_epochs or self.weights is not None, "freeze_epochs needs weights to fine-tune"),
+            (self.batch_scope in ("global", "process"), "batch_scope must be global or process"),
+            (self.dist_timeout > 0, "dist_timeout must be a positive number of seconds"),
         ]
         for ok, message in checks:
             if not ok:

@@ -9,6 +9,11 @@ Plain functions and one small class, read top to bottom:
 - :func:`train_one_epoch` runs the steps and keeps running sums on the device, so nothing
   waits for the device inside an epoch (the progress bar reads them at most twice a second);
 - :func:`fit` runs the epochs, validation and callbacks.
+
+Under torchrun (see :mod:`cnnkit.train.distributed`) the same loop trains data-parallel:
+each rank takes its share of every global batch, DistributedDataParallel averages the
+gradients, a step that is non-finite on any rank is skipped on all, and the logs are sums
+over every rank divided by every rank's counts, so they describe the whole data set.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from cnnkit.errors import TrainingError
+from cnnkit.errors import ConfigError, TrainingError
 from cnnkit.evaluate import count_correct, evaluate_tensors
 from cnnkit.runtime import tune_cpu_allocator
+from cnnkit.train import distributed
 from cnnkit.train.callbacks import Callback, CallbackList, History
+from cnnkit.train.distributed import SINGLE, World
 from cnnkit.train.ema import EMA
 from cnnkit.train.progress import TrainingProgress
 
@@ -35,28 +42,38 @@ Augment = Callable[[torch.Tensor], torch.Tensor]
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # sized: len() is the number of batches
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+SYNC_EVERY = 16  # under torchrun: steps between sums over the ranks for the progress bar's running values
 
 
 class TensorBatches:
     """The in-memory fast path: a data set as two tensors on the device, batched by indexing.
 
     Each pass draws a new permutation (from ``generator``) and slices it: one gather per batch.
+    With a distributed ``world`` every rank draws the same permutation (the generators are
+    seeded alike) and takes every ``world.size``-th image of each global batch of
+    ``batch_size``, starting at its rank: together the ranks train on exactly the batches one
+    process would. A last batch keeps a multiple of ``world.size`` images, so ranks stay equal.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
-                 generator: torch.Generator | None = None) -> None:  # fmt: skip
+                 generator: torch.Generator | None = None, world: World = SINGLE) -> None:  # fmt: skip
         self.x, self.y, self.batch_size = x, y, batch_size
-        self.shuffle, self.generator = shuffle, generator
+        self.shuffle, self.generator, self.world = shuffle, generator, world
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return distributed.steps_per_epoch(len(self.x), self.batch_size, self.world.size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.x.device)
+        rank, size, sharded = self.world.rank, self.world.size, self.world.distributed
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
+            if sharded:  # this rank's share, the same number of images on every rank
+                idx = idx[rank : len(idx) - len(idx) % size : size]
+                if not len(idx):
+                    return
             yield self.x[idx], self.y[idx]  # (B, C, H, W), (B,) or (B, classes)
 
 
@@ -134,26 +151,49 @@ class Stepper:
         return bad | ~torch.isfinite(norm)
 
 
+class _ShardedStepper(Stepper):
+    """Under torchrun: a step that is non-finite on any rank is skipped on every rank, so replicas stay equal.
+
+    ``forward`` is the DistributedDataParallel wrapper (set each epoch by :class:`distributed.Replicas`),
+    whose backward pass averages the gradients over the ranks.
+    """
+
+    def _clip(self, bad: torch.Tensor) -> torch.Tensor:
+        return distributed.any_rank(super()._clip(bad))
+
+
 def train_one_epoch(
     step: Stepper,
     batches: Batches,
     *,
     metrics: dict[str, int],
     progress: TrainingProgress | None = None,
+    world: World = SINGLE,
 ) -> tuple[dict[str, float], int]:
-    """One pass over ``batches``; return the epoch's mean loss and metrics, and the skipped steps."""
+    """One pass over ``batches``; return the epoch's mean loss and metrics, and the skipped steps.
+
+    With a distributed ``world`` the means are over every rank's images (this must then be
+    called on every rank).
+    """
     step.model.train()
     device = step.device
     loss_sum = torch.zeros((), device=device)
     correct = {name: torch.zeros((), dtype=torch.long, device=device) for name in metrics}
     skipped = torch.zeros((), dtype=torch.long, device=device)
     kept = torch.zeros((), dtype=torch.long, device=device)  # images in steps that were not skipped
+    shown = [loss_sum, kept, correct]  # what running() reads: these sums, or (torchrun) the whole job's
+    sharded = world.distributed
 
     def running() -> dict[str, float]:  # read by the progress bar, at most twice a second
-        n = max(int(kept.item()), 1)
-        return {"loss": loss_sum.item() / n, **{name: c.item() / n for name, c in correct.items()}}
+        total, images, hits = shown
+        n = max(int(images.item()), 1)
+        return {"loss": total.item() / n, **{name: c.item() / n for name, c in hits.items()}}
 
-    for xb, yb in batches:
+    def job_sums() -> list:  # every rank's sums added up: a collective, so every rank calls it at the same step
+        total, images, *hits = distributed.sum_over_ranks(loss_sum, kept, *correct.values())
+        return [total, images, dict(zip(correct, hits))]
+
+    for number, (xb, yb) in enumerate(batches, 1):
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         try:
             loss, logits, bad = step(xb, yb)
@@ -169,8 +209,12 @@ def train_one_epoch(
             correct[name] += count_correct(logits, yb, k) * ok
         skipped += bad
         kept += ok * len(yb)
+        if sharded and number % SYNC_EVERY == 0:
+            shown[:] = job_sums()
         if progress is not None:
             progress.advance(len(yb), running)
+    if sharded:
+        shown[:] = job_sums()
     return running(), int(skipped.item())
 
 
@@ -198,6 +242,7 @@ def fit(
     compile: bool = False,
     history: History | None = None,
     on_epoch_saved: Callable[[int, History], None] | None = None,
+    world: World | None = None,
 ) -> History:
     """Train ``model`` (which returns logits) on ``train`` and return the History.
 
@@ -210,8 +255,15 @@ def fit(
     2-D convolutions) stores images and conv weights channels-last, the layout oneDNN and cuDNN
     are fastest in. ``on_epoch_saved(epoch, history)`` runs last in each epoch (the resumable
     checkpoint); ``history`` continues a resumed run.
+
+    Under torchrun (``world``: default, the initialized process group, if any) every rank
+    calls ``fit`` alike: ``batch_size`` is the global batch (a multiple of the number of
+    processes), a ``DataLoader`` must shard with a ``DistributedSampler``, and only rank 0
+    prints, runs callbacks marked ``rank_zero_only`` (those that write files or read the
+    clock) and ``on_epoch_saved``; every rank follows its decision to stop.
     """
     metrics = metrics or {}
+    world = distributed.current() if world is None else world
     device = next(model.parameters()).device
     if device.type == "cpu":
         tune_cpu_allocator()
@@ -221,28 +273,43 @@ def fit(
         model.to(memory_format=torch.channels_last)
     if isinstance(train, tuple):
         x, y = train
-        train = TensorBatches(x.to(device), y.to(device), batch_size, shuffle=shuffle, generator=generator)
-    if validation is not None:
-        validation = (validation[0].to(device), validation[1].to(device))
-    step = Stepper(model, loss_fn, optimizer, scheduler=scheduler, augment=augment, clip_norm=clip_norm,
+        _check_global_batch(batch_size, world)
+        train = TensorBatches(x.to(device), y.to(device), batch_size, shuffle=shuffle, generator=generator,
+                              world=world)  # fmt: skip
+    if validation is not None:  # under torchrun each rank validates its share
+        validation = tuple(distributed.shard_rows(t, world).to(device) for t in validation)
+    stepper = _ShardedStepper if world.distributed else Stepper
+    step = stepper(model, loss_fn, optimizer, scheduler=scheduler, augment=augment, clip_norm=clip_norm,
                    precision=precision, ema=ema, channels_last=channels_last, compile=compile)  # fmt: skip
+    evaluate = distributed.evaluate_shards if world.distributed else evaluate_tensors
+    replicas = None
+    if world.distributed:
+        distributed.check_same_length(len(train), world)
+        replicas = distributed.Replicas(model, device, compile=compile)
+        if not world.is_main:  # rank 0 prints, writes and watches the clock; the others follow it
+            verbose, on_epoch_saved = 0, None
+            callbacks = [cb for cb in callbacks if not cb.rank_zero_only]
     history = history or History()
     model.stop_training = False
     hooks = CallbackList([history, *callbacks], model, {"epochs": epochs, "steps": len(train), "verbose": verbose})
-    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch)
+    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch, processes=world.size)
     hooks.on_train_begin()
     try:
         for epoch in range(initial_epoch, epochs):
             started = time.perf_counter()
             hooks.on_epoch_begin(epoch)
-            logs, skipped = train_one_epoch(step, train, metrics=metrics, progress=progress)
+            if replicas is not None:
+                _start_sharded_epoch(step, replicas, train, generator, epoch, world)
+            logs, skipped = train_one_epoch(step, train, metrics=metrics, progress=progress, world=world)
             _check_skipped(skipped, len(train), epoch, logs)
             with ema.applied(model) if ema is not None else nullcontext():
                 if validation is not None:
-                    val = evaluate_tensors(model, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
+                    val = evaluate(model, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
                     logs.update({f"val_{key}": value for key, value in val.items()})
                 progress.end_epoch(epoch, logs, time.perf_counter() - started, skipped)
                 hooks.on_epoch_end(epoch, logs)
+            if world.distributed:
+                distributed.follow_rank_zero(model, scheduler, world)
             if on_epoch_saved is not None:
                 on_epoch_saved(epoch, history)
             if model.stop_training:
@@ -254,6 +321,26 @@ def fit(
             torch._foreach_copy_(EMA._sources(model), ema.tensors)
     hooks.on_train_end()
     return history
+
+
+def _check_global_batch(batch_size: int, world: World) -> None:
+    if world.distributed and batch_size % world.size:
+        lower = max(world.size, batch_size - batch_size % world.size)
+        raise ConfigError(
+            f"the batch size {batch_size} is the global batch, split evenly over {world.size} processes: "
+            f"use a multiple of {world.size}, e.g. {lower} or {lower + world.size}"
+        )
+
+
+def _start_sharded_epoch(step: Stepper, replicas: distributed.Replicas, train: Batches,
+                         generator: torch.Generator | None, epoch: int, world: World) -> None:  # fmt: skip
+    """Under torchrun: the DDP wrapper for this epoch's trainable parameters, this rank's random stream,
+    and the epoch's shuffle for a DataLoader's DistributedSampler."""
+    step.forward = replicas.forward()  # after on_epoch_begin: fine-tuning may have just unfrozen the body
+    distributed.seed_epoch(generator, epoch, world)
+    sampler = getattr(train, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
 
 
 def _check_skipped(skipped: int, steps: int, epoch: int, logs: dict[str, float]) -> None:

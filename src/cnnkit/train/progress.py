@@ -24,10 +24,16 @@ def format_logs(logs: dict[str, float]) -> str:
 
 
 class TrainingProgress:
-    """``verbose`` 0: silent; 1: a live bar (on a terminal) plus a line per epoch; 2: lines only."""
+    """``verbose`` 0: silent; 1: a live bar (on a terminal) plus a line per epoch; 2: lines only.
 
-    def __init__(self, verbose: int, epochs: int, steps_per_epoch: int, first_epoch: int = 0) -> None:
+    Under torchrun rank 0 shows it for the whole job: ``processes`` scales the images per second,
+    and the running values it is given are sums over every rank.
+    """
+
+    def __init__(self, verbose: int, epochs: int, steps_per_epoch: int, first_epoch: int = 0, *,
+                 processes: int = 1) -> None:  # fmt: skip
         self.verbose, self.epochs, self.steps = verbose, epochs, steps_per_epoch
+        self.processes = processes  # under torchrun each step trains this many shards: the speed is the job's
         self.console = Console(highlight=False)
         self._bar: Progress | None = None
         self._images, self._since, self._last_read = 0, time.perf_counter(), 0.0
@@ -51,7 +57,7 @@ class TrainingProgress:
         """One step of ``images`` done; ``running()`` gives the epoch's running loss and metrics."""
         if self._bar is None:
             return
-        self._images += images
+        self._images += images * self.processes
         now = time.perf_counter()
         fields = {}
         if now - self._last_read > _REFRESH_SECONDS:

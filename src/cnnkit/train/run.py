@@ -7,12 +7,18 @@ as ``Model.fit``), keeps the best epoch, tests it, and writes ``runs/<name>/``:
 continue exactly), ``config.json``, ``split.json``, ``metrics.csv``, ``curves.png`` and
 ``report.html`` (the run's self-contained report).
 ``train(resume=RUN_DIR)`` continues an interrupted run on exactly the same data.
+
+Under torchrun every process calls ``train`` alike (see :mod:`cnnkit.train.distributed`):
+rank 0 names and writes the run folder and tests the model; the others train their shares.
+When torchrun restarts the processes (``--max-restarts``), they continue from the run's last
+checkpoint, found again by its stable name (``--out``, or the job's rendezvous id).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +40,8 @@ from cnnkit.models.weights import load_pretrained
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
-from cnnkit.runtime import describe_device, resolve_device, seed_everything
-from cnnkit.train import finetune, loop, losses, optimizers
+from cnnkit.runtime import describe_device, seed_everything
+from cnnkit.train import distributed, finetune, loop, losses, optimizers
 from cnnkit.train.callbacks import (
     Callback,
     CSVLogger,
@@ -45,8 +51,9 @@ from cnnkit.train.callbacks import (
     TensorBoard,
     TimeBudget,
 )
-from cnnkit.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, save_checkpoint
 from cnnkit.train.config import TrainConfig
+from cnnkit.train.distributed import World
 from cnnkit.train.ema import EMA
 
 __all__ = ["TrainResult", "build_model", "make_optimizer", "optimizer_spec", "train", "training_tensors"]
@@ -54,12 +61,12 @@ __all__ = ["TrainResult", "build_model", "make_optimizer", "optimizer_spec", "tr
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where the run went and how good the model is."""
+    """Where the run went and how good the model is (``test`` is None on torchrun ranks other than 0)."""
 
     run_dir: Path
     model_path: Path
     history: dict[str, list[float]]
-    test: EvalResult
+    test: EvalResult | None
     seconds: float
 
 
@@ -177,46 +184,145 @@ def _open(config: TrainConfig, resume: Path | None) -> data_prepare.TrainingData
     return data_prepare.training_data(config, default_size=_default_size(config))
 
 
+def _saved_config(run_dir: Path) -> TrainConfig:
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} is not a run folder (no config.json)")
+    saved = json.loads((run_dir / "config.json").read_text())
+    return TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+
+
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None) -> TrainResult:
-    """Run one training as configured, or continue the run in folder ``resume``; return its results."""
+    """Run one training as configured, or continue the run in folder ``resume``; return its results.
+
+    Under torchrun every process calls this; only rank 0 writes files and tests the model.
+    """
     if resume is not None:
         resume = Path(resume)
-        if not (resume / "config.json").exists():
-            raise ConfigError(f"{resume} is not a run folder (no config.json)")
-        saved = json.loads((resume / "config.json").read_text())
-        config = TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+        config = _saved_config(resume)
     config = config or TrainConfig()
     config.validate()
+    with distributed.session(config.device, config.dist_timeout) as (world, device):
+        if resume is None:
+            resume = _restarted_run(config, world)
+            config = _saved_config(resume) if resume is not None else config
+        if not world.is_main:
+            config = dataclasses.replace(config, verbose=0)  # rank 0 alone prints
+        return _train(config, resume, world, device)
+
+
+def _train(config: TrainConfig, resume: Path | None, world: World, device: torch.device) -> TrainResult:
     started = time.perf_counter()
+    config = _global_batch(config, world, device)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
-    device = resolve_device(config.device)
+    _download_once(config, world)
     prepared = _open(config, resume)
+    if world.distributed and prepared.stream is not None:  # decode only this process's share of the files
+        from cnnkit.data.streaming import shard_batches
+
+        prepared.stream = shard_batches(prepared.stream, world.rank, world.size, seed=config.seed)
     model = build_model(config, prepared.dataset).to(device)
+    if config.sync_bn and world.distributed:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     resolved = _resolved(config, prepared.augment, device)
     if resolved["channels_last"] == "on":
         model = model.to(memory_format=torch.channels_last)
-    run_dir = resume or create_run_dir(config.runs_dir, f"{_stem(config.model)}-{prepared.dataset.name}", config.out)
-    if resume is None:
+    run_dir = resume or _new_run_dir(config, prepared, world)
+    if resume is None and world.is_main:
         atomic_write_json(run_dir / "config.json", resolved)
         prepared.write(run_dir)  # split.json; for a folder/CSV also bad_files.txt and data_report.json/.html
     if config.verbose:
         print(f"device: {describe_device(device)}; run folder: {run_dir}")
-    history = _fit(config, resolved, model, prepared, run_dir, generator, resume is not None)
-    return _finish(config, model, prepared, run_dir, history, time.perf_counter() - started)
+        if world.distributed:
+            print(f"torchrun: {world.size} processes, global batch {config.batch_size} "
+                  f"({config.batch_size // world.size} per process), peak lr {config.lr:g}")  # fmt: skip
+    history = _fit(config, resolved, model, prepared, run_dir, generator, resume is not None, world)
+    seconds = time.perf_counter() - started
+    if not world.is_main:  # rank 0 tests the model and writes the results
+        return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
+    return _finish(config, model, prepared, run_dir, history, seconds, world.size)
+
+
+def _download_once(config: TrainConfig, world: World) -> None:
+    """Under torchrun, a standard data set missing from the cache is downloaded by each machine's first
+    process while the others wait (within --dist-timeout), instead of by every process at once."""
+    info = data_prepare.resolve_data(config.data)
+    if not world.distributed or info is None or info.builtin:
+        return
+    root = data.data_root(config.data_dir)
+    if bool(distributed.any_rank(torch.tensor(not info.is_cached(root), device=distributed.comm_device()))):
+        if world.local_rank == 0 and not info.is_cached(root):
+            data.load_dataset(info.name, data_dir=config.data_dir)
+        torch.distributed.barrier()
+
+
+def _global_batch(config: TrainConfig, world: World, device: torch.device) -> TrainConfig:
+    """The config with ``batch_size`` the global batch (what config.json records), checked for ``world``."""
+    if config.batch_scope == "process":
+        config = config.replace(batch_size=config.batch_size * world.size, batch_scope="global")
+    if world.distributed and config.batch_size % world.size:
+        lower = max(world.size, config.batch_size - config.batch_size % world.size)
+        raise ConfigError(f"--batch-size {config.batch_size} is the global batch, split evenly over {world.size} "
+                          f"processes: use a multiple of {world.size} (e.g. {lower} or {lower + world.size}), a "
+                          f"number of processes that divides it, or --batch-scope process")  # fmt: skip
+    if config.sync_bn and world.distributed and device.type != "cuda":
+        raise ConfigError("--sync-bn needs GPUs: torch's SyncBatchNorm runs on CUDA only (on CPUs each process "
+                          "keeps BatchNorm statistics of its own share of the batch)")  # fmt: skip
+    return config
 
 
 def _stem(model: str) -> str:
     return Path(model).stem if model.endswith(".json") else model
 
 
+def _stable_run_dir(config: TrainConfig) -> Path | None:
+    """The run folder that restarted torchrun processes find again: ``--out``, or named by the job's id."""
+    if config.out is not None:
+        return Path(config.out)
+    if not distributed.launched_by_torchrun() or distributed.max_restarts() == 0:
+        return None  # never restarted: the usual timestamped name
+    job = distributed.run_id()
+    if job is None:
+        raise ConfigError("torchrun --max-restarts restarts the processes, which must find this run's checkpoint "
+                          "again: give --out DIR (on a file system every machine shares), or start torchrun with "
+                          "--standalone or --rdzv-id JOB_ID")  # fmt: skip
+    if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", job):  # --standalone's random uuid
+        job = job[:8]
+    info = data_prepare.resolve_data(config.data)
+    data_name = info.name if info is not None else Path(config.data).stem
+    return Path(config.runs_dir) / re.sub(r"[^\w.-]", "_", f"{_stem(config.model)}-{data_name}-{job}")
+
+
+def _restarted_run(config: TrainConfig, world: World) -> Path | None:
+    """After torchrun restarted the processes: the run folder to continue from, if it has a checkpoint."""
+    found = None
+    stable = _stable_run_dir(config)  # on every rank: a missing --out is an error on all of them
+    if world.is_main and distributed.restart_count() > 0 and stable is not None and (stable / RESUME_FILE).exists():
+        found = str(stable)
+        if config.verbose:
+            print(f"torchrun restarted the processes (restart {distributed.restart_count()}): "
+                  f"continuing from the last checkpoint in {stable}")  # fmt: skip
+    found = distributed.broadcast_object(found, world)
+    return Path(found) if found is not None else None
+
+
+def _new_run_dir(config: TrainConfig, prepared: data_prepare.TrainingData, world: World) -> Path:
+    """Rank 0 makes the run folder; every rank gets its name (the timestamp is rank 0's)."""
+    path = None
+    if world.is_main:
+        stable = _stable_run_dir(config)
+        path = str(create_run_dir(config.runs_dir, f"{_stem(config.model)}-{prepared.dataset.name}", stable))
+    return Path(distributed.broadcast_object(path, world))
+
+
 def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, prepared: data_prepare.TrainingData,
-         run_dir: Path, generator: torch.Generator, resuming: bool) -> dict[str, list[float]]:  # fmt: skip
-    """Set up the engine, restore a checkpoint when resuming, and train."""
+         run_dir: Path, generator: torch.Generator, resuming: bool, world: World
+         ) -> dict[str, list[float]]:  # fmt: skip
+    """Set up the engine, restore a checkpoint when resuming (on every rank), and train."""
     train_set, validation = training_tensors(prepared, model)
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
     weights = _class_weights(config.class_weights, _train_labels(prepared), len(prepared.dataset.class_names))
     model.compile(optimizer=config.optimizer, loss=loss, metrics=["accuracy"])
-    steps = math.ceil(prepared.train_size / config.batch_size)
+    steps = distributed.steps_per_epoch(prepared.train_size, config.batch_size, world.size)
     epochs, extra = config.epochs, {}
     if config.weights:  # fastai's fine_tune: the head alone while the body is frozen, then all layers
         plan = finetune.plan_fine_tune(model, optimizer_spec(config), lr=config.lr, epochs=config.epochs,
@@ -245,23 +351,30 @@ def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, prepared: 
             callbacks=list(callbacks.values()), scheduler=schedule, augment=make_augment(resolved["augment"]),
             initial_epoch=initial_epoch, verbose=config.verbose, generator=generator, clip_norm=config.clip_norm,
             precision=resolved["precision"], ema=ema, channels_last=resolved["channels_last"] == "on",
-            compile=config.compile, history=history,
-            on_epoch_saved=lambda epoch, _: save_checkpoint(run_dir, state, epoch),
+            compile=config.compile, history=history, world=world,
+            on_epoch_saved=lambda epoch, _: save_checkpoint(run_dir, state, epoch),  # rank 0 only
         ).history  # fmt: skip
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: cnnkit train --resume {run_dir}")
+        if world.is_main:
+            launcher = "torchrun ... -m cnnkit" if distributed.launched_by_torchrun() else "cnnkit"
+            print(f"\ninterrupted; continue with: {launcher} train --resume {run_dir}")
         raise
 
 
 def _finish(config: TrainConfig, model: Model, prepared: data_prepare.TrainingData, run_dir: Path,
-            history: dict[str, list[float]], seconds: float) -> TrainResult:  # fmt: skip
-    """Test the best epoch, record the summary in the model file, plot the curves."""
+            history: dict[str, list[float]], seconds: float, processes: int = 1) -> TrainResult:  # fmt: skip
+    """Test the best epoch, record the summary in the model file, plot the curves.
+
+    Under torchrun only rank 0 gets here: whatever is written here (plots, reports) is rank 0's alone.
+    """
     best_path = run_dir / MODEL_FILE
     model.load_state_dict(read_weights(best_path))  # the best epoch, not the last
     dataset = prepared.dataset
     test = evaluate_arrays(model, dataset.test.images, dataset.test.labels, tta=config.tta)
     n_val = len(dataset.val) if dataset.val is not None else 0
     model.training_summary = _summary(config, dataset.name, history, test, seconds, prepared.train_size, n_val)
+    if processes > 1:
+        model.training_summary["processes"] = processes  # torchrun's world size; batch_size is the global batch
     model.save(best_path)
     plot_curves(history, run_dir / "curves.png")
     write_report(run_dir, model=model, data=prepared)
