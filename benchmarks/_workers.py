@@ -49,6 +49,7 @@ def _per_epoch(times: list[float], images: int) -> float:
 def cnnkit_fit(a):
     from cnnkit import callbacks, layers, models
 
+    _without(a.without)
     x, y, _, _ = digits(a.data, a.images)
     model = article_model(layers, models, layers.Input)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -63,6 +64,25 @@ def cnnkit_fit(a):
 
     history = model.fit(x, y, epochs=a.epochs, batch_size=a.batch_size, verbose=0, callbacks=[Timer()])
     return {"images_per_second": _per_epoch(times, len(x)), "train_accuracy": history.history["accuracy"][-1]}
+
+
+def _without(change: str) -> None:
+    """Switch one of the engine's speed-ups off in this process, for train_ablation.py."""
+    import functools
+
+    from cnnkit.models import sequential
+    from cnnkit.train import loop, optimizers
+
+    if change == "pool-first":  # activation before pooling, on the full-size maps (Keras' order)
+        sequential._forward_pool_first = lambda layers, x: functools.reduce(lambda h, layer: layer(h), layers, x)
+    elif change == "channels-last":
+        loop.fit = functools.partial(loop.fit, channels_last=False)
+    elif change == "fused-adam":  # torch's default for CPU parameters: one parameter at a time
+        optimizers._fused_ok = lambda params: False
+    elif change == "allocator":  # glibc's default mmap/trim thresholds
+        os.environ["CNNKIT_KEEP_MALLOC"] = "1"
+    elif change != "nothing":
+        raise SystemExit(f"unknown change {change!r}")
 
 
 def cnnkit_train(a):
@@ -195,5 +215,6 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--without", default="nothing", help="cnnkit-fit: one speed-up to switch off")
     args = parser.parse_args()
     print(json.dumps({"worker": args.worker, **WORKERS[args.worker](args)}))

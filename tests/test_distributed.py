@@ -28,7 +28,8 @@ HOOKS = Path(__file__).resolve().parent / "torchrun_hooks"
 ARGS = ["--data", "faces", "--epochs", "3", "--batch-size", "16", "--deterministic", "--augment", "none",
         "--seed", "1", "-q"]  # fmt: skip
 RUN_FILES = {"config.json", "split.json", "metrics.csv", "model.safetensors", "last.safetensors",
-             "resume.safetensors", "curves.png"}  # fmt: skip
+             "resume.safetensors", "curves.png", "report.html", "confusion.png", "reliability.png"}  # fmt: skip
+OPTIONAL_FILES = {"mistakes.png"}  # the report's gallery of mistakes, when the model makes any
 
 
 def torchrun(*args: str, log: Path, watch: Path | None = None, fail: str | None = None, restarts: int = 0,
@@ -76,7 +77,12 @@ def _assert_same_training(run: Path, reference: Path) -> None:
     ours, theirs = _weights(run / "model.safetensors"), _weights(reference / "model.safetensors")
     assert ours.keys() == theirs.keys()
     for key in ours:
-        torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=2e-5, msg=key)
+        # Norm-wise, not element-wise: Adam divides each update by the root of its squared-gradient
+        # average, so a weight whose gradient is near zero turns float32 reassociation into a difference
+        # the size of an update (seen: 7e-5 in one first-layer weight, 1.2e-4 of the tensor's norm after
+        # 27 steps). A real fault (a shard trained twice, gradients summed instead of averaged) is 1e-2 or more.
+        error = torch.linalg.vector_norm(ours[key] - theirs[key]) / torch.linalg.vector_norm(theirs[key])
+        assert error < 5e-4, f"{key}: relative difference {error:.1e}"
     rows, expected = _rows(run), _rows(reference)
     assert [r["epoch"] for r in rows] == [1.0, 2.0, 3.0]
     for row, want in zip(rows, expected):
@@ -139,7 +145,7 @@ def test_two_processes_train_as_one_and_only_rank_0_writes(reference, tmp_path):
     assert _test_line(result.stdout) == reference[1]
     _assert_replicas_in_step(log)
     # Rank 0 wrote the run folder, atomically; rank 1 wrote nothing at all in it.
-    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert {p.name for p in out.iterdir()} - OPTIONAL_FILES == RUN_FILES
     assert any("config.json" in w for w in _writes(log, 0)) and any(".tmp" in w for w in _writes(log, 0))
     assert _writes(log, 1) == []
 
@@ -158,7 +164,7 @@ def test_a_killed_process_restarts_the_job_from_its_checkpoint_while_fine_tuning
     assert sorted(n for r, n in passes if r == 1) == [0, 1]  # the restart: 2 of the 3 epochs, not all 3 again
     _assert_replicas_in_step(log)  # frozen, unfrozen (a new DDP wrapper), restarted: equal weights throughout
     assert [r["epoch"] for r in _rows(out)] == [1.0, 2.0, 3.0]
-    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert {p.name for p in out.iterdir()} - OPTIONAL_FILES == RUN_FILES
     assert _writes(log, 0) and _writes(log, 1) == []
 
 
