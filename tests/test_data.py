@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from cnnkit import datasets
 from cnnkit.data.decode import decode_image, load_image
@@ -133,10 +133,14 @@ def test_bad_images_are_data_errors(tmp_path):
         decode_image(tmp_path)
 
 
-def test_decompression_bomb_is_refused_before_decoding():
+def test_decompression_bomb_is_refused_before_decoding(monkeypatch):
     big = _png(Image.new("L", (5000, 5000)))
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
     with pytest.raises(DataError, match="more than the limit"):
         decode_image(big, max_pixels=1_000_000)
+    assert decoded == []  # refused from the header: not one pixel decoded (a PNG's getexif() would decode it)
 
 
 # -- to the model's input -------------------------------------------------------------------------------

@@ -81,18 +81,22 @@ def open_image(
                 raise ImageError(f"{name}: empty file (0 bytes)", "empty")
             fp.seek(0)
             img = Image.open(fp, formats=ALLOWED_FORMATS)
-            width, height = img.size
-            turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # EXIF orientations that swap width and height
-            header = (img.format or "?", img.mode, (height, width) if turned else (width, height))
+            (width, height), kind, mode = img.size, img.format or "?", img.mode
+            # Checked from the header alone, before anything decodes pixels (for a PNG even
+            # getexif() does: its EXIF chunk may follow the pixel data).
             if width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"{name}: {width}x{height} pixels is more than the limit of {max_pixels:,}; resize it first"
                 )
             img.seek(0)  # first frame of a GIF / multi-page TIFF
-            if draft is not None and img.format in ("JPEG", "MPO"):
-                img.draft(img.mode, draft)
+            if draft is not None and kind in ("JPEG", "MPO"):
+                img.draft(mode, draft)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            orientation = img.getexif().get(0x0112)
+            turned = orientation in (5, 6, 7, 8)  # EXIF orientations that swap width and height
+            header = (kind, mode, (height, width) if turned else (width, height))
+            if orientation in (2, 3, 4, 5, 6, 7, 8):  # 1 or none: already upright, no copy needed
+                img = ImageOps.exif_transpose(img)
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
