@@ -40,7 +40,9 @@ def main() -> None:
         common = ["--images", str(args.images), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
         for rep in range(args.reps):
             for change in CHANGES:
-                result = run_worker(sys.executable, "cnnkit-fit", data, *common, "--seed", str(rep), "--without", change)
+                result = run_worker(
+                    sys.executable, "cnnkit-fit", data, *common, "--seed", str(rep), "--without", change
+                )
                 speeds[change].append(result["images_per_second"])
                 print(f"rep {rep + 1}/{args.reps}  without {change:<14} {result['images_per_second']:8,.0f} images/s",
                       flush=True)  # fmt: skip

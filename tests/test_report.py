@@ -11,6 +11,7 @@ import shutil
 import pytest
 from PIL import Image
 
+from _browser import chromium, needs_chromium
 from cnnkit.cli import main
 from cnnkit.errors import ConfigError
 from cnnkit.report import REPORT_FILE, SECTIONS, write_report
@@ -119,27 +120,17 @@ def test_report_errors(tmp_path, capsys):
     assert not (tmp_path / REPORT_FILE).exists()
 
 
+@needs_chromium
 def test_report_loads_in_headless_chromium_without_errors(run):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); the browser check needs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package drives chromium")
     errors: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run",
-        ])  # fmt: skip
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
-            page.goto((run.run_dir / REPORT_FILE).as_uri(), wait_until="load")
-            images = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.alt])")
-            headings = page.evaluate("Array.from(document.querySelectorAll('section h2'), h => h.textContent)")
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append(f"failed: {r.url[:80]}"))
+        page.goto((run.run_dir / REPORT_FILE).as_uri(), wait_until="load")
+        images = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.alt])")
+        headings = page.evaluate("Array.from(document.querySelectorAll('section h2'), h => h.textContent)")
     assert errors == []
     assert len(images) == 7 and all(complete and width > 0 for complete, width, _ in images)
     assert headings == [title for _, title in SECTIONS]

@@ -4,28 +4,14 @@ see the prediction, draw a digit and see a prediction, turn on the heat map, rea
 from __future__ import annotations
 
 import base64
-import os
-import shutil
-from pathlib import Path
 
 import httpx
-import pytest
 
+from _browser import artifacts_dir, chromium, needs_chromium
 from _serve_util import digit_png, threaded_server
 from cnnkit.serve import create_app
 
-CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does it)"
-)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+pytestmark = needs_chromium
 
 
 def api_top_label(url: str, png: bytes) -> str:
@@ -34,63 +20,57 @@ def api_top_label(url: str, png: bytes) -> str:
 
 
 def test_page_recognizes_an_upload_and_a_drawing_on_a_phone_screen(trained_seed, digits, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     _, model_path = trained_seed
     (_, _), (images, _) = digits
-    artifacts = Path(os.environ.get("CNNKIT_TEST_ARTIFACTS", tmp_path / "artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
+    artifacts = artifacts_dir(tmp_path)
     digit = tmp_path / "digit.png"
     digit.write_bytes(digit_png(images, 3))
 
-    with threaded_server(create_app(model_path)) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
-            page.goto(url)
-            page.wait_for_selector("#model-card dt")
-            assert "93,322" in page.inner_text("#model-card")
-            assert page.is_visible("#pad")  # 28x28 grayscale: the drawing pad is offered
+    with threaded_server(create_app(model_path)) as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+        page.goto(url)
+        page.wait_for_selector("#model-card dt")
+        assert "93,322" in page.inner_text("#model-card")
+        assert page.is_visible("#pad")  # 28x28 grayscale: the drawing pad is offered
 
-            # Choose a file: the top class on the page is the API's for the same bytes.
-            with page.expect_response("**/v1/predict**"):
-                page.set_input_files("#file", str(digit))
-            page.wait_for_selector("#bars li")
-            assert page.get_attribute("#result", "data-top") == api_top_label(url, digit.read_bytes())
-            assert page.locator("#bars li").count() == 5
-            assert page.inner_text("#bars li:first-child .pct").endswith("%")
-            assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
+        # Choose a file: the top class on the page is the API's for the same bytes.
+        with page.expect_response("**/v1/predict**"):
+            page.set_input_files("#file", str(digit))
+        page.wait_for_selector("#bars li")
+        assert page.get_attribute("#result", "data-top") == api_top_label(url, digit.read_bytes())
+        assert page.locator("#bars li").count() == 5
+        assert page.inner_text("#bars li:first-child .pct").endswith("%")
+        assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
 
-            # Draw a stroke: the page sends the drawing and shows the model's answer for it.
-            box = page.locator("#pad").bounding_box()
-            x = box["x"] + box["width"] * 0.5
-            with page.expect_response("**/v1/predict**") as drawn:
-                page.mouse.move(x, box["y"] + box["height"] * 0.2)
-                page.mouse.down()
-                page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=12)
-                page.mouse.up()
-            assert drawn.value.ok
-            page.wait_for_function("document.querySelector('#timing').textContent.length > 0")
-            drawing = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
-            png = base64.b64decode(drawing.split(",", 1)[1])
-            page.wait_for_function(
-                "top => document.querySelector('#result').dataset.top === top", arg=api_top_label(url, png)
-            )
-            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+        # Draw a stroke: the page sends the drawing and shows the model's answer for it.
+        box = page.locator("#pad").bounding_box()
+        x = box["x"] + box["width"] * 0.5
+        with page.expect_response("**/v1/predict**") as drawn:
+            page.mouse.move(x, box["y"] + box["height"] * 0.2)
+            page.mouse.down()
+            page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=12)
+            page.mouse.up()
+        assert drawn.value.ok
+        page.wait_for_function("document.querySelector('#timing').textContent.length > 0")
+        drawing = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
+        png = base64.b64decode(drawing.split(",", 1)[1])
+        page.wait_for_function(
+            "top => document.querySelector('#result').dataset.top === top", arg=api_top_label(url, png)
+        )
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
 
-            # The heat-map toggle asks /v1/explain for the same image and shows the Grad-CAM overlay.
-            with page.expect_response("**/v1/explain**") as explained:
-                page.check("#heat")
-            assert explained.value.ok
-            page.wait_for_selector("#heat-figure:not([hidden])")
-            assert page.get_attribute("#heatmap", "src").startswith("data:image/png;base64,")
-            assert "where it looked for" in page.inner_text("#heat-caption")
-            page.screenshot(path=str(artifacts / "serve-page-phone.png"), full_page=True)
+        # The heat-map toggle asks /v1/explain for the same image and shows the Grad-CAM overlay.
+        with page.expect_response("**/v1/explain**") as explained:
+            page.check("#heat")
+        assert explained.value.ok
+        page.wait_for_selector("#heat-figure:not([hidden])")
+        assert page.get_attribute("#heatmap", "src").startswith("data:image/png;base64,")
+        assert "where it looked for" in page.inner_text("#heat-caption")
+        page.screenshot(path=str(artifacts / "serve-page-phone.png"), full_page=True)
 
-            # A file that is not an image: the API's message, readable, on the page.
-            with page.expect_response("**/v1/explain**"):  # the heat map is on: the page asks /v1/explain
-                page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"hi"}])
-            page.wait_for_selector("#error:not([hidden])")
-            assert "notes.png: not an image" in page.inner_text("#error")
-        finally:
-            browser.close()
+        # A file that is not an image: the API's message, readable, on the page.
+        with page.expect_response("**/v1/explain**"):  # the heat map is on: the page asks /v1/explain
+            page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"hi"}])
+        page.wait_for_selector("#error:not([hidden])")
+        assert "notes.png: not an image" in page.inner_text("#error")
     assert (artifacts / "serve-page-phone.png").read_bytes().startswith(b"\x89PNG")

@@ -1,35 +1,11 @@
 // The page: send an image (file, drop, paste or drawing) to the API and show what comes back.
-// Plain JavaScript, no build step, nothing loaded from elsewhere.
+// Plain JavaScript, no build step, nothing loaded from elsewhere; common.js has the API call and the inputs.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const TOP_K = 5;
 let card = null;      // GET /v1/model
 let current = null;   // {blob, name}: the image shown, re-sent when the heat-map toggle changes
 let requestId = 0;    // answers to superseded requests are dropped
-
-// -- talking to the API -------------------------------------------------------------
-async function api(path, options) {
-  let response;
-  try {
-    response = await fetch(path, options);
-  } catch (e) {
-    throw new Error("cannot reach the server (" + e.message + ")");
-  }
-  let body = null;
-  try { body = await response.json(); } catch (e) { /* not JSON */ }
-  if (!response.ok) {
-    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
-    throw new Error(detail + " (HTTP " + response.status + ")");
-  }
-  return body;
-}
-
-function showError(message) {
-  const box = $("error");
-  box.textContent = message;
-  box.hidden = !message;
-}
 
 // -- the model card -------------------------------------------------------------------
 function fact(list, name, value) {
@@ -139,75 +115,10 @@ async function recognize(blob, name) {
   }
 }
 
-function takeFile(file) {
-  if (!file) return;
-  recognize(file, file.name || "pasted.png");
-}
-
-// -- drop, paste, choose ---------------------------------------------------------------
-function setUpInputs() {
-  const drop = $("drop");
-  $("file").addEventListener("change", (e) => { takeFile(e.target.files[0]); e.target.value = ""; });
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    takeFile(e.dataTransfer.files[0]);
-  });
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
-  });
-  document.addEventListener("paste", (e) => {
-    const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
-    if (item) { e.preventDefault(); takeFile(item.getAsFile()); }
-  });
-  $("heat").addEventListener("change", () => { if (current) recognize(current.blob, current.name); });
-}
-
-// -- the drawing pad: white strokes on black, like the built-in digits -----------------
-function setUpPad() {
-  const pad = $("pad");
-  const ctx = pad.getContext("2d");
-  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
-  clear();
-  ctx.strokeStyle = "#fff";
-  ctx.lineWidth = 26;  // about 2.6 of the model's 28 pixels: as thick as the training digits
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  let drawing = false;
-  const point = (e) => {
-    const box = pad.getBoundingClientRect();
-    return [(e.clientX - box.left) * pad.width / box.width, (e.clientY - box.top) * pad.height / box.height];
-  };
-  pad.addEventListener("pointerdown", (e) => {
-    drawing = true;
-    pad.setPointerCapture(e.pointerId);
-    const [x, y] = point(e);
-    ctx.beginPath();
-    ctx.moveTo(x, y);
-    ctx.lineTo(x + 0.01, y);
-    ctx.stroke();
-  });
-  pad.addEventListener("pointermove", (e) => {
-    if (!drawing) return;
-    const [x, y] = point(e);
-    ctx.lineTo(x, y);
-    ctx.stroke();
-  });
-  const finish = () => {
-    if (!drawing) return;
-    drawing = false;
-    pad.toBlob((blob) => recognize(blob, "drawing.png"), "image/png");
-  };
-  pad.addEventListener("pointerup", finish);
-  pad.addEventListener("pointercancel", finish);
-  $("clear").addEventListener("click", clear);
-}
-
 async function main() {
-  setUpInputs();
-  setUpPad();
+  setUpImageInputs(recognize);
+  setUpDrawingPad(recognize);
+  $("heat").addEventListener("change", () => { if (current) recognize(current.blob, current.name); });
   try {
     card = await api("/v1/model");
     renderCard();

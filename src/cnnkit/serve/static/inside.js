@@ -3,7 +3,6 @@
 // Plain JavaScript, no build step, nothing loaded from elsewhere.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const state = {
   card: null,       // GET /v1/model
   answer: null,     // the last POST /v1/inside answer
@@ -13,27 +12,6 @@ const state = {
   expanded: new Set(),  // layers whose every map is shown
   request: 0,       // answers to superseded requests are dropped
 };
-
-async function api(path, options) {
-  let response;
-  try {
-    response = await fetch(path, options);
-  } catch (e) {
-    throw new Error("cannot reach the server (" + e.message + ")");
-  }
-  let body = null;
-  try { body = await response.json(); } catch (e) { /* not JSON */ }
-  if (!response.ok) {
-    const detail = body && typeof body.detail === "string" ? body.detail : response.statusText;
-    throw new Error(detail + " (HTTP " + response.status + ")");
-  }
-  return body;
-}
-
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
-}
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -232,65 +210,17 @@ async function explain() {
   }
 }
 
-// -- inputs: choose, drop, paste, draw ---------------------------------------------------------
-function setUpInputs() {
-  const drop = $("drop");
-  const take = (file) => { if (file) look(file, file.name || "pasted.png"); };
-  $("file").addEventListener("change", (e) => { take(e.target.files[0]); e.target.value = ""; });
-  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); take(e.dataTransfer.files[0]); });
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
-  });
-  document.addEventListener("paste", (e) => {
-    const item = [...(e.clipboardData ? e.clipboardData.items : [])].find((i) => i.type.startsWith("image/"));
-    if (item) { e.preventDefault(); take(item.getAsFile()); }
-  });
+// -- inputs: choose, drop, paste, draw (common.js), and the view's own controls -----------------
+function setUpControls() {
   const redraw = () => { if (state.answer) render(); };
   $("per-layer").addEventListener("change", () => { state.expanded.clear(); redraw(); });
   $("scale").addEventListener("change", redraw);
 }
 
-function setUpPad() {
-  const pad = $("pad");
-  const ctx = pad.getContext("2d");
-  const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
-  clear();
-  Object.assign(ctx, { strokeStyle: "#fff", lineWidth: 26, lineCap: "round", lineJoin: "round" });
-  let drawing = false;
-  const point = (e) => {
-    const box = pad.getBoundingClientRect();
-    return [(e.clientX - box.left) * pad.width / box.width, (e.clientY - box.top) * pad.height / box.height];
-  };
-  pad.addEventListener("pointerdown", (e) => {
-    drawing = true;
-    pad.setPointerCapture(e.pointerId);
-    const [x, y] = point(e);
-    ctx.beginPath();
-    ctx.moveTo(x, y);
-    ctx.lineTo(x + 0.01, y);
-    ctx.stroke();
-  });
-  pad.addEventListener("pointermove", (e) => {
-    if (!drawing) return;
-    const [x, y] = point(e);
-    ctx.lineTo(x, y);
-    ctx.stroke();
-  });
-  const finish = () => {
-    if (!drawing) return;
-    drawing = false;
-    pad.toBlob((blob) => look(blob, "drawing.png"), "image/png");
-  };
-  pad.addEventListener("pointerup", finish);
-  pad.addEventListener("pointercancel", finish);
-  $("clear").addEventListener("click", clear);
-}
-
 async function main() {
-  setUpInputs();
-  setUpPad();
+  setUpImageInputs(look);
+  setUpDrawingPad(look);
+  setUpControls();
   Detail.setUp();
   try {
     state.card = await api("/v1/model");
