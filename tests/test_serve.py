@@ -79,7 +79,10 @@ def test_health_readiness_and_model_card(client, trained_seed):
     assert card["backend"] == "onnx" and card["runtime"].startswith("ONNX Runtime ")
     assert len(card["weights_sha256"]) == 64
     assert {"/v1/predict", "/v1/explain", "/v1/model"} <= set(client.get("/openapi.json").json()["paths"])
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs").text
+    assert "cdn." not in docs and "/static-offline-docs/swagger-ui-bundle.js" in docs  # no CDN: works offline
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "redoc.standalone.js" in client.get("/redoc").text
 
 
 def test_the_card_names_the_backend_and_both_serve_the_same_model(clients):

@@ -74,3 +74,17 @@ def test_page_recognizes_an_upload_and_a_drawing_on_a_phone_screen(trained_seed,
         page.wait_for_selector("#error:not([hidden])")
         assert "notes.png: not an image" in page.inner_text("#error")
     assert (artifacts / "serve-page-phone.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_api_docs_render_offline(trained_seed):
+    """/docs is Swagger UI from cnnkit's own server: it lists the endpoints with nothing fetched from elsewhere."""
+    _, model_path = trained_seed
+    with threaded_server(create_app(model_path)) as url, chromium() as browser:
+        page = browser.new_page()
+        elsewhere: list[str] = []
+        page.on("request", lambda r: elsewhere.append(r.url) if not r.url.startswith(url) else None)
+        page.goto(f"{url}/docs")
+        page.wait_for_selector(".opblock-summary-path")
+        paths = page.eval_on_selector_all(".opblock-summary-path", "nodes => nodes.map(n => n.textContent)")
+    assert {"/v1/predict", "/v1/explain", "/v1/inside", "/v1/model"} <= {p.strip().replace("\u200b", "") for p in paths}
+    assert elsewhere == []

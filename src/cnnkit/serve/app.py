@@ -18,6 +18,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnkit import __version__
@@ -86,7 +87,9 @@ def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = No
         yield
         service.stop()  # after uvicorn has drained the requests in flight
 
-    app = FastAPI(
+    # FastAPIOffline is FastAPI with /docs (Swagger UI) and /redoc served from its own package
+    # instead of a CDN: the API's documentation works where the page does, offline too.
+    app = FastAPIOffline(
         title=f"cnnkit: {service.model.name}",
         version=__version__,
         description="Image recognition with a convolutional neural network. The page is at `/`.",
