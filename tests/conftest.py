@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -25,6 +27,21 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
         [sys.executable, "-m", "cnnkit", *args],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
     )  # fmt: skip
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """``cnnkit ARGS`` through ``cnnkit.cli.main`` in this process: the command's own code and error
+    handling without starting Python and torch again (~2 s each). For the many refusal cases;
+    ``run_cli`` runs the real command, as a user does, for everything else."""
+    from cnnkit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["cnnkit", *args], code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

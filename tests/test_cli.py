@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +61,13 @@ def test_train_bad_options_are_one_line_errors(tmp_path):
     assert "unknown data set 'nope'" in _one_line_error(
         run_cli("train", "--data", "nope", "--out", str(tmp_path / "a"))
     )
-    assert "unknown model" in _one_line_error(run_cli("train", "--model", "resnet9000", "--out", str(tmp_path / "b")))
+    # The same refusals in-process (the command's own main(), without starting Python again):
+    assert "unknown model" in _one_line_error(run_main("train", "--model", "resnet9000", "--out", str(tmp_path / "b")))
     (tmp_path / "bad.json").write_text('{"epochs": 2, "learning_rate": 1}')
     assert "unknown training option(s): learning_rate" in _one_line_error(
-        run_cli("train", "--config", str(tmp_path / "bad.json"))
+        run_main("train", "--config", str(tmp_path / "bad.json"))
     )
-    assert "epochs must be at least 1" in _one_line_error(run_cli("train", "--epochs", "0"))
+    assert "epochs must be at least 1" in _one_line_error(run_main("train", "--epochs", "0"))
 
 
 def test_train_from_an_architecture_json(tmp_path, trained_seed):
@@ -75,7 +76,15 @@ def test_train_from_an_architecture_json(tmp_path, trained_seed):
     arch = models.Sequential.from_config(trained_seed[0].get_config()).get_config()
     (tmp_path / "arch.json").write_text(json.dumps(arch))
     result = run_cli(
-        "train", "--model", str(tmp_path / "arch.json"), "--epochs", "1", "--out", str(tmp_path / "run"), "-q"
+        "train",
+        "--model",
+        str(tmp_path / "arch.json"),
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "-q",
+        "--no-report",
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "run" / "model.safetensors").exists()
@@ -132,25 +141,25 @@ def test_evaluate(run_dir, digits):
     text = run_cli("evaluate", str(out), "--data", "digits")
     assert text.returncode == 0, text.stderr
     assert "accuracy" in text.stdout and "top-5 error" in text.stdout and "359 images" in text.stdout
-    report = json.loads(run_cli("evaluate", str(out / "model.safetensors"), "--data", "digits", "--json").stdout)
+    report = json.loads(run_main("evaluate", str(out / "model.safetensors"), "--data", "digits", "--json").stdout)
     assert report["n"] == 359 and 0.5 < report["accuracy"] <= 1 and report["top_k"] == 5
     assert f"{report['accuracy']:.2%}" in result.stdout  # the same number train printed
-    assert "knows 10 classes but faces has 2" in _one_line_error(run_cli("evaluate", str(out), "--data", "faces"))
+    assert "knows 10 classes but faces has 2" in _one_line_error(run_main("evaluate", str(out), "--data", "faces"))
 
 
 def test_bad_model_files_are_one_line_errors(tmp_path):
     torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
     assert "pickle" in _one_line_error(run_cli("predict", str(tmp_path / "model.pt"), "x.png"))
     assert "no such model file" in _one_line_error(
-        run_cli("evaluate", str(tmp_path / "none.safetensors"), "--data", "digits")
+        run_main("evaluate", str(tmp_path / "none.safetensors"), "--data", "digits")
     )
     (tmp_path / "cut.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a')
-    assert "truncated" in _one_line_error(run_cli("evaluate", str(tmp_path / "cut.safetensors"), "--data", "digits"))
+    assert "truncated" in _one_line_error(run_main("evaluate", str(tmp_path / "cut.safetensors"), "--data", "digits"))
 
 
 def test_listings():
     models = run_cli("models")
     assert models.returncode == 0 and "seed" in models.stdout and "93,322" in models.stdout
-    data = run_cli("datasets")
+    data = run_main("datasets")
     assert data.returncode == 0 and "digits" in data.stdout and "faces" in data.stdout and "1,438" in data.stdout
-    assert run_cli("--version").stdout.startswith("cnnkit ")
+    assert run_main("--version").stdout.startswith("cnnkit ")

@@ -7,7 +7,7 @@ import json
 
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 
 def test_train_with_the_engine_options(tmp_path):
@@ -16,13 +16,14 @@ def test_train_with_the_engine_options(tmp_path):
         "train", "--data", "faces", "--epochs", "2", "--optimizer", "sgd", "--lr", "0.05", "--schedule", "cosine",
         "--weight-decay", "5e-4", "--label-smoothing", "0.1", "--clip-norm", "1", "--class-weights", "auto",
         "--ema", "0.9", "--augment", "flip+crop+affine+cutout", "--tta", "--patience", "3", "--tensorboard",
-        "--out", str(out), "-q",
+        "--no-report", "--out", str(out), "-q",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["optimizer"] == "sgd" and config["ema"] == 0.9 and config["class_weights"] == "auto"
     assert config["precision"] == "fp32" and config["channels_last"] == "on"  # 'auto' resolved on a CPU
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert config["report"] is False and not (out / "report.html").exists()
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert len(rows) == 2 and float(rows[1]["lr"]) < float(rows[0]["lr"])  # cosine decay
     assert "test accuracy" in result.stdout
@@ -30,7 +31,7 @@ def test_train_with_the_engine_options(tmp_path):
 
 def test_time_budget_ends_the_run_early(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--data", "faces", "--epochs", "500", "--time", "2s", "--out", str(out))
+    result = run_cli("train", "--data", "faces", "--epochs", "500", "--time", "2s", "--no-report", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "time budget 2s: training for" in result.stdout
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) < 500
@@ -51,7 +52,7 @@ def test_bad_engine_options_are_one_line_errors(tmp_path):
         (["--augment", "spin"], "unknown augmentation 'spin'"),
         (["--class-weights", "zero:1"], "class_weights must be"),
     ]:
-        result = run_cli("train", "--data", "faces", "--epochs", "1", *args, "--out", str(tmp_path / args[0]))
+        result = run_main("train", "--data", "faces", "--epochs", "1", *args, "--out", str(tmp_path / args[0]))
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
-    result = run_cli("train", "--time", "soon")
+    result = run_main("train", "--time", "soon")
     assert result.returncode == 2 and "expected a duration" in result.stderr

@@ -81,7 +81,7 @@ def test_csv_training_and_evaluating_another_folder(tmp_path, capsys):
     (tmp_path / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     run = tmp_path / "run"
     code, _, err = _cli(
-        capsys, "train", "--data", str(tmp_path / "labels.csv"), "--epochs", "1", "--out", str(run), "-q"
+        capsys, "train", "--data", str(tmp_path / "labels.csv"), "--epochs", "1", "--out", str(run), "-q", "--no-report"
     )
     assert code == 0, err
     split = json.loads((run / "split.json").read_text())
@@ -116,7 +116,7 @@ def test_streaming_when_the_images_do_not_fit(tmp_path, capsys, monkeypatch):
     assert data.dataset.test.images.shape[1:] == (12, 12, 3)  # validation and test stay in memory
     monkeypatch.setenv("CNNKIT_MEMORY_MB", "0")  # the whole CLI path, streamed through the engine
     code, _, err = _cli(capsys, "train", "--data", str(tmp_path / "data"), "--epochs", "1", "--workers", "0",
-                        "--out", str(tmp_path / "run"), "-q")  # fmt: skip
+                        "--out", str(tmp_path / "run"), "-q", "--no-report")  # fmt: skip
     assert code == 0, err
 
 
@@ -128,7 +128,7 @@ def test_standard_data_sets_train_and_evaluate_from_the_cache(tmp_path, capsys):
     for name, n_val in (("mnist", 4), ("cifar10", 2), ("pneumoniamnist", 6)):
         run = tmp_path / name
         code, out, err = _cli(capsys, "train", "--data", name, "--data-dir", cache, "--epochs", "1", "--out", str(run),
-                              "-q")  # fmt: skip
+                              "-q", "--no-report")  # fmt: skip
         assert code == 0, (name, err)
         split = json.loads((run / "split.json").read_text())
         assert (len(split["val"]) if isinstance(split["val"], list) else 6) == n_val

@@ -29,6 +29,7 @@ ARGS = ["--data", "faces", "--epochs", "3", "--batch-size", "16", "--determinist
         "--seed", "1", "-q"]  # fmt: skip
 RUN_FILES = {"config.json", "split.json", "metrics.csv", "model.safetensors", "last.safetensors",
              "resume.safetensors", "curves.png", "report.html", "confusion.png", "reliability.png"}  # fmt: skip
+REPORT_FILES = {"report.html", "confusion.png", "reliability.png"}  # not written with --no-report
 OPTIONAL_FILES = {"mistakes.png"}  # the report's gallery of mistakes, when the model makes any
 
 
@@ -155,7 +156,7 @@ def test_a_killed_process_restarts_the_job_from_its_checkpoint_while_fine_tuning
     checkpoint. Fine-tuning unfreezes the body after the first epoch: DDP must then synchronize it too."""
     out, log = tmp_path / "run", tmp_path / "log"
     args = ["train", "--data", "faces", "--weights", str(reference[0] / "model.safetensors"), "--freeze-epochs", "1",
-            "--epochs", "2", "--batch-size", "16", "--augment", "none", "--seed", "1", "--out", str(out)]  # fmt: skip
+            "--epochs", "2", "--batch-size", "16", "--augment", "none", "--seed", "1", "--out", str(out), "--no-report"]  # fmt: skip
     result = torchrun(*args, log=log, watch=out, fail="kill:1:1", restarts=1)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"continuing from the last checkpoint in {out}" in result.stdout
@@ -164,7 +165,7 @@ def test_a_killed_process_restarts_the_job_from_its_checkpoint_while_fine_tuning
     assert sorted(n for r, n in passes if r == 1) == [0, 1]  # the restart: 2 of the 3 epochs, not all 3 again
     _assert_replicas_in_step(log)  # frozen, unfrozen (a new DDP wrapper), restarted: equal weights throughout
     assert [r["epoch"] for r in _rows(out)] == [1.0, 2.0, 3.0]
-    assert {p.name for p in out.iterdir()} - OPTIONAL_FILES == RUN_FILES
+    assert {p.name for p in out.iterdir()} - OPTIONAL_FILES == RUN_FILES - REPORT_FILES
     assert _writes(log, 0) and _writes(log, 1) == []
 
 
@@ -172,7 +173,7 @@ def test_a_failing_process_ends_the_job_and_another_world_size_resumes_it(refere
     """One process raises: every process stops with a one-line error and torchrun names the cause. The run
     then resumes in ONE process from the two processes' checkpoint, and ends as the reference did."""
     out, log = tmp_path / "run", tmp_path / "log"
-    result = torchrun("train", *ARGS, "--out", str(out), "--dist-timeout", "60", log=log, fail="raise:1:1",
+    result = torchrun("train", *ARGS, "--no-report", "--out", str(out), "--dist-timeout", "60", log=log, fail="raise:1:1",
                       timeout=150)  # fmt: skip
     assert result.returncode != 0
     assert "cnnkit: error: [rank 1 of 2] injected failure after training pass 1" in result.stderr
@@ -188,7 +189,7 @@ def test_a_failing_process_ends_the_job_and_another_world_size_resumes_it(refere
 def test_a_hung_process_ends_the_job_after_the_timeout(tmp_path):
     """One process stops answering: the others give up after --dist-timeout, and torchrun stops it too."""
     out, log = tmp_path / "run", tmp_path / "log"
-    result = torchrun("train", *ARGS, "--out", str(out), "--dist-timeout", "5s", log=log, fail="hang:1:0",
+    result = torchrun("train", *ARGS, "--no-report", "--out", str(out), "--dist-timeout", "5s", log=log, fail="hang:1:0",
                       timeout=120)  # fmt: skip
     assert result.returncode != 0
     message = "[rank 0 of 2] lost contact with the other processes (Timed out"

@@ -90,7 +90,7 @@ def test_cli_fine_tunes_a_trained_model_on_another_data_set(trained_seed, tmp_pa
     _, digits_model = trained_seed  # trained on digits: 10 classes
     out = tmp_path / "run"
     result = run_cli("train", "--model", "seed", "--weights", str(digits_model), "--data", "faces",
-                     "--epochs", "2", "--out", str(out))  # fmt: skip
+                     "--epochs", "2", "--no-report", "--out", str(out))  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "1 epoch(s) of the new head alone, then 2 of all layers" in result.stdout.replace("\n", " ")
     assert "epoch 3/3" in result.stdout

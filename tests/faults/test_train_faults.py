@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from conftest import SRC, run_cli
 
-ARGS = ["--epochs", "4", "--batch-size", "128", "--deterministic", "--seed", "3", "--ema", "0.9", "-q"]
+ARGS = ["--epochs", "4", "--batch-size", "128", "--deterministic", "--seed", "3", "--ema", "0.9", "-q", "--no-report"]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

@@ -91,6 +91,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", help="where new run folders go (default: runs)")
     p.add_argument("--out", help="the run folder to write (default: runs/<model>-<data>-<time>)")
     p.add_argument("--tensorboard", action="store_true", default=None, help="also write TensorBoard event files")
+    p.add_argument("--no-report", dest="report", action="store_false", default=None,
+                   help="skip report.html at the end (a few seconds; `cnnkit report RUN` writes it later)")  # fmt: skip
     p.add_argument(
         "--weights",
         metavar="imagenet|FILE",
@@ -125,7 +127,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 _OPTIONS = ("model", "data", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "schedule", "label_smoothing",
             "clip_norm", "class_weights", "ema", "augment", "tta", "image_size", "val_split", "patience", "time",
             "precision", "channels_last", "compile", "seed", "deterministic", "device", "runs_dir", "out",
-            "tensorboard", "weights", "freeze_epochs", "data_dir", "max_bad_files", "workers", "batch_scope",
+            "tensorboard", "report", "weights", "freeze_epochs", "data_dir", "max_bad_files", "workers", "batch_scope",
             "sync_bn", "dist_timeout")  # fmt: skip
 
 

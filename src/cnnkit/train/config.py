@@ -70,6 +70,7 @@ class TrainConfig:
     runs_dir: str = "runs"
     out: str | None = None
     tensorboard: bool = False
+    report: bool = True  # write report.html (evaluation, filters, feature maps, Grad-CAM) when training ends
     verbose: int = 1
     weights: str | None = None  # "imagenet", or a .safetensors/.pth file to start from (fine-tuning)
     freeze_epochs: int | None = None  # head-only epochs before `epochs` of all layers; default 1 with weights

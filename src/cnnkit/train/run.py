@@ -377,7 +377,8 @@ def _finish(config: TrainConfig, model: Model, prepared: data_prepare.TrainingDa
         model.training_summary["processes"] = processes  # torchrun's world size; batch_size is the global batch
     model.save(best_path)
     plot_curves(history, run_dir / "curves.png")
-    write_report(run_dir, model=model, data=prepared)
+    if config.report:
+        write_report(run_dir, model=model, data=prepared)
     return TrainResult(run_dir, best_path, history, test, seconds)
 
 
