@@ -245,8 +245,10 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
 def _download_once(config: TrainConfig, world: World) -> None:
     """Under torchrun, a standard data set missing from the cache is downloaded by each machine's first
     process while the others wait (within --dist-timeout), instead of by every process at once."""
+    if not world.distributed:
+        return
     info = data_prepare.resolve_data(config.data)
-    if not world.distributed or info is None or info.builtin:
+    if info is None or info.builtin:
         return
     root = data.data_root(config.data_dir)
     if bool(distributed.any_rank(torch.tensor(not info.is_cached(root), device=distributed.comm_device()))):
