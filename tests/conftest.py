@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Two cores on CI: keep torch from oversubscribing when tests spawn subprocesses.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Compiled kernels (cnnkit.kernels) go to a folder of this session's, not the user's cache; the
+# CLI's subprocesses inherit it, so each shape is built once per session.
+os.environ["CNNKIT_KERNEL_DIR"] = tempfile.mkdtemp(prefix="cnnkit-kernels-")
+atexit.register(shutil.rmtree, os.environ["CNNKIT_KERNEL_DIR"], ignore_errors=True)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

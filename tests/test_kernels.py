@@ -1,0 +1,202 @@
+"""The fused Conv2D -> MaxPooling2D -> activation kernel against torch's operators, and its build."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit import kernels, layers, models
+from cnnkit.kernels import build
+
+needs_compiler = pytest.mark.skipif(build._compiler() is None, reason="no C compiler: cnnkit runs without the kernel")
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty kernel cache and nothing loaded yet in this process."""
+    monkeypatch.setenv("CNNKIT_KERNEL_DIR", str(tmp_path / "kernels"))
+    monkeypatch.setattr(build, "_loaded", {})
+    monkeypatch.setattr(build, "_status", {})
+    return tmp_path / "kernels"
+
+
+def make_block(channels, filters, k, p, padding="valid", activation="relu", size=(28, 28)):
+    conv = layers.Conv2D(filters, k, padding=padding, activation=activation)
+    conv.build((*size, channels))
+    return conv, layers.MaxPooling2D(p)
+
+
+def keras_order(conv, pool, x):
+    """What the two layers compute one after the other: activation, then pooling."""
+    return pool(conv(x))
+
+
+def grads(y, conv, upstream):
+    return torch.autograd.grad(y, (conv.conv.weight, conv.conv.bias), upstream)
+
+
+@needs_compiler
+@pytest.mark.parametrize(
+    "channels, filters, k, p, padding, activation, size",
+    [
+        (1, 32, 3, 2, "valid", "relu", (28, 28)),  # the article's first block
+        (3, 16, 5, 2, "same", "relu", (27, 30)),  # odd height: the pooling drops the last row
+        (4, 24, 3, 3, "valid", "linear", (20, 17)),
+        (2, 8, 7, 2, "same", "relu", (9, 9)),
+    ],
+)
+def test_matches_torch(channels, filters, k, p, padding, activation, size):
+    torch.manual_seed(0)
+    conv, pool = make_block(channels, filters, k, p, padding, activation, size)
+    x = torch.randn(5, channels, *size)  # an odd batch: the threads' shares differ
+    fused = kernels.fused_conv_pool(conv, pool, x, activation)
+    expected = keras_order(conv, pool, x)
+    assert fused is not None and fused.shape == expected.shape
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(expected)
+    for mine, theirs in zip(grads(fused, conv, upstream), grads(expected, conv, upstream)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
+
+
+@needs_compiler
+def test_ties_go_to_the_first_cell_as_in_torch():
+    # Integer pixels and all-ones weights: sums are exact, so windows tie often, between cells
+    # whose patches differ. The weight gradient then shows which cell each window gave its
+    # gradient to: it must be the first maximum, as torch's max pooling picks.
+    conv, pool = make_block(1, 8, 3, 2, activation="linear", size=(12, 12))
+    with torch.no_grad():
+        conv.conv.weight.fill_(1.0)
+        conv.conv.bias.zero_()
+    x = torch.randint(0, 3, (6, 1, 12, 12)).float()
+    fused, expected = kernels.fused_conv_pool(conv, pool, x, "linear"), keras_order(conv, pool, x)
+    upstream = torch.randint(-3, 4, expected.shape).float()
+    assert torch.equal(fused, expected)
+    for mine, theirs in zip(grads(fused, conv, upstream), grads(expected, conv, upstream)):
+        assert torch.equal(mine, theirs)
+
+
+@needs_compiler
+def test_nan_propagates_as_in_torch():
+    conv, pool = make_block(1, 8, 3, 2, size=(10, 10))
+    x = torch.rand(2, 1, 10, 10)
+    x[0, 0, 4, 4] = float("nan")
+    fused, expected = kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x)
+    assert fused.isnan().any()
+    torch.testing.assert_close(fused, expected, equal_nan=True)
+
+
+@needs_compiler
+def test_repeatable_and_thread_count_independent():
+    torch.manual_seed(1)
+    conv, pool = make_block(1, 32, 3, 2)
+    x, upstream = torch.rand(17, 1, 28, 28), torch.randn(17, 32, 13, 13)
+    threads = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (threads, threads, 1):
+            torch.set_num_threads(n)
+            runs.append(grads(kernels.fused_conv_pool(conv, pool, x, "relu"), conv, upstream))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))  # the same threads: bit for bit
+    for a, b in zip(runs[0], runs[2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)  # another summation order
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["strides", "dilation", "groups", "channels", "filters", "pool_strides", "pool_same", "pool_rect",
+     "needs_grad", "float64", "autocast"],
+)  # fmt: skip
+def test_refuses_what_it_does_not_compute(change):
+    conv_args = {"strides": 2} if change == "strides" else {"dilation_rate": 2} if change == "dilation" else {}
+    if change == "groups":
+        conv_args["groups"] = 2
+    channels = 5 if change == "channels" else 2
+    conv = layers.Conv2D(12 if change == "filters" else 16, 3, activation="relu", **conv_args)
+    conv.build((16, 16, channels))
+    pool = {
+        "pool_strides": layers.MaxPooling2D(2, strides=1),
+        "pool_same": layers.MaxPooling2D(2, padding="same"),
+        "pool_rect": layers.MaxPooling2D((2, 3)),
+    }.get(change, layers.MaxPooling2D(2))
+    x = torch.rand(2, channels, 16, 16, dtype=torch.float64 if change == "float64" else torch.float32)
+    x.requires_grad_(change == "needs_grad")
+    with torch.autocast("cpu", enabled=change == "autocast"):
+        assert not kernels.supports(conv, pool, x)
+        assert kernels.fused_conv_pool(conv, pool, x, "relu") is None
+
+
+def article_model():
+    model = models.Sequential([
+        layers.Input((28, 28, 1)),
+        layers.Conv2D(32, (3, 3), activation="relu"), layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"), layers.MaxPooling2D((2, 2)),
+        layers.Flatten(), layers.Dense(10, activation="softmax"),
+    ])  # fmt: skip
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def train_briefly(digits):
+    (x, y), _ = digits
+    torch.manual_seed(0)
+    model = article_model()
+    model.fit(x[:256], y[:256], epochs=2, batch_size=64, shuffle=False, verbose=0)
+    return model
+
+
+@needs_compiler
+def test_sequential_trains_through_the_kernel_as_without_it(digits, fresh, monkeypatch):
+    fused = train_briefly(digits)
+    assert any(state.startswith("loaded") for state in kernels.status().values()), kernels.status()
+    monkeypatch.setenv("CNNKIT_NATIVE", "0")
+    monkeypatch.setattr(build, "_loaded", {})
+    plain = train_briefly(digits)
+    assert "CNNKIT_NATIVE=0" in " ".join(kernels.status().values())
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+    (_, _), (xt, yt) = digits
+    np.testing.assert_allclose(fused.predict(xt[:32], verbose=0), plain.predict(xt[:32], verbose=0), atol=1e-4)
+
+
+def test_without_a_compiler_training_runs_on_torch(digits, fresh, monkeypatch):
+    monkeypatch.setattr(build, "_compiler", lambda: None)
+    model = train_briefly(digits)
+    assert model.history.history["loss"][-1] < model.history.history["loss"][0]
+    assert list(kernels.status().values()) == ["off: no C compiler found (set $CC, or install gcc or clang)"]
+
+
+@needs_compiler
+def test_a_failed_build_is_reported_and_leaves_nothing(fresh):
+    # CO=12 trips the source's own #error: the compiler's message is kept, no file is left behind.
+    assert build.load("conv_pool.c", {"K": 3, "CIN": 1, "CO": 12, "P": 2, "H": 8, "W": 8}) is None
+    (state,) = build.status().values()
+    assert state.startswith("off: the build failed") and "multiple of 8" in state
+    assert not fresh.exists() or not any(fresh.iterdir())
+
+
+@needs_compiler
+def test_a_cached_library_is_reused(fresh, monkeypatch):
+    shape = {"K": 3, "CIN": 1, "CO": 8, "P": 2, "H": 10, "W": 10}
+    assert build.load("conv_pool.c", shape) is not None
+    assert len(list(fresh.glob("conv_pool-*.so"))) == 1
+    monkeypatch.setattr(build, "_loaded", {})  # as a new process would
+    monkeypatch.setattr(build, "_build", lambda *a: pytest.fail("rebuilt a cached kernel"))
+    assert build.load("conv_pool.c", shape) is not None
+
+
+@needs_compiler
+def test_a_damaged_cached_library_is_rebuilt(fresh):
+    # e.g. a cache folder shared with another machine, or a disk error: not loadable, so rebuilt
+    shape = {"K": 3, "CIN": 1, "CO": 8, "P": 3, "H": 11, "W": 11}
+    path = build._library_path(build._name("conv_pool.c", shape), build._HERE / "conv_pool.c", shape, build._compiler())
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    conv, pool = make_block(1, 8, 3, 3, size=(11, 11))
+    x = torch.rand(3, 1, 11, 11)
+    torch.testing.assert_close(kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x))
+    assert build.status()[build._name("conv_pool.c", shape)] == f"loaded {path}"
+    assert path.stat().st_size > 1000
