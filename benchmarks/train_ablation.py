@@ -20,7 +20,8 @@ from _common import machine, run_worker, write_digits
 
 CHANGES = {
     "nothing": "the full engine",
-    "pool-first": "activation after max pooling (on 4x fewer values)",
+    "fused-block": "the first conv -> pool -> ReLU as one C kernel (cnnkit.kernels)",
+    "pool-first": "activation after max pooling (on 4x fewer values), in the other blocks",
     "channels-last": "channels-last images and conv weights",
     "allocator": "tensor memory kept in the process (glibc mallopt)",
     "fused-adam": "torch's fused Adam kernel",

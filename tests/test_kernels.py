@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnkit import kernels, layers, models
 from cnnkit.kernels import build
@@ -61,19 +62,57 @@ def test_matches_torch(channels, filters, k, p, padding, activation, size):
 
 
 @needs_compiler
-def test_ties_go_to_the_first_cell_as_in_torch():
+@pytest.mark.parametrize(
+    "channels, filters, k, p, padding, activation, size, input_grad",
+    [
+        (32, 64, 3, 2, "valid", "relu", (13, 13), True),  # the article's second block
+        (16, 24, 3, 2, "same", "relu", (11, 14), True),  # odd height: the pooling drops the last row
+        (8, 8, 5, 3, "valid", "linear", (17, 16), True),
+        (8, 16, 3, 2, "valid", "relu", (12, 12), False),  # input needs no gradient: weights only
+    ],
+)
+def test_sparse_backward_matches_torch(channels, filters, k, p, padding, activation, size, input_grad):
+    torch.manual_seed(0)
+    conv, pool = make_block(channels, filters, k, p, padding, activation, size)
+    x = torch.randn(5, channels, *size).requires_grad_(input_grad)
+    assert kernels.supports(conv, pool, x) == "conv_pool_grad"
+    fused = kernels.fused_conv_pool(conv, pool, x, activation)
+    expected = keras_order(conv, pool, x)
+    assert fused is not None
+    torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(expected)
+    wrt = (x, conv.conv.weight, conv.conv.bias) if input_grad else (conv.conv.weight, conv.conv.bias)
+    mine, theirs = torch.autograd.grad(fused, wrt, upstream), torch.autograd.grad(expected, wrt, upstream)
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_which_kernel_each_block_gets():
+    first, pool = make_block(1, 32, 3, 2)
+    second, _ = make_block(32, 64, 3, 2, size=(13, 13))
+    image, features = torch.rand(2, 1, 28, 28), torch.rand(2, 32, 13, 13, requires_grad=True)
+    assert kernels.supports(first, pool, image) == "conv_pool"  # the model's input: all in one pass
+    assert kernels.supports(second, pool, features) == "conv_pool_grad"  # inside: the backward only
+    with torch.no_grad():  # nothing to speed up without a backward pass
+        assert kernels.supports(second, pool, features) is None
+
+
+@needs_compiler
+@pytest.mark.parametrize("channels", [1, 8])  # the first-block kernel, the sparse backward
+def test_ties_go_to_the_first_cell_as_in_torch(channels):
     # Integer pixels and all-ones weights: sums are exact, so windows tie often, between cells
-    # whose patches differ. The weight gradient then shows which cell each window gave its
-    # gradient to: it must be the first maximum, as torch's max pooling picks.
-    conv, pool = make_block(1, 8, 3, 2, activation="linear", size=(12, 12))
+    # whose patches differ. The gradients then show which cell each window gave its gradient
+    # to: it must be the first maximum, as torch's max pooling picks.
+    conv, pool = make_block(channels, 8, 3, 2, activation="linear", size=(12, 12))
     with torch.no_grad():
         conv.conv.weight.fill_(1.0)
         conv.conv.bias.zero_()
-    x = torch.randint(0, 3, (6, 1, 12, 12)).float()
+    x = torch.randint(0, 3, (6, channels, 12, 12)).float().requires_grad_(channels == 8)
     fused, expected = kernels.fused_conv_pool(conv, pool, x, "linear"), keras_order(conv, pool, x)
     upstream = torch.randint(-3, 4, expected.shape).float()
     assert torch.equal(fused, expected)
-    for mine, theirs in zip(grads(fused, conv, upstream), grads(expected, conv, upstream)):
+    wrt = (conv.conv.weight, conv.conv.bias) + ((x,) if x.requires_grad else ())
+    for mine, theirs in zip(torch.autograd.grad(fused, wrt, upstream), torch.autograd.grad(expected, wrt, upstream)):
         assert torch.equal(mine, theirs)
 
 
@@ -151,7 +190,8 @@ def train_briefly(digits):
 @needs_compiler
 def test_sequential_trains_through_the_kernel_as_without_it(digits, fresh, monkeypatch):
     fused = train_briefly(digits)
-    assert any(state.startswith("loaded") for state in kernels.status().values()), kernels.status()
+    loaded = sorted(name.split("-")[0] for name, state in kernels.status().items() if state.startswith("loaded"))
+    assert loaded == ["conv_pool", "conv_pool_grad"], kernels.status()  # the first block, the second
     monkeypatch.setenv("CNNKIT_NATIVE", "0")
     monkeypatch.setattr(build, "_loaded", {})
     plain = train_briefly(digits)
@@ -166,7 +206,7 @@ def test_without_a_compiler_training_runs_on_torch(digits, fresh, monkeypatch):
     monkeypatch.setattr(build, "_compiler", lambda: None)
     model = train_briefly(digits)
     assert model.history.history["loss"][-1] < model.history.history["loss"][0]
-    assert list(kernels.status().values()) == ["off: no C compiler found (set $CC, or install gcc or clang)"]
+    assert set(kernels.status().values()) == {"off: no C compiler found (set $CC, or install gcc or clang)"}
 
 
 @needs_compiler
@@ -200,3 +240,14 @@ def test_a_damaged_cached_library_is_rebuilt(fresh):
     torch.testing.assert_close(kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x))
     assert build.status()[build._name("conv_pool.c", shape)] == f"loaded {path}"
     assert path.stat().st_size > 1000
+
+
+@needs_compiler
+def test_a_library_that_disagrees_with_torch_is_not_used(fresh, monkeypatch):
+    # Stands in for a miscompiled library: the check's reference computes something else.
+    from cnnkit.kernels import conv_pool
+
+    monkeypatch.setattr(conv_pool.F, "max_pool2d", lambda x, p: F.avg_pool2d(x, p))
+    conv, pool = make_block(1, 8, 3, 2, size=(12, 12))
+    assert kernels.fused_conv_pool(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
+    assert list(kernels.status().values()) == ["off: it failed its check against torch"]

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["kernel_dir", "load", "status"]
@@ -53,16 +54,24 @@ def status() -> dict[str, str]:
     return dict(_status)
 
 
-def load(source: str, defines: dict[str, int]) -> ctypes.CDLL | None:
+def load(
+    source: str, defines: dict[str, int], check: Callable[[ctypes.CDLL], bool] | None = None
+) -> ctypes.CDLL | None:
     """The kernel ``source`` (a C file in this package) built with ``defines``, or ``None``.
 
-    The result (a library or its absence) is remembered for the process, so a machine without a
-    compiler pays for finding that out once.
+    ``check`` gets the library once, to declare its functions' types and to test it against
+    torch: a library that fails (a miscompiled or mismatched one) is not used. The result (a
+    library or its absence) is remembered for the process, so a machine without a compiler pays
+    for finding that out once.
     """
     name = _name(source, defines)
     with _lock:
         if name not in _loaded:
-            _loaded[name] = _load(name, _HERE / source, defines)
+            library = _load(name, _HERE / source, defines)
+            if library is not None and check is not None and not check(library):
+                _status[name] = "off: it failed its check against torch"
+                library = None
+            _loaded[name] = library
         return _loaded[name]
 
 
@@ -109,29 +118,31 @@ def _library_path(name: str, source: Path, defines: dict[str, int], compiler: st
 
 
 def _build(compiler: str, source: Path, defines: dict[str, int], path: Path) -> str | None:
-    """Compile ``source`` into ``path`` atomically; the last compiler message on failure."""
+    """Compile ``source`` into ``path`` atomically; on failure, the compiler's first error."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         return f"cannot create {path.parent}: {exc.strerror}"
     macros = [f"-D{key}={value}" for key, value in defines.items()]
-    message = "no flags worked"
+    message = ""
     for flags in _FLAG_SETS:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".so")
         os.close(fd)
-        cmd = [compiler, "-std=c11", *flags, "-shared", "-fPIC", *macros, str(source), "-o", tmp]
+        # gnu11, not c11: ISO mode turns off FMA contraction; vector extensions are GNU C anyway
+        cmd = [compiler, "-std=gnu11", "-ffp-contract=fast", *flags, "-shared", "-fPIC", *macros, str(source),
+               "-o", tmp]  # fmt: skip
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            done, message = None, str(exc)
-        if done is not None and done.returncode == 0:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:  # a compiler that hangs or cannot start
+            Path(tmp).unlink(missing_ok=True)
+            return str(exc)
+        if done.returncode == 0:
             os.replace(tmp, path)  # readers see the old file or the whole new one, never half of one
             return None
-        if done is not None:
-            lines = done.stderr.strip().splitlines()
-            errors = [line for line in lines if "error" in line.lower()]
-            message = (errors or lines or [f"exit status {done.returncode}"])[0].strip()
         Path(tmp).unlink(missing_ok=True)
+        lines = done.stderr.strip().splitlines()
+        errors = [line for line in lines if "error" in line.lower()]
+        message = (errors or lines or [f"exit status {done.returncode}"])[0].strip()
     return message
 
 

@@ -1,18 +1,20 @@
-"""Conv2D -> activation -> MaxPooling2D on the input images, as one fused C kernel on the CPU.
+"""Conv2D -> MaxPooling2D -> activation blocks as C kernels on the CPU, for training.
 
-The first block of the article's CNN (and of most small Keras-style CNNs) convolves images that
-have one or three channels. oneDNN runs such convolutions at a fraction of the machine's speed:
-the work per output is tiny next to writing the full-resolution feature map, which pooling then
-reads back and shrinks; the backward pass zero-fills and scatters a map just as large. The fused
-kernel (conv_pool.c) keeps each pooling window's convolutions in registers and writes only the
-pooled output: on two CPU cores the block's forward and backward take ~2 ms instead of ~7 ms,
-a third of the article's CNN's training step.
+Two kernels, picked by the block's input:
 
-It is used by ``Sequential`` in training when :func:`fused_conv_pool` says the layers and the
-input fit (else the layers run as usual, with the same results up to float rounding):
-CPU float32 images that need no gradient (the model's input), a stride-1 'valid' or 'same'
-convolution with a multiple of 8 filters and at most 4 input channels, a square max pooling
-whose stride is its size, and a monotone activation.
+- The model's input (one to four channels, no gradient needed): the whole block in one pass
+  (conv_pool.c). oneDNN runs such convolutions at a fraction of the machine's speed: the work
+  per output is tiny next to writing the full-resolution feature map, which pooling then reads
+  back and shrinks; the backward pass zero-fills and scatters a map just as large. The kernel
+  keeps each pooling window's convolutions in registers and writes only the pooled output: the
+  article's first block takes ~2 ms instead of ~7 ms per step of 128 images on two cores.
+- Deeper blocks (a multiple of 8 input channels): torch's forward, and a backward that uses the
+  pooling's sparsity (:mod:`cnnkit.kernels.conv_pool_grad`): ~4 ms instead of ~13 ms for the
+  article's second block.
+
+``Sequential`` calls :func:`fused_conv_pool` in training for each Conv2D -> MaxPooling2D pair
+(its activation moved after the pooling) and runs the layers as usual where it returns ``None``:
+results agree with torch's operators up to float rounding, ties and NaNs included.
 """
 
 from __future__ import annotations
@@ -23,43 +25,50 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from cnnkit.kernels import build
+from cnnkit.kernels import build, conv_pool_grad
 
 __all__ = ["fused_conv_pool", "supports"]
 
-_MAX_IN_CHANNELS = 4  # with more, the convolution is compute-bound and oneDNN is the faster
+_MAX_IN_CHANNELS = 4  # the first-block kernel's limit: with more, its convolution is compute-bound
 _POINTER, _INT = ctypes.c_void_p, ctypes.c_int
 
 
-def supports(conv, pool, x: torch.Tensor) -> bool:
-    """Whether the fused kernel can compute ``pool(conv(x))`` (before any build is tried)."""
+def supports(conv, pool, x: torch.Tensor) -> str | None:
+    """Which kernel can compute ``pool(conv(x))``: ``"conv_pool"``, ``"conv_pool_grad"`` or ``None``."""
     from cnnkit.layers import Conv2D, MaxPooling2D  # layers import this package's callers
 
     if not (isinstance(conv, Conv2D) and isinstance(pool, MaxPooling2D) and conv.built):
-        return False
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or x.requires_grad:
-        return False
+        return None
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return None
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
-        return False  # torch.compile traces torch ops, not a ctypes call; autocast wants bf16
+        return None  # torch.compile traces torch ops, not a ctypes call; autocast wants bf16
     k, p = conv.kernel_size, pool.pool_size
-    channels = x.shape[1]
-    return (
+    block = (
         k[0] == k[1] <= 7
         and conv.strides == (1, 1) and conv.dilation_rate == (1, 1) and conv.groups == 1
         and conv.padding in ("valid", "same")
-        and 1 <= channels <= _MAX_IN_CHANNELS and conv.filters % 8 == 0
         and p[0] == p[1] and 2 <= p[0] <= 3 and pool.strides == p and pool.padding == "valid"
     )  # fmt: skip
+    channels = x.shape[1]
+    if not block:
+        return None
+    if not x.requires_grad and channels <= _MAX_IN_CHANNELS and conv.filters % 8 == 0:
+        return "conv_pool"
+    if channels % 8 == 0 and torch.is_grad_enabled():  # without gradients, torch's forward is all there is
+        return "conv_pool_grad"
+    return None
 
 
 def fused_conv_pool(conv, pool, x: torch.Tensor, activation: str) -> torch.Tensor | None:
     """``act(pool(conv(x)))`` with ReLU fused (``activation="relu"``) or none (``"linear"``).
 
     ``x`` is ``(B, C, H, W)``; the result is ``(B, filters, H', W')`` in channels-last memory.
-    Returns ``None`` when the kernel does not apply or cannot be built: the caller then runs the
+    Returns ``None`` when no kernel applies or it cannot be built: the caller then runs the
     layers itself.
     """
-    if activation not in ("relu", "linear") or not supports(conv, pool, x):
+    kernel = supports(conv, pool, x) if activation in ("relu", "linear") else None
+    if kernel is None:
         return None
     k, p = conv.kernel_size[0], pool.pool_size[0]
     if conv.padding == "same":  # TensorFlow's: the odd pixel at the bottom/right
@@ -68,22 +77,36 @@ def fused_conv_pool(conv, pool, x: torch.Tensor, activation: str) -> torch.Tenso
     batch, channels, height, width = x.shape
     if (height - k + 1) // p < 1 or (width - k + 1) // p < 1:
         return None
-    library = _library(k, channels, conv.filters, p, height, width)
-    if library is None:
-        return None
     bias = conv.conv.bias if conv.use_bias else None
-    return _ConvPool.apply(x, conv.conv.weight, bias, library, p, activation == "relu")
+    relu = activation == "relu"
+    if kernel == "conv_pool_grad":
+        lib = conv_pool_grad.library(k, channels, conv.filters, p, height, width)
+        return conv_pool_grad.conv_pool_sparse_grad(x, conv.conv.weight, bias, p, relu, lib) if lib else None
+    lib = _library(k, channels, conv.filters, p, height, width)
+    return _ConvPool.apply(x, conv.conv.weight, bias, lib, p, relu) if lib else None
 
 
 def _library(k: int, channels: int, filters: int, p: int, height: int, width: int) -> ctypes.CDLL | None:
-    library = build.load("conv_pool.c", {"K": k, "CIN": channels, "CO": filters, "P": p, "H": height, "W": width})
-    if library is not None and not hasattr(library, "_cnnkit_typed"):
-        library.conv_pool_forward.argtypes = [_POINTER] * 5 + [_INT] * 3
-        library.conv_pool_forward.restype = None
-        library.conv_pool_backward.argtypes = [_POINTER] * 5 + [_INT] * 3
-        library.conv_pool_backward.restype = None
-        library._cnnkit_typed = True
-    return library
+    shape = {"K": k, "CIN": channels, "CO": filters, "P": p, "H": height, "W": width}
+    return build.load("conv_pool.c", shape, check=lambda lib: _check(lib, k, channels, filters, p, height, width))
+
+
+def _check(library: ctypes.CDLL, k: int, channels: int, filters: int, p: int, height: int, width: int) -> bool:
+    """Declare the functions' types, then run them once on two random images against torch."""
+    library.conv_pool_forward.argtypes = [_POINTER] * 5 + [_INT] * 3
+    library.conv_pool_backward.argtypes = [_POINTER] * 5 + [_INT] * 3
+    library.conv_pool_forward.restype = library.conv_pool_backward.restype = None
+    generator = torch.Generator().manual_seed(0)  # not the global one: seeded runs stay as they were
+    x = torch.rand(2, channels, height, width, generator=generator)
+    weight = torch.randn(filters, channels, k, k, generator=generator).requires_grad_()
+    bias = torch.randn(filters, generator=generator).requires_grad_()
+    with torch.enable_grad():
+        fused = _ConvPool.apply(x, weight, bias, library, p, True)
+        expected = torch.relu(F.max_pool2d(F.conv2d(x, weight, bias), p))
+        upstream = torch.randn(expected.shape, generator=generator)
+        pairs = [(fused, expected)] + list(zip(torch.autograd.grad(fused, (weight, bias), upstream),
+                                               torch.autograd.grad(expected, (weight, bias), upstream)))  # fmt: skip
+    return all(torch.allclose(mine, theirs, rtol=1e-3, atol=1e-3) for mine, theirs in pairs)
 
 
 class _ConvPool(torch.autograd.Function):
