@@ -74,8 +74,8 @@ def _without(change: str) -> None:
     from cnnkit.train import loop, optimizers
 
     if change == "pool-first":  # activation before pooling, on the full-size maps (Keras' order)
-        sequential._forward_pool_first = _keras_order_after_fused_block
-    elif change == "fused-block":  # the first conv -> pool -> ReLU as three torch operators
+        sequential._forward_pool_first = lambda layers, x: functools.reduce(lambda h, layer: layer(h), layers, x)
+    elif change == "native-kernels":  # conv -> pool -> ReLU blocks as torch operators
         os.environ["CNNKIT_NATIVE"] = "0"
     elif change == "channels-last":
         loop.fit = functools.partial(loop.fit, channels_last=False)
@@ -85,20 +85,6 @@ def _without(change: str) -> None:
         os.environ["CNNKIT_KEEP_MALLOC"] = "1"
     elif change != "nothing":
         raise SystemExit(f"unknown change {change!r}")
-
-
-def _keras_order_after_fused_block(layers, x):
-    """The layers in Keras' order, except the first block where the fused kernel computes it."""
-    from cnnkit.layers import MaxPooling2D
-    from cnnkit.models import sequential
-
-    if len(layers) > 1 and isinstance(layers[1], MaxPooling2D):
-        fused = sequential._fused_block(layers[0], layers[1], x)
-        if fused is not None:
-            x, layers = fused, layers[2:]
-    for layer in layers:
-        x = layer(x)
-    return x
 
 
 def cnnkit_train(a):

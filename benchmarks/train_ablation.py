@@ -20,8 +20,8 @@ from _common import machine, run_worker, write_digits
 
 CHANGES = {
     "nothing": "the full engine",
-    "fused-block": "the first conv -> pool -> ReLU as one C kernel (cnnkit.kernels)",
-    "pool-first": "activation after max pooling (on 4x fewer values), in the other blocks",
+    "native-kernels": "conv -> pool -> ReLU blocks as C kernels (cnnkit.kernels)",
+    "pool-first": "activation after max pooling (on 4x fewer values), and the kernels built on it",
     "channels-last": "channels-last images and conv weights",
     "allocator": "tensor memory kept in the process (glibc mallopt)",
     "fused-adam": "torch's fused Adam kernel",
