@@ -251,3 +251,16 @@ def test_a_library_that_disagrees_with_torch_is_not_used(fresh, monkeypatch):
     conv, pool = make_block(1, 8, 3, 2, size=(12, 12))
     assert kernels.fused_conv_pool(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
     assert list(kernels.status().values()) == ["off: it failed its check against torch"]
+
+
+@needs_compiler
+def test_an_unwritable_cache_builds_for_the_process_only(fresh, monkeypatch, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")  # so the cache folder cannot be created
+    monkeypatch.setenv("CNNKIT_KERNEL_DIR", str(blocked / "kernels"))
+    monkeypatch.setattr(build, "_private", None)
+    conv, pool = make_block(1, 8, 3, 2, size=(10, 10))
+    x = torch.rand(3, 1, 10, 10)
+    torch.testing.assert_close(kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x))
+    (state,) = kernels.status().values()
+    assert state.startswith(f"loaded {build._private}")

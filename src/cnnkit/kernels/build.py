@@ -5,7 +5,8 @@ constants (its tensor shapes) with ``-O3 -march=native -fopenmp``, and loaded wi
 Building takes about half a second, once per machine and shape: the library is kept in
 ``$CNNKIT_KERNEL_DIR`` (default ``~/.cache/cnnkit/kernels``), named by a hash of the source, the
 constants, the compiler and the CPU, and written to a temporary file then renamed, so processes
-building the same kernel at once (torchrun) never load a half-written file.
+building the same kernel at once (torchrun) never load a half-written file. Where that folder
+cannot be written, kernels are built into a private temporary folder for the process.
 
 Everything here is optional: without a C compiler (``$CC``, ``cc``, ``gcc`` or ``clang``), on a
 failed build, or with ``CNNKIT_NATIVE=0``, :func:`load` returns ``None`` and cnnkit runs the
@@ -14,6 +15,8 @@ same computation with torch's operators (the reason is in :func:`status`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -95,7 +98,10 @@ def _load(name: str, source: Path, defines: dict[str, int]) -> ctypes.CDLL | Non
             _status[name] = f"loaded {path}"
             return library
         except OSError:  # not a library we can load (another machine's, or damaged): build it again
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink()
+    if not _writable(path.parent):  # a read-only home or cache: build for this process only
+        path = _private_dir() / path.name
     error = _build(compiler, source, defines, path)
     if error:
         _status[name] = f"off: the build failed ({error})"
@@ -117,12 +123,28 @@ def _library_path(name: str, source: Path, defines: dict[str, int], compiler: st
     return kernel_dir() / f"{name}-{digest}.so"
 
 
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+_private: Path | None = None
+
+
+def _private_dir() -> Path:
+    """A folder of this process's own (a fresh, unguessable name): never a file another user planted."""
+    global _private
+    if _private is None:
+        _private = Path(tempfile.mkdtemp(prefix="cnnkit-kernels-"))
+        atexit.register(shutil.rmtree, _private, ignore_errors=True)
+    return _private
+
+
 def _build(compiler: str, source: Path, defines: dict[str, int], path: Path) -> str | None:
     """Compile ``source`` into ``path`` atomically; on failure, the compiler's first error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        return f"cannot create {path.parent}: {exc.strerror}"
     macros = [f"-D{key}={value}" for key, value in defines.items()]
     message = ""
     for flags in _FLAG_SETS:
