@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -14,6 +15,21 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
+
+
+def throughput_parser(doc: str) -> argparse.ArgumentParser:
+    """The options every throughput benchmark takes (the same measurement, so the same defaults)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--images", type=int, default=8192)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    return parser
+
+
+def worker_options(args: argparse.Namespace) -> list[str]:
+    """``throughput_parser``'s measurement options, as a worker's command line takes them."""
+    return ["--images", str(args.images), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
 
 
 def write_digits(path: Path) -> Path:

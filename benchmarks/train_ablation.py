@@ -10,13 +10,12 @@ is the median over --reps. A change's worth is the full engine's speed over the 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import machine, run_worker, write_digits
+from _common import machine, run_worker, throughput_parser, worker_options, write_digits
 
 CHANGES = {
     "nothing": "the full engine",
@@ -29,16 +28,12 @@ CHANGES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--images", type=int, default=8192)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser = throughput_parser(__doc__)
     args = parser.parse_args()
     speeds: dict[str, list[float]] = {change: [] for change in CHANGES}
     with tempfile.TemporaryDirectory() as tmp:
         data = write_digits(Path(tmp) / "digits.npz")
-        common = ["--images", str(args.images), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+        common = worker_options(args)
         for rep in range(args.reps):
             for change in CHANGES:
                 result = run_worker(

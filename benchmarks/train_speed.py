@@ -11,22 +11,25 @@ tensorflow-cpu keras` (the `bench` extra), in this Python or the one given by --
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
 
-from _common import keras_python, machine, matmul_peak_gflops, run_worker, write_digits
+from _common import (
+    keras_python,
+    machine,
+    matmul_peak_gflops,
+    run_worker,
+    throughput_parser,
+    worker_options,
+    write_digits,
+)
 
 MFLOP_PER_IMAGE = 16.4  # forward + backward of the article's CNN on one 28x28x1 image
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--images", type=int, default=8192)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser = throughput_parser(__doc__)
     parser.add_argument("--keras-python")
     args = parser.parse_args()
     import sys
@@ -44,7 +47,7 @@ def main() -> None:
     results: dict[str, list[float]] = {name: [] for name in workers}
     with tempfile.TemporaryDirectory() as tmp:
         data = write_digits(Path(tmp) / "digits.npz")
-        common = ["--images", str(args.images), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+        common = worker_options(args)
         for rep in range(args.reps):
             for name, (python, worker) in workers.items():
                 result = run_worker(python, worker, data, *common, "--seed", str(rep))

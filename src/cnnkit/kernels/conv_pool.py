@@ -113,7 +113,7 @@ class _ConvPool(torch.autograd.Function):
     """The fused block's forward and its weight and bias gradients (the input needs none)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, library, p, relu):  # noqa: D401 - torch's signature
+    def forward(ctx, x, weight, bias, library, p, relu):
         filters, channels, k, _ = weight.shape
         batch, _, height, width = x.shape
         threads = torch.get_num_threads()  # share torch's OpenMP team: the same libgomp

@@ -39,7 +39,7 @@ def library(k: int, channels: int, filters: int, p: int, height: int, width: int
 
 class _ConvPoolGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, p, relu, lib):  # noqa: D401 - torch's signature
+    def forward(ctx, x, weight, bias, p, relu, lib):
         y, won = F.max_pool2d(F.conv2d(x, weight, bias), p, return_indices=True)  # won: argmax in the conv map
         if relu:
             y = torch.relu(y)
@@ -52,8 +52,7 @@ class _ConvPoolGrad(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight, y, won = ctx.saved_tensors
         filters, channels, k, _ = weight.shape
-        nhwc = lambda t: t.permute(0, 2, 3, 1).contiguous()  # noqa: E731 - (B, C, H, W) -> (B, H, W, C)
-        xh, yh, gh, wonh = nhwc(x), nhwc(y), nhwc(grad_y), nhwc(won)
+        xh, yh, gh, wonh = _nhwc(x), _nhwc(y), _nhwc(grad_y), _nhwc(won)
         wt = weight.detach().permute(2, 3, 0, 1).contiguous()  # (K, K, filters, C)
         grad_x = torch.empty_like(xh) if ctx.needs_input_grad[0] else None  # (B, H, W, C), written in full
         threads = torch.get_num_threads()
@@ -69,6 +68,11 @@ class _ConvPoolGrad(torch.autograd.Function):
         grad_bias = total[-filters:] if ctx.has_bias else None
         grad_x = grad_x.permute(0, 3, 1, 2) if grad_x is not None else None
         return grad_x, grad_weight, grad_bias, None, None, None
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H, W, C), contiguous: the kernels' layout (no copy for channels-last)."""
+    return t.permute(0, 2, 3, 1).contiguous()
 
 
 def _check(lib: ctypes.CDLL, k: int, channels: int, filters: int, p: int, height: int, width: int) -> bool:
