@@ -18,8 +18,10 @@ class Recorder:
         self.sizes: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set once a forward pass has begun
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
         self.gate.wait(10)
         self.sizes.append(len(x))
         return x * 2
@@ -39,9 +41,11 @@ def test_concurrent_jobs_share_a_batch_and_get_their_own_rows():
             forward.gate.clear()  # hold the first job so the others queue behind it
             jobs = [torch.full((n, 1, 2, 2), float(i)) for i, n in enumerate([1, 2, 1, 3, 1, 1])]
             first = asyncio.ensure_future(batcher.submit(jobs[0]))
-            await asyncio.sleep(0.05)
+            # Wait for the first job's forward pass to begin (its window closed), not for a fixed
+            # time: on a loaded machine a sleep as long as the window lets the others join it.
+            assert await asyncio.to_thread(forward.entered.wait, 10)
             rest = [asyncio.ensure_future(batcher.submit(x)) for x in jobs[1:]]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # let them reach the queue behind the held pass
             forward.gate.set()
             results = await asyncio.gather(first, *rest)
         finally:
