@@ -40,3 +40,13 @@ def artifacts_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("CNNKIT_TEST_ARTIFACTS", tmp_path / "artifacts"))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def draw_stroke(page: Any, selector: str = "#pad", steps: int = 8) -> None:
+    """Draw a vertical stroke down the middle of the canvas ``selector`` (a "1"), as a mouse would."""
+    box = page.locator(selector).bounding_box()
+    x = box["x"] + box["width"] * 0.5
+    page.mouse.move(x, box["y"] + box["height"] * 0.2)
+    page.mouse.down()
+    page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=steps)
+    page.mouse.up()

@@ -4,7 +4,7 @@ the page's multiply-and-sum against the map, pick a class for Grad-CAM, draw a d
 
 from __future__ import annotations
 
-from _browser import artifacts_dir, chromium, needs_chromium
+from _browser import artifacts_dir, chromium, draw_stroke, needs_chromium
 from _serve_util import digit_png, threaded_server
 from cnnkit.serve import create_app
 
@@ -76,13 +76,8 @@ def test_inside_view_shows_layers_maps_kernel_and_the_sliding_filter(trained_see
         page.wait_for_selector(f"#cam-figure[data-target='{other}']")
 
         # Draw a stroke: the drawing is the new input and every layer is redrawn for it.
-        box = page.locator("#pad").bounding_box()
-        x = box["x"] + box["width"] * 0.5
         with page.expect_response("**/v1/inside") as drawn:
-            page.mouse.move(x, box["y"] + box["height"] * 0.2)
-            page.mouse.down()
-            page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=8)
-            page.mouse.up()
+            draw_stroke(page, steps=8)
         assert drawn.value.ok
         page.wait_for_selector("body[data-state=ready]")  # "loading" since the stroke ended
         assert page.get_attribute("#bars li.top", "data-class") == drawn.value.json()["predicted"]

@@ -7,7 +7,7 @@ import base64
 
 import httpx
 
-from _browser import artifacts_dir, chromium, needs_chromium
+from _browser import artifacts_dir, chromium, draw_stroke, needs_chromium
 from _serve_util import digit_png, threaded_server
 from cnnkit.serve import create_app
 
@@ -43,13 +43,8 @@ def test_page_recognizes_an_upload_and_a_drawing_on_a_phone_screen(trained_seed,
         assert page.get_attribute("#seen", "src").startswith("data:image/png;base64,")
 
         # Draw a stroke: the page sends the drawing and shows the model's answer for it.
-        box = page.locator("#pad").bounding_box()
-        x = box["x"] + box["width"] * 0.5
         with page.expect_response("**/v1/predict**") as drawn:
-            page.mouse.move(x, box["y"] + box["height"] * 0.2)
-            page.mouse.down()
-            page.mouse.move(x, box["y"] + box["height"] * 0.8, steps=12)
-            page.mouse.up()
+            draw_stroke(page, steps=12)
         assert drawn.value.ok
         page.wait_for_function("document.querySelector('#timing').textContent.length > 0")
         drawing = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
