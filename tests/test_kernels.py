@@ -254,6 +254,34 @@ def test_a_library_that_disagrees_with_torch_is_not_used(fresh, monkeypatch):
 
 
 @needs_compiler
+def test_a_check_that_raises_turns_the_kernel_off_and_the_block_runs_on_torch(fresh, monkeypatch):
+    from cnnkit.kernels import conv_pool
+
+    def broken(*args):
+        raise RuntimeError("reference broke")
+
+    monkeypatch.setattr(conv_pool.F, "max_pool2d", broken)
+    conv, pool = make_block(1, 8, 3, 2, size=(12, 12))
+    assert kernels.fused_conv_pool(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
+    assert list(kernels.status().values()) == ["off: its check against torch raised RuntimeError: reference broke"]
+
+
+@needs_compiler
+@pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
+def test_first_built_under_inference_mode_or_no_grad(fresh, mode):
+    # A model left in training mode, first called for a prediction: the kernels are built and
+    # checked then (the check needs gradients, whatever mode the caller is in).
+    model = models.create_model("seed").train()
+    x = torch.rand(5, 1, 28, 28)
+    with mode():
+        fast = model(x)
+    assert all(state.startswith("loaded") for state in kernels.status().values()) and kernels.status()
+    model.eval()  # the layers one by one, on torch's operators
+    with mode():
+        torch.testing.assert_close(fast, model(x), rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
 def test_an_unwritable_cache_builds_for_the_process_only(fresh, monkeypatch, tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")  # so the cache folder cannot be created

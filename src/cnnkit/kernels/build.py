@@ -71,11 +71,21 @@ def load(
     with _lock:
         if name not in _loaded:
             library = _load(name, _HERE / source, defines)
-            if library is not None and check is not None and not check(library):
-                _status[name] = "off: it failed its check against torch"
+            if library is not None and check is not None and not _passes(check, library, name):
                 library = None
             _loaded[name] = library
         return _loaded[name]
+
+
+def _passes(check: Callable[[ctypes.CDLL], bool], library: ctypes.CDLL, name: str) -> bool:
+    """Run ``check``; a kernel that fails it, or makes it raise, is not used (and never stops a run)."""
+    try:
+        if check(library):
+            return True
+        _status[name] = "off: it failed its check against torch"
+    except Exception as e:  # noqa: BLE001 — whatever went wrong, torch's operators still do the job
+        _status[name] = f"off: its check against torch raised {type(e).__name__}: {e}"
+    return False
 
 
 def _name(source: str, defines: dict[str, int]) -> str:

@@ -97,10 +97,10 @@ def _check(library: ctypes.CDLL, k: int, channels: int, filters: int, p: int, he
     library.conv_pool_backward.argtypes = [_POINTER] * 5 + [_INT] * 3
     library.conv_pool_forward.restype = library.conv_pool_backward.restype = None
     generator = torch.Generator().manual_seed(0)  # not the global one: seeded runs stay as they were
-    x = torch.rand(2, channels, height, width, generator=generator)
-    weight = torch.randn(filters, channels, k, k, generator=generator).requires_grad_()
-    bias = torch.randn(filters, generator=generator).requires_grad_()
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # whatever mode the first call came in
+        x = torch.rand(2, channels, height, width, generator=generator)
+        weight = torch.randn(filters, channels, k, k, generator=generator).requires_grad_()
+        bias = torch.randn(filters, generator=generator).requires_grad_()
         fused = _ConvPool.apply(x, weight, bias, library, p, True)
         expected = torch.relu(F.max_pool2d(F.conv2d(x, weight, bias), p))
         upstream = torch.randn(expected.shape, generator=generator)

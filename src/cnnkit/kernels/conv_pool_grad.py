@@ -80,10 +80,10 @@ def _check(lib: ctypes.CDLL, k: int, channels: int, filters: int, p: int, height
     lib.conv_pool_grad.argtypes = [_POINTER] * 7 + [_INT] * 3
     lib.conv_pool_grad.restype = ctypes.c_int
     generator = torch.Generator().manual_seed(0)  # not the global one: seeded runs stay as they were
-    x = torch.randn(2, channels, height, width, generator=generator).requires_grad_()
-    weight = torch.randn(filters, channels, k, k, generator=generator).requires_grad_()
-    bias = torch.randn(filters, generator=generator).requires_grad_()
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # whatever mode the first call came in
+        x = torch.randn(2, channels, height, width, generator=generator).requires_grad_()
+        weight = torch.randn(filters, channels, k, k, generator=generator).requires_grad_()
+        bias = torch.randn(filters, generator=generator).requires_grad_()
         mine = conv_pool_sparse_grad(x, weight, bias, p, True, lib)
         theirs = torch.relu(F.max_pool2d(F.conv2d(x, weight, bias), p))
         upstream = torch.randn(theirs.shape, generator=generator)
