@@ -224,3 +224,24 @@ def test_deterministic_runs_are_bit_identical(tmp_path):
     first, second = (load_file(r.model_path) for r in runs)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_optimizer_state_follows_a_change_of_weight_layout_between_fits():
+    # A first fit in NCHW leaves Adam's moments contiguous; a second one in channels-last must not
+    # let the fused step pair each weight with another weight's moments.
+    def trained(second_channels_last: bool) -> models.Sequential:
+        torch.manual_seed(0)
+        model = models.Sequential([layers.Input((6, 6, 2)), layers.Conv2D(4, 3, activation="relu"), layers.Conv2D(4, 3),
+                                   layers.Flatten(), layers.Dense(3)])  # fmt: skip
+        optimizer = optimizers.Adam().build(model.parameters())
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.rand(32, 2, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
+        for channels_last in (False, second_channels_last):
+            loop.fit(model, (x, y), loss_fn=ce, optimizer=optimizer, epochs=1, batch_size=16, shuffle=False,
+                     channels_last=channels_last, verbose=0)  # fmt: skip
+        return model
+
+    weight = trained(True).layers[1].conv.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    for a, b in zip(trained(True).get_weights(), trained(False).get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -26,6 +26,7 @@ from cnnkit._io import atomic_write
 from cnnkit.errors import ConfigError
 from cnnkit.train.callbacks import Callback
 from cnnkit.train.ema import EMA
+from cnnkit.train.optimizers import match_state_layout
 
 __all__ = ["RESUME_FILE", "TrainState", "load_checkpoint", "save_checkpoint"]
 
@@ -95,13 +96,7 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, t
     for pid, values in meta["scalars"].items():
         state.setdefault(int(pid), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    # Moments come back contiguous; a channels-last parameter needs them in its own layout,
-    # because fused optimizers walk parameter and state memory side by side.
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for name, value in optimizer.state.get(p, {}).items():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
-                    optimizer.state[p][name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+    match_state_layout(optimizer)  # moments come back contiguous, beside channels-last weights
 
 
 def save_checkpoint(run_dir: str | os.PathLike, state: TrainState, epoch: int) -> Path:

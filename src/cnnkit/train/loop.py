@@ -28,11 +28,12 @@ from torch import nn
 
 from cnnkit.errors import ConfigError, TrainingError
 from cnnkit.evaluate import count_correct, evaluate_tensors
-from cnnkit.runtime import tune_cpu_allocator
+from cnnkit.runtime import prefer_channels_last, tune_cpu_allocator
 from cnnkit.train import distributed
 from cnnkit.train.callbacks import Callback, CallbackList, History
 from cnnkit.train.distributed import SINGLE, World
 from cnnkit.train.ema import EMA
+from cnnkit.train.optimizers import match_state_layout
 from cnnkit.train.progress import TrainingProgress
 
 __all__ = ["Batches", "Stepper", "TensorBatches", "fit", "train_one_epoch"]
@@ -268,9 +269,10 @@ def fit(
     if device.type == "cpu":
         tune_cpu_allocator()
     if channels_last is None:
-        channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if channels_last:
+        channels_last = prefer_channels_last(model)
+    elif channels_last:
         model.to(memory_format=torch.channels_last)
+    match_state_layout(optimizer)  # state from an earlier fit in another layout
     if isinstance(train, tuple):
         x, y = train
         _check_global_batch(batch_size, world)

@@ -15,7 +15,8 @@ import torch
 
 from cnnkit.errors import ConfigError
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule", "decay_groups", "get", "make_schedule"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule",
+           "decay_groups", "get", "make_schedule", "match_state_layout"]  # fmt: skip
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
 
@@ -129,6 +130,21 @@ class RMSprop(Optimizer):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSprop)}
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each parameter's state tensors (Adam's moments, SGD's momentum) the parameter's memory layout.
+
+    Fused optimizers walk a parameter's memory and its state's side by side: a moment left
+    contiguous beside a channels-last weight (a checkpoint loaded, a model converted between two
+    ``fit`` calls) would be updated from the wrong elements, silently.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def get(optimizer: str | Optimizer | dict[str, Any]) -> Optimizer:
