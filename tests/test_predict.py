@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnkit.runtime import prefer_channels_last
 from conftest import run_cli
 
 
@@ -187,6 +188,32 @@ def test_tta_averages_the_mirror_image(trained_seed, tmp_path, digits):
     for row, p in zip(expected, got):
         np.testing.assert_allclose(sorted(row, reverse=True), p.probabilities, atol=1e-5)
         assert p.labels[0] == str(int(row.argmax()))
+
+
+def test_a_loaded_model_runs_channels_last_and_answers_as_in_nchw(model_copy, digits):
+    import copy
+
+    from cnnkit import layers, models
+    from cnnkit.evaluate.core import predict_logits
+    from cnnkit.inference import TorchPredictor
+
+    (_, _), (images, _) = digits
+    x = torch.from_numpy(np.ascontiguousarray(images[:50].transpose(0, 3, 1, 2)))  # (50, 1, 28, 28)
+    model = models.load_model(model_copy)
+    conv = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)][1].conv.weight  # (64, 32, 3, 3)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    nchw = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        expected = nchw(x)
+    np.testing.assert_allclose(TorchPredictor(model).predict_proba(x.numpy()), expected.softmax(1).numpy(), atol=1e-5)
+    torch.testing.assert_close(predict_logits(model, x), expected, rtol=1e-4, atol=1e-4)
+
+    with torch.inference_mode():  # converting there must not make weights that can never train again
+        assert prefer_channels_last(nchw)
+    assert not any(p.is_inference() for p in nchw.parameters())
+    nchw(x).sum().backward()
+    dense = models.Sequential([layers.Input((4, 4, 1)), layers.Flatten(), layers.Dense(3)])
+    assert not prefer_channels_last(dense)  # nothing to convert: left as it is
 
 
 def test_predictors_are_thread_safe_and_check_shapes(model_copy, digits):

@@ -83,7 +83,11 @@ def load_architecture(path: str | os.PathLike) -> Model:
 
 
 def load_model(filepath: str | os.PathLike) -> Model:
-    """Load a model saved with ``model.save()`` (a ``.safetensors`` model file); never unpickles."""
+    """Load a model saved with ``model.save()`` (a ``.safetensors`` model file); never unpickles.
+
+    The model comes back in eval mode, its convolution weights in channels-last memory (the
+    layout PyTorch runs convolutions fastest in on CPUs and GPUs; the values are as saved).
+    """
     from cnnkit.modelfile import load_model as _load
 
     return _load(filepath)
