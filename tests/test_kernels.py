@@ -266,19 +266,44 @@ def test_a_check_that_raises_turns_the_kernel_off_and_the_block_runs_on_torch(fr
     assert list(kernels.status().values()) == ["off: its check against torch raised RuntimeError: reference broke"]
 
 
+def layer_by_layer(model, x):
+    """The model's output with every layer run on its own, on torch's operators (a hook forces that)."""
+    handle = model.layers[0].register_forward_hook(lambda *args: None)
+    try:
+        return model(x)
+    finally:
+        handle.remove()
+
+
 @needs_compiler
 @pytest.mark.parametrize("mode", [torch.inference_mode, torch.no_grad])
-def test_first_built_under_inference_mode_or_no_grad(fresh, mode):
-    # A model left in training mode, first called for a prediction: the kernels are built and
-    # checked then (the check needs gradients, whatever mode the caller is in).
-    model = models.create_model("seed").train()
+@pytest.mark.parametrize("training", [False, True])
+def test_predictions_run_the_first_block_kernel_in_any_grad_mode(fresh, mode, training):
+    # predict/evaluate (eval mode), or a model left in training mode, may be the first call:
+    # the kernel is built and checked then, and its check needs gradients whatever the mode.
+    model = models.create_model("seed").train(training)
     x = torch.rand(5, 1, 28, 28)
     with mode():
         fast = model(x)
-    assert all(state.startswith("loaded") for state in kernels.status().values()) and kernels.status()
-    model.eval()  # the layers one by one, on torch's operators
-    with mode():
-        torch.testing.assert_close(fast, model(x), rtol=1e-4, atol=1e-5)
+        plain = layer_by_layer(model, x)
+    assert [name.split("-")[0] for name, state in kernels.status().items() if state.startswith("loaded")] == [
+        "conv_pool"
+    ], kernels.status()  # without gradients the deeper blocks' forward is torch's anyway
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
+def test_a_traced_graph_runs_the_layers_not_the_kernels(fresh):
+    # TorchScript and ONNX export trace the model: a ctypes call cannot be in their graphs.
+    model = models.create_model("seed").eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.rand(3, 1, 28, 28), check_trace=False)  # (the check runs eagerly)
+        assert kernels.status() == {}  # nothing was even built while tracing
+        assert str(traced.inlined_graph).count("aten::_convolution") == 3
+        x = torch.rand(4, 1, 28, 28)
+        torch.testing.assert_close(traced(x), model(x), rtol=1e-4, atol=1e-5)  # the eager call: the kernel
+    assert kernels.status()
 
 
 @needs_compiler

@@ -1,4 +1,4 @@
-"""Conv2D -> MaxPooling2D -> activation blocks as C kernels on the CPU, for training.
+"""Conv2D -> MaxPooling2D -> activation blocks as C kernels on the CPU.
 
 Two kernels, picked by the block's input:
 
@@ -12,9 +12,11 @@ Two kernels, picked by the block's input:
   pooling's sparsity (:mod:`cnnkit.kernels.conv_pool_grad`): ~4 ms instead of ~13 ms for the
   article's second block.
 
-``Sequential`` calls :func:`fused_conv_pool` in training for each Conv2D -> MaxPooling2D pair
-(its activation moved after the pooling) and runs the layers as usual where it returns ``None``:
-results agree with torch's operators up to float rounding, ties and NaNs included.
+``Sequential`` calls :func:`fused_conv_pool` for each Conv2D -> MaxPooling2D pair (its
+activation moved after the pooling), in training and in prediction (where the first kernel's
+forward is what speeds it up), and runs the layers as usual where it returns ``None``: results
+agree with torch's operators up to float rounding, ties and NaNs included. Layers with hooks
+(feature maps, Grad-CAM) and traced graphs (ONNX, TorchScript) always run the layers.
 """
 
 from __future__ import annotations
