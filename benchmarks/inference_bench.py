@@ -1,4 +1,5 @@
-"""CPU inference, side by side in one run: PyTorch eager vs TorchScript vs ONNX Runtime vs ONNX Runtime INT8.
+"""CPU inference, side by side in one run: PyTorch eager (as cnnkit runs it, and plain) vs TorchScript vs
+ONNX Runtime vs ONNX Runtime INT8.
 
 For the article's CNN (trained for two epochs on digits, so INT8's accuracy means something)
 and ResNet-18 (torchvision's, 10 classes, 32x32x3 input, random weights): throughput at a
@@ -14,6 +15,7 @@ its own process: images/second and peak memory (the main process and the decodin
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -36,6 +38,7 @@ from cnnkit.export.exporter import build_onnx, torch_probabilities  # noqa: E402
 from cnnkit.export.onnx import open_onnx, with_metadata  # noqa: E402
 from cnnkit.export.quantize import compare_int8, quantize_int8  # noqa: E402
 from cnnkit.export.torchscript import TorchScriptRunner, torchscript_archive  # noqa: E402
+from cnnkit.runtime import prefer_channels_last  # noqa: E402
 
 
 def machine() -> str:
@@ -90,12 +93,23 @@ def exports(model: models.Model) -> tuple[bytes, bytes, bytes, str]:
     return float_bytes, int8_bytes, archive, str(report)
 
 
+def plain_eager(model: models.Model):
+    """The model in eager PyTorch without cnnkit's inference speed-ups: weights in NCHW memory and,
+    for a Sequential model, every layer on torch's operators (a forward hook makes it run them so)."""
+    plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    if isinstance(plain, models.Sequential):
+        plain.layers[0].register_forward_hook(lambda *args: None)
+    return torch_probabilities(plain)
+
+
 def runners(model: models.Model, built: tuple[bytes, bytes, bytes, str], threads: int) -> dict:
     """Each backend as ``fn(images (B, C, H, W) float32) -> probabilities``, all limited to ``threads``."""
     float_bytes, int8_bytes, archive, _ = built
     torch.set_num_threads(threads)  # eager and TorchScript
+    prefer_channels_last(model)  # as load_model and fit leave a model
     return {
         "PyTorch eager": torch_probabilities(model),
+        "PyTorch eager, plain (NCHW, torch ops only)": plain_eager(model),
         "TorchScript": TorchScriptRunner(archive).run,
         "ONNX Runtime": open_onnx(float_bytes, threads=threads).run,
         "ONNX Runtime INT8": open_onnx(int8_bytes, threads=threads).run,
