@@ -293,6 +293,19 @@ def test_predictions_run_the_first_block_kernel_in_any_grad_mode(fresh, mode, tr
 
 
 @needs_compiler
+def test_a_hook_on_a_layer_or_on_a_module_inside_one_sees_its_output(fresh):
+    # Feature maps and Grad-CAM hook a Keras layer or, by its torch name, the nn.Conv2d inside it.
+    model = models.create_model("seed").eval()
+    seen = []
+    for module in (model.layers[0], model.layers[0].conv):
+        handle = module.register_forward_hook(lambda m, inputs, out: seen.append((m, tuple(out.shape))))
+        with torch.no_grad():
+            model(torch.rand(2, 1, 28, 28))
+        handle.remove()
+    assert seen == [(model.layers[0], (2, 32, 26, 26)), (model.layers[0].conv, (2, 32, 26, 26))]
+
+
+@needs_compiler
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
 def test_a_traced_graph_runs_the_layers_not_the_kernels(fresh):
     # TorchScript and ONNX export trace the model: a ctypes call cannot be in their graphs.

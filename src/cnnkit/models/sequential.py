@@ -162,7 +162,8 @@ class Sequential(Model):
         return last.call(x) if self.output_activation == "softmax" else last(x)
 
     def _has_hooks(self) -> bool:
-        return any(layer._forward_hooks or layer._forward_pre_hooks for layer in self.layers)
+        """Whether a layer, or a module inside one (its ``nn.Conv2d``), is hooked: then every layer must run."""
+        return any(m._forward_hooks or m._forward_pre_hooks for layer in self.layers for m in layer.modules())
 
     def _num_outputs(self) -> int:
         return self.layers[-1].output_shape[-1]
