@@ -1,0 +1,166 @@
+"""Two checkouts of cnnkit side by side: training and inference speed, alternating, fresh processes.
+
+    python benchmarks/compare_trees.py --before ../before --after . [--reps 5]
+
+For a change that must keep speed "within noise" (a refactor, a move): every repetition runs each
+measurement once with the ``before`` tree's ``src`` and once with the ``after`` tree's (the order
+alternates between repetitions, so a machine that gets busier hits both alike), each in a fresh
+process. Each figure is the median over the repetitions, with the after/before ratio.
+
+Only cnnkit's public API and its command line are used, so trees from either side of a refactor
+compare. The measurements (the article's CNN, 2 threads):
+
+- ``fit``: ``Sequential.fit`` on digits tiled to 8,192 images, batch 128, Adam; images/s of the
+  steady epochs (the first is warm-up);
+- ``train``: ``cnnkit train`` on the built-in digits (batch 128, no augmentation, no validation),
+  images/s from its ``metrics.csv``;
+- ``predict``: ``Model.predict`` on 1,000 images at Keras' default batch (32) and in one batch of 1,000,
+  and one image's latency (median of 300 calls);
+- ``predictor``: ``cnnkit.inference.load_predictor(file, "torch").predict_proba`` on one batch of 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_WORKER = r'''
+import json, os, sys, tempfile, time
+import numpy as np
+
+what, data = sys.argv[1], sys.argv[2]
+with np.load(data) as f:
+    x, y = f["x"], f["y"]
+
+def article_model():
+    from cnnkit import layers, models
+    model = models.Sequential()
+    model.add(layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
+    model.add(layers.MaxPooling2D((2, 2)))
+    model.add(layers.Conv2D(64, (3, 3), activation="relu"))
+    model.add(layers.MaxPooling2D((2, 2)))
+    model.add(layers.Conv2D(64, (3, 3), activation="relu"))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(64, activation="relu"))
+    model.add(layers.Dense(10, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+def best(fn, repeats):
+    """Median seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+if what == "fit":
+    from cnnkit import callbacks
+    reps = -(-8192 // len(x))
+    xs, ys = np.concatenate([x] * reps)[:8192], np.concatenate([y] * reps)[:8192]
+    times = []
+    class Timer(callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.t)
+    article_model().fit(xs, ys, epochs=4, batch_size=128, verbose=0, callbacks=[Timer()])
+    print(json.dumps({"fit images/s": len(xs) / float(np.median(times[1:]))}))
+elif what == "train":
+    import csv, subprocess
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        subprocess.run([sys.executable, "-m", "cnnkit", "train", "--epochs", "8", "--batch-size", "128",
+                        "--augment", "none", "--val-split", "0", "--no-report", "-q", "--out", out], check=True,
+                       stdout=subprocess.DEVNULL)
+        with open(os.path.join(out, "metrics.csv")) as f:
+            seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    n = len(x)  # digits' training images: what one epoch of `cnnkit train` sees with --val-split 0
+    print(json.dumps({"train images/s": n / float(np.median(seconds[1:]))}))
+elif what == "predict":
+    model = article_model()
+    model.fit(x[:256], y[:256], epochs=1, verbose=0)  # a trained model, as a user holds it
+    batch = x[:1000]
+    default = best(lambda: model.predict(batch, verbose=0), 7)
+    whole = best(lambda: model.predict(batch, batch_size=1000, verbose=0), 7)
+    one = best(lambda: model.predict(batch[:1], verbose=0), 300)
+    print(json.dumps({"predict images/s (batch 32)": 1000 / default, "predict images/s (batch 1000)": 1000 / whole,
+                      "predict 1 image ms": one * 1000}))
+elif what == "predictor":
+    from cnnkit.inference import load_predictor
+    model = article_model()
+    model.fit(x[:256], y[:256], epochs=1, verbose=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.safetensors")
+        model.save(path)
+        predictor = load_predictor(path, "torch")
+        nchw = np.ascontiguousarray(x[:1000].transpose(0, 3, 1, 2))
+        seconds = best(lambda: predictor.predict_proba(nchw), 7)
+    print(json.dumps({"torch predictor images/s (batch 1000)": 1000 / seconds}))
+'''
+
+MEASUREMENTS = ("fit", "train", "predict", "predictor")
+
+
+def write_digits(path: Path) -> Path:
+    """The built-in digits' training arrays, NHWC float32, for the workers (from the after tree)."""
+    from cnnkit import datasets
+
+    (x, y), _ = datasets.load_data("digits")
+    import numpy as np
+
+    np.savez(path, x=x.astype(np.float32), y=y)
+    return path
+
+
+def run(tree: Path, what: str, data: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    out = subprocess.run([sys.executable, "-c", _WORKER, what, str(data)], env=env, check=True,
+                         capture_output=True, text=True)  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="a checkout of the code before the change")
+    parser.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--only", nargs="*", choices=MEASUREMENTS, default=list(MEASUREMENTS))
+    args = parser.parse_args()
+    trees = {"before": args.before.resolve(), "after": args.after.resolve()}
+    for name, tree in trees.items():
+        commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True).stdout.strip()  # fmt: skip
+        print(f"{name}: {tree} ({commit or 'not a git checkout'})")
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, str(trees["after"] / "src"))
+        data = write_digits(Path(tmp) / "digits.npz")
+        for rep in range(args.reps):
+            order = list(trees) if rep % 2 == 0 else list(reversed(trees))
+            for what in args.only:
+                for name in order:
+                    for key, value in run(trees[name], what, data).items():
+                        results[name].setdefault(key, []).append(value)
+            print(f"rep {rep + 1}/{args.reps} done", flush=True)
+    print(f"\nmedian of {args.reps} alternating runs, each in a fresh process; {os.cpu_count()} cores\n")
+    print(f"| {'measurement':<40} | {'before':>10} | {'after':>10} | after/before | after range |")
+    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 12}|{'-' * 14}|{'-' * 13}|")
+    for key, before in results["before"].items():
+        after = results["after"][key]
+        b, a = statistics.median(before), statistics.median(after)
+        digits = 2 if b < 10 else 0
+        print(f"| {key:<40} | {b:>10,.{digits}f} | {a:>10,.{digits}f} | {a / b:>11.2f}x | "
+              f"{min(after):,.{digits}f}-{max(after):,.{digits}f} |")
+
+
+if __name__ == "__main__":
+    main()
