@@ -20,14 +20,12 @@ from cnnkit.data.decode import load_image
 from cnnkit.data.transforms import conform
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate.core import predict_logits
-from cnnkit.explain.cam import CAM_METHODS, class_activation_map
-from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
+from cnnkit.explain.features import first_conv
+from cnnkit.explain.registry import DEFAULT_METHOD, get_method, heatmap
 from cnnkit.explain.render import overlay
-from cnnkit.explain.saliency import integrated_gradients, saliency
 
-__all__ = ["METHODS", "Explanation", "explain_file"]
+__all__ = ["Explanation", "explain_file"]
 
-METHODS = ("filters", "feature-maps", *CAM_METHODS, "saliency", "integrated-gradients")
 _MIN_SIDE = 224  # small images (28x28 digits) are enlarged so the overlay is visible
 
 
@@ -63,21 +61,21 @@ def _display(image: np.ndarray) -> Image.Image:
 def explain_file(
     model: torch.nn.Module,
     image_path: str | os.PathLike,
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
     *,
     layer: str | None = None,
     target: int | str | None = None,
     out: str | os.PathLike | None = None,
 ) -> Explanation:
-    """Explain the model's prediction for one image file and write the picture to ``out`` (PNG).
+    """Explain the model's prediction for one image file with a registered method; write the picture to ``out`` (PNG).
 
-    ``out`` defaults to ``<image stem>-<method>.png`` in the current folder.
+    ``method`` is any name of :func:`~cnnkit.explain.registry.list_methods`; ``out`` defaults
+    to ``<image stem>-<method>.png`` in the current folder.
     """
     from cnnkit.report.inside import feature_maps_figure, filters_figure
     from cnnkit.report.plots import save_figure
 
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    entry = get_method(method)
     out = Path(out) if out is not None else Path(f"{Path(image_path).stem}-{method}.png")
     height, width, channels = model.image_shape
     image = load_image(image_path, channels)  # (h, w, C) at the file's own size
@@ -86,26 +84,21 @@ def explain_file(
     predicted = int(probs.argmax())
     result = {"method": method, "predicted": _name(model, predicted), "probability": float(probs[predicted])}
 
-    if method == "filters":
+    if entry.produces == "filters":
         name, _ = first_conv(model) if layer is None else (layer, None)
-        save_figure(filters_figure(conv_kernels(model, layer), name), out)
+        save_figure(filters_figure(entry.fn(model, layer), name), out)
         return Explanation(str(out), layer=name, **result)
-    if method == "feature-maps":
-        maps = feature_maps(model, x, None if layer is None else [layer])
+    if entry.produces == "layer-maps":
+        maps = entry.fn(model, x, None if layer is None else [layer])
         if not maps:
             raise ConfigError("the model has no convolution: there are no feature maps to show")
         save_figure(feature_maps_figure(maps), out)
         return Explanation(str(out), layer=layer, **result)
-    if method in CAM_METHODS:
-        heat, cls, layer = class_activation_map(model, x, target, layer, method)
-    else:
-        if layer is not None:
-            raise ConfigError(f"{method} explains pixels, not a layer: drop --layer")
-        cls = _resolve(model, target, probs)
-        heat = (saliency if method == "saliency" else integrated_gradients)(model, x, cls)
-    picture = overlay(_display(image), heat)
+    cls = _resolve(model, target, probs)  # the class the user got (or asked for), from the prediction above
+    drawn = heatmap(model, x, cls, method=method, layer=layer)
+    picture = overlay(_display(image), drawn.heat)
     atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
-    return Explanation(str(out), target=_name(model, cls), layer=layer, **result)
+    return Explanation(str(out), target=_name(model, cls), layer=drawn.layer, **result)
 
 
 def _resolve(model: torch.nn.Module, target: int | str | None, probs: torch.Tensor) -> int:
