@@ -145,4 +145,3 @@ def heatmap(
     if heat.shape != tuple(x.shape[-2:]):
         raise ConfigError(f"explain method {method!r} gave a {heat.shape} map for a {tuple(x.shape[-2:])} image")
     return HeatMap(heat, target, kwargs.get("layer"))
-
