@@ -12,6 +12,7 @@ from PIL import Image
 from cnnkit import explain
 from cnnkit.cli import explain as explain_cli
 from cnnkit.cli import main
+from cnnkit.report.explanation import explain_file
 from conftest import run_cli
 
 
@@ -60,7 +61,7 @@ def test_every_method_writes_a_picture(trained_seed, digit_png, tmp_path, method
 
 def test_heat_map_png_is_the_api_heat_map_over_the_photo(trained_seed, digit_png, tmp_path):
     model, model_path = trained_seed
-    result = explain.explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
+    result = explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
     assert (result.target, result.layer) == ("3", "conv2d_2")
     # The same pipeline as predict: decode, conform to (28, 28, 1), then Grad-CAM for class 3.
     from cnnkit.data.decode import load_image

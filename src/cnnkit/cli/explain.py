@@ -78,9 +78,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.explain.files import explain_file
     from cnnkit.explain.registry import DEFAULT_METHOD
     from cnnkit.models import load_model
+    from cnnkit.report.explanation import explain_file
     from cnnkit.runs import resolve_model_path
 
     model = load_model(resolve_model_path(args.model))

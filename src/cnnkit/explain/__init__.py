@@ -24,7 +24,6 @@ from __future__ import annotations
 from cnnkit.explain._layers import conv_layer_names, named_layers, resolve_layer
 from cnnkit.explain.cam import class_activation_map, gradcam, gradcam_plus_plus, layercam
 from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
-from cnnkit.explain.files import Explanation, explain_file
 from cnnkit.explain.inside import ConvAtWork, FeatureMaps, Inside, LayerInside, inside
 from cnnkit.explain.registry import (
     DEFAULT_METHOD,
@@ -47,7 +46,6 @@ __all__ = [
     "DEFAULT_METHOD",
     "ConvAtWork",
     "ExplainMethod",
-    "Explanation",
     "FeatureMaps",
     "HeatMap",
     "Inside",
@@ -56,7 +54,6 @@ __all__ = [
     "colorize",
     "conv_kernels",
     "conv_layer_names",
-    "explain_file",
     "feature_maps",
     "first_conv",
     "gradcam",

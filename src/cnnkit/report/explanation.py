@@ -1,4 +1,9 @@
-"""``cnnkit explain``: one image file, one method, one PNG.
+"""``cnnkit explain``: one image file, one explain method, one PNG.
+
+The method is any of the explain registry's (:func:`cnnkit.explain.list_methods`); what it
+produces decides the picture: a heat map over the photo, or a labelled figure of the kernels
+or the feature maps (:mod:`cnnkit.report.inside`). It lives with the report's figures, above
+:mod:`cnnkit.explain`, so explain never imports the report that draws it.
 
 The file goes through the same decoder and the same conversion to the model's input as
 ``predict`` (:func:`~cnnkit.data.decode.load_image`, then
@@ -20,9 +25,9 @@ from cnnkit.data.decode import load_image
 from cnnkit.data.transforms import conform
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate.core import predict_logits
-from cnnkit.explain.features import first_conv
-from cnnkit.explain.registry import DEFAULT_METHOD, get_method, heatmap
-from cnnkit.explain.render import overlay
+from cnnkit.explain import DEFAULT_METHOD, first_conv, get_method, heatmap, overlay, to_pil
+from cnnkit.report.inside import feature_maps_figure, filters_figure
+from cnnkit.report.plots import save_figure
 
 __all__ = ["Explanation", "explain_file"]
 
@@ -51,8 +56,6 @@ def _name(model: torch.nn.Module, index: int) -> str:
 
 def _display(image: np.ndarray) -> Image.Image:
     """The decoded image, enlarged (nearest neighbour: keep pixels crisp) if it is small."""
-    from cnnkit.explain.render import to_pil
-
     pil = to_pil(image)
     scale = int(np.ceil(_MIN_SIDE / min(pil.size)))
     return pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST) if scale > 1 else pil
@@ -69,12 +72,9 @@ def explain_file(
 ) -> Explanation:
     """Explain the model's prediction for one image file with a registered method; write the picture to ``out`` (PNG).
 
-    ``method`` is any name of :func:`~cnnkit.explain.registry.list_methods`; ``out`` defaults
+    ``method`` is any name of :func:`~cnnkit.explain.list_methods`; ``out`` defaults
     to ``<image stem>-<method>.png`` in the current folder.
     """
-    from cnnkit.report.inside import feature_maps_figure, filters_figure
-    from cnnkit.report.plots import save_figure
-
     entry = get_method(method)
     out = Path(out) if out is not None else Path(f"{Path(image_path).stem}-{method}.png")
     height, width, channels = model.image_shape
@@ -94,14 +94,7 @@ def explain_file(
             raise ConfigError("the model has no convolution: there are no feature maps to show")
         save_figure(feature_maps_figure(maps), out)
         return Explanation(str(out), layer=layer, **result)
-    cls = _resolve(model, target, probs)  # the class the user got (or asked for), from the prediction above
-    drawn = heatmap(model, x, cls, method=method, layer=layer)
+    drawn = heatmap(model, x, target, method=method, layer=layer)  # target None: the predicted class
     picture = overlay(_display(image), drawn.heat)
     atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
-    return Explanation(str(out), target=_name(model, cls), layer=drawn.layer, **result)
-
-
-def _resolve(model: torch.nn.Module, target: int | str | None, probs: torch.Tensor) -> int:
-    from cnnkit.explain._layers import resolve_target
-
-    return resolve_target(model, target, probs[None])
+    return Explanation(str(out), target=_name(model, drawn.target), layer=drawn.layer, **result)
