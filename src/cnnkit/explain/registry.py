@@ -5,8 +5,8 @@ Every surface reads this one table: ``cnnkit explain --method``, the server's
 heat-map section, and the page's method selector. A new method is one function and one
 :func:`register_method` call; it then reaches all of them.
 
-What a method produces decides how it is called (``x`` is one image, ``(1, C, H, W)`` or
-``(C, H, W)`` in [0, 1] at the model's input shape):
+What a method produces decides how it is called (``x`` is one image as a ``(1, C, H, W)``
+float32 tensor in [0, 1] at the model's input shape, on its device; :func:`heatmap` prepares it):
 
 - ``"heatmap"``: ``fn(model, x, target) -> (H, W)`` float32 in [0, 1] over the input, for
   ``target`` (a class index); a method registered with ``layer=True`` also takes
