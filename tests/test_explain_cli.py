@@ -12,6 +12,7 @@ from PIL import Image
 from cnnkit import explain
 from cnnkit.cli import explain as explain_cli
 from cnnkit.cli import main
+from cnnkit.report.explanation import explain_file
 from conftest import run_cli
 
 
@@ -26,11 +27,26 @@ def digit_png(tmp_path_factory, digits):
     return path
 
 
+METHODS = [m.name for m in explain.list_methods()]
+
+
 def test_cli_methods_are_the_librarys():
-    assert explain_cli.METHODS == explain.METHODS
+    (action,) = [a for a in explain_cli_parser()._actions if a.dest == "method"]
+    assert list(action.choices) == METHODS == [
+        "gradcam", "gradcam++", "layercam", "filters", "feature-maps", "saliency", "integrated-gradients"
+    ]  # fmt: skip
 
 
-@pytest.mark.parametrize("method", explain.METHODS)
+def explain_cli_parser():
+    """The ``cnnkit explain`` subparser, as ``cnnkit`` builds it."""
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    explain_cli.add_parser(sub)
+    return sub.choices["explain"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_writes_a_picture(trained_seed, digit_png, tmp_path, method, capsys):
     _, model_path = trained_seed
     out = tmp_path / f"{method}.png"
@@ -45,7 +61,7 @@ def test_every_method_writes_a_picture(trained_seed, digit_png, tmp_path, method
 
 def test_heat_map_png_is_the_api_heat_map_over_the_photo(trained_seed, digit_png, tmp_path):
     model, model_path = trained_seed
-    result = explain.explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
+    result = explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
     assert (result.target, result.layer) == ("3", "conv2d_2")
     # The same pipeline as predict: decode, conform to (28, 28, 1), then Grad-CAM for class 3.
     from cnnkit.data.decode import load_image

@@ -8,19 +8,32 @@
     maps = explain.feature_maps(model, image)     # {"conv2d": (32, 26, 26), ...}
     kernels = explain.conv_kernels(model)         # the first convolution's (32, 1, 3, 3)
     view = explain.inside(model, image)           # every layer: shape, maps, the first conv at work
+    explain.heatmap(model, image, method="saliency").heat  # any registered heat-map method by name
 
 Every method works on a ``Sequential`` model, any registered model and any ``nn.Module``
 that maps ``(B, C, H, W)`` images to logits; the last convolution with a spatial output (not 1x1)
 is found by running the model once, and a ``layer`` name (:func:`conv_layer_names`) overrides it.
+
+The methods are registered by name (:mod:`cnnkit.explain.registry`): ``cnnkit explain --method``,
+the server's ``/v1/explain?method=``, the report and the page all read that one table, so
+``register_method("mine", fn, produces="heatmap", description=...)`` reaches each of them.
 """
 
 from __future__ import annotations
 
 from cnnkit.explain._layers import conv_layer_names, named_layers, resolve_layer
-from cnnkit.explain.cam import CAM_METHODS, class_activation_map, gradcam, gradcam_plus_plus, layercam
+from cnnkit.explain.cam import class_activation_map, gradcam, gradcam_plus_plus, layercam
 from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
-from cnnkit.explain.files import METHODS, Explanation, explain_file
 from cnnkit.explain.inside import ConvAtWork, FeatureMaps, Inside, LayerInside, inside
+from cnnkit.explain.registry import (
+    DEFAULT_METHOD,
+    ExplainMethod,
+    HeatMap,
+    get_method,
+    heatmap,
+    list_methods,
+    register_method,
+)
 from cnnkit.explain.render import colorize, overlay, tile, to_pil
 from cnnkit.explain.saliency import (
     integrated_gradients,
@@ -30,28 +43,31 @@ from cnnkit.explain.saliency import (
 )
 
 __all__ = [
-    "CAM_METHODS",
-    "METHODS",
+    "DEFAULT_METHOD",
     "ConvAtWork",
-    "Explanation",
+    "ExplainMethod",
     "FeatureMaps",
+    "HeatMap",
     "Inside",
     "LayerInside",
     "class_activation_map",
     "colorize",
     "conv_kernels",
     "conv_layer_names",
-    "explain_file",
     "feature_maps",
     "first_conv",
     "gradcam",
+    "get_method",
     "gradcam_plus_plus",
+    "heatmap",
     "inside",
     "integrated_gradients",
     "integrated_gradients_attributions",
     "layercam",
+    "list_methods",
     "named_layers",
     "overlay",
+    "register_method",
     "resolve_layer",
     "saliency",
     "saliency_attributions",

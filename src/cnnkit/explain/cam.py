@@ -22,8 +22,9 @@ from torch import nn
 
 from cnnkit.errors import ConfigError
 from cnnkit.explain._layers import HOOK_LOCK, capture, eval_mode, prepare_image, resolve_layer, resolve_target
+from cnnkit.explain.registry import register_method
 
-__all__ = ["CAM_METHODS", "class_activation_map", "gradcam", "gradcam_plus_plus", "layercam", "to_heatmap"]
+__all__ = ["class_activation_map", "gradcam", "gradcam_plus_plus", "layercam", "to_heatmap"]
 
 Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,7 +48,8 @@ def _layercam(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     return (grads.clamp(min=0) * acts).sum(dim=1)  # (1, h, w): a weight per location
 
 
-CAM_METHODS: dict[str, Weigh] = {"gradcam": _gradcam, "gradcam++": _gradcam_plus_plus, "layercam": _layercam}
+# How each variant weighs the feature maps; class_activation_map(method=...) picks one.
+_WEIGHTS: dict[str, Weigh] = {"gradcam": _gradcam, "gradcam++": _gradcam_plus_plus, "layercam": _layercam}
 
 
 def to_heatmap(saliency: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -70,8 +72,8 @@ def class_activation_map(
     method: str = "gradcam",
 ) -> tuple[np.ndarray, int, str]:
     """``(heat map (H, W) in [0, 1], class index, layer name)`` for one image; see :func:`gradcam`."""
-    if method not in CAM_METHODS:
-        raise ConfigError(f"unknown CAM method {method!r}; choose from {', '.join(CAM_METHODS)}")
+    if method not in _WEIGHTS:
+        raise ConfigError(f"unknown CAM method {method!r}; choose from {', '.join(_WEIGHTS)}")
     x = prepare_image(model, image)  # (1, C, H, W)
     with HOOK_LOCK:
         name, module = resolve_layer(model, layer)
@@ -85,7 +87,7 @@ def class_activation_map(
             cls = resolve_target(model, target, logits)
             acts = outputs[name]  # (1, K, h, w)
             (grads,) = torch.autograd.grad(logits[0, cls], acts)  # (1, K, h, w)
-            cam = CAM_METHODS[method](acts.detach(), grads).clamp(min=0)  # (1, h, w)
+            cam = _WEIGHTS[method](acts.detach(), grads).clamp(min=0)  # (1, h, w)
     return to_heatmap(cam, tuple(x.shape[-2:])), cls, name
 
 
@@ -116,3 +118,29 @@ def layercam(
 ) -> np.ndarray:
     """Layer-CAM heat map ``(H, W)`` in [0, 1]; arguments as :func:`gradcam`."""
     return class_activation_map(model, image, target, layer, "layercam")[0]
+
+
+register_method(
+    "gradcam",
+    gradcam,
+    produces="heatmap",
+    title="Grad-CAM",
+    description="where the last convolution's features raised the class's score (Selvaraju et al., 2017)",
+    layer=True,
+)
+register_method(
+    "gradcam++",
+    gradcam_plus_plus,
+    produces="heatmap",
+    title="Grad-CAM++",
+    description="Grad-CAM weighted per location, better for several objects of one class (Chattopadhay et al., 2018)",
+    layer=True,
+)
+register_method(
+    "layercam",
+    layercam,
+    produces="heatmap",
+    title="Layer-CAM",
+    description="each location weighted by its own positive gradient, finer at early layers (Jiang et al., 2021)",
+    layer=True,
+)

@@ -14,6 +14,7 @@ from torch import nn
 
 from cnnkit.errors import ConfigError
 from cnnkit.explain._layers import HOOK_LOCK, capture, eval_mode, named_layers, prepare_image, resolve_layer
+from cnnkit.explain.registry import register_method
 
 __all__ = ["conv_kernels", "feature_maps", "first_conv"]
 
@@ -61,3 +62,19 @@ def conv_kernels(model: nn.Module, layer: str | None = None) -> np.ndarray:
     if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
         raise ConfigError(f"layer {name!r} is not a convolution with kernels")
     return weight.detach().float().cpu().numpy()
+
+
+register_method(
+    "filters",
+    conv_kernels,
+    produces="filters",
+    title="filters",
+    description="the first convolution's kernels (or a chosen layer's), the patterns it looks for",
+)
+register_method(
+    "feature-maps",
+    feature_maps,
+    produces="layer-maps",
+    title="feature maps",
+    description="every convolution's output for the image (or a chosen layer's)",
+)

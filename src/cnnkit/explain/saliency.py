@@ -17,6 +17,7 @@ from torch import nn
 from cnnkit.errors import ConfigError
 from cnnkit.explain._layers import HOOK_LOCK, eval_mode, prepare_image, resolve_target
 from cnnkit.explain.cam import to_heatmap
+from cnnkit.explain.registry import register_method
 
 __all__ = ["integrated_gradients", "integrated_gradients_attributions", "saliency", "saliency_attributions"]
 
@@ -90,3 +91,19 @@ def integrated_gradients(
     """Integrated-gradients heat map ``(H, W)`` float32 in [0, 1]: absolute attribution summed over channels."""
     attributions, _ = integrated_gradients_attributions(model, image, target, baseline=baseline, steps=steps)
     return to_heatmap(torch.from_numpy(np.abs(attributions).sum(axis=0)), attributions.shape[-2:])
+
+
+register_method(
+    "saliency",
+    saliency,
+    produces="heatmap",
+    title="saliency",
+    description="the gradient, how much each pixel moves the class's score (Simonyan et al., 2014)",
+)
+register_method(
+    "integrated-gradients",
+    integrated_gradients,
+    produces="heatmap",
+    title="integrated gradients",
+    description="gradients averaged from a black image to this one, times their difference (Sundararajan et al., 2017)",
+)

@@ -41,7 +41,7 @@ SECTIONS = (
     ("calibration", "Calibration"),
     ("filters", "First-layer filters"),
     ("feature-maps", "Feature maps"),
-    ("gradcam", "Where the model looks (Grad-CAM)"),
+    ("gradcam", "Where the model looks"),  # Grad-CAM unless write_report(method=...) names another
     ("mistakes", "Worst mistakes"),
 )
 
@@ -111,7 +111,12 @@ def _read_config(run_dir: Path) -> dict[str, Any]:
 
 
 def write_report(
-    run_dir: str | os.PathLike, *, model: torch.nn.Module | None = None, data: Any = None, samples: int = 6
+    run_dir: str | os.PathLike,
+    *,
+    model: torch.nn.Module | None = None,
+    data: Any = None,
+    samples: int = 6,
+    method: str | None = None,
 ) -> Path:
     """Build ``RUN_DIR/report.html`` and return its path.
 
@@ -119,7 +124,7 @@ def write_report(
     :class:`~cnnkit.data.Dataset`) may be passed when the caller has them in memory (the end
     of a training run); otherwise the model is loaded from the run folder and the data
     reopened from its ``split.json`` exactly as the run split it. ``samples`` test images
-    get Grad-CAM heat maps.
+    get heat maps by ``method`` (a registered heat-map method; Grad-CAM by default).
     """
     from cnnkit.models import load_model
 
@@ -135,7 +140,8 @@ def write_report(
         except CnnkitError as e:
             data_note = f"the run's data could not be reopened, so there is no evaluation: {e}"
     page = _Page(run_dir)
-    context = sections.Context(run_dir, config, read_history(run_dir / "metrics.csv"), model, data, samples)
+    history = read_history(run_dir / "metrics.csv")
+    context = sections.Context(run_dir, config, history, model, data, samples, method)
     body = [sections.header(context)]
     if data_note:
         body.append(f'<p class="note">{html.escape(data_note)}</p>')

@@ -34,6 +34,12 @@ class Context:
     model: torch.nn.Module
     data: Any  # cnnkit.data.prepare.TrainingData, a cnnkit.data.Dataset, or None
     samples: int
+    method: str | None = None  # the heat-map section's explain method; None: the registry's default
+
+    def __post_init__(self) -> None:
+        from cnnkit.explain import DEFAULT_METHOD, get_method
+
+        self.method = get_method(self.method or DEFAULT_METHOD, "heatmap").name  # unknown: fails before any section
 
     @property
     def dataset(self) -> Any:
@@ -233,24 +239,27 @@ def _feature_maps(ctx: Context, page: Any) -> str:
     return text + page.figure(feature_maps_figure(maps), f"feature maps of test image {i}")
 
 
-def _gradcam(ctx: Context, page: Any) -> str:
-    from cnnkit.explain import class_activation_map
+def _heatmaps(ctx: Context, page: Any) -> str:
+    """Any registered heat-map method (Grad-CAM by default) on a few test images, for their predicted class."""
+    from cnnkit.explain import get_method, heatmap
     from cnnkit.report.inside import heatmaps_figure
 
+    entry = get_method(ctx.method, "heatmap")
     if ctx.evaluation is None:
         return _note("no test images to explain")
-    images, heats, captions, layer = [], [], [], ""
+    images, heats, captions, layer = [], [], [], None
     for i in ctx.sample_indices:
         x = ctx.model_images[i]  # (C, H, W)
         try:
-            heat, _, layer = class_activation_map(ctx.model, x)
+            drawn = heatmap(ctx.model, x, method=entry.name)
         except CnnkitError as e:
             return _note(str(e))
         images.append(x.permute(1, 2, 0).numpy())
-        heats.append(heat)
+        heats.append(drawn.heat)
         captions.append(ctx.caption(i))
-    title = f"Grad-CAM of the predicted class at {layer}"
-    text = "<p>Red is where the last convolution's features raised the predicted class's score most.</p>"
+        layer = drawn.layer
+    title = f"{entry.title} of the predicted class" + (f" at {layer}" if layer else "")
+    text = f"<p>{_e(entry.title)}: {_e(entry.description)}. Red is where it is highest.</p>"
     return text + page.figure(heatmaps_figure(images, heats, captions, title), title)
 
 
@@ -281,6 +290,6 @@ RENDERERS: dict[str, Callable[[Context, Any], str]] = {
     "calibration": _calibration,
     "filters": _filters,
     "feature-maps": _feature_maps,
-    "gradcam": _gradcam,
+    "gradcam": _heatmaps,  # the section keeps its id whichever method draws it
     "mistakes": _mistakes,
 }

@@ -22,6 +22,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cnnkit import __version__
+from cnnkit.explain import DEFAULT_METHOD
 from cnnkit.models import Model
 from cnnkit.serve import schemas
 from cnnkit.serve.batching import BatcherStopped
@@ -142,18 +143,19 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
         response_model=schemas.ExplainAnswer,
         responses=ERRORS,
         openapi_extra=UPLOAD_DOC,
-        summary="Top-k classes plus a Grad-CAM heat map of where the model looked",
+        summary="Top-k classes plus a heat map of where the model looked (Grad-CAM, or another method)",
     )
     async def explain(
         request: Request,
         top_k: int = Query(5, ge=1, description="how many classes to answer per image"),
         target: str | None = Query(None, description="the class to explain (a name); default: the top class"),
         include_input: bool = Query(False, description="also answer each image as the model saw it (PNG)"),
+        method: str = Query(DEFAULT_METHOD, description="a heat-map method, as GET /v1/model lists them"),
     ) -> JSONResponse:
         _check_top_k(top_k, service)
         async with deadline(service.config.timeout_s):
             answer = await service.explain(
-                lambda: read_uploads(request, service.config.max_images), top_k, target, include_input
+                lambda: read_uploads(request, service.config.max_images), top_k, target, include_input, method
             )
         return JSONResponse(answer)
 

@@ -10,7 +10,16 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ErrorBody", "ExplainAnswer", "ExplainResult", "Health", "ModelCard", "PredictAnswer", "PredictResult"]
+__all__ = [
+    "ErrorBody",
+    "ExplainAnswer",
+    "ExplainMethod",
+    "ExplainResult",
+    "Health",
+    "ModelCard",
+    "PredictAnswer",
+    "PredictResult",
+]
 
 
 class PredictResult(BaseModel):
@@ -38,14 +47,22 @@ class PredictAnswer(BaseModel):
 
 class ExplainResult(PredictResult):
     target: str = Field(description="the class the heat map explains")
-    heatmap_png: str = Field(description="Grad-CAM heat map over the image as the model saw it, base64 PNG")
+    heatmap_png: str = Field(description="the heat map over the image as the model saw it, base64 PNG")
 
 
 class ExplainAnswer(BaseModel):
     model: str
+    method: str = Field(description="the heat-map method that drew the maps (gradcam unless asked)")
     results: list[ExplainResult]
     batch_size: int
     timing_ms: Timing
+
+
+class ExplainMethod(BaseModel):
+    name: str = Field(description="what /v1/explain?method= takes")
+    title: str = Field(description="a short name to show (Grad-CAM)")
+    description: str
+    layer: bool = Field(description="whether it looks at a convolution (the CAM family) rather than at pixels")
 
 
 class ModelCard(BaseModel):
@@ -63,6 +80,8 @@ class ModelCard(BaseModel):
     limits: dict[str, float]
     batching: dict[str, float] = Field(description="settings, and the forward passes run so far (mean batch size)")
     explain: bool = Field(description="whether /v1/explain can draw heat maps for this model")
+    explain_methods: list[ExplainMethod] = Field(description="the heat-map methods /v1/explain can draw")
+    explain_default: str = Field(description="the method /v1/explain draws without ?method=")
     backend: str = Field(description="what runs the forward passes: torch (PyTorch) or onnx (ONNX Runtime)")
     runtime: str = Field(description="the runtime's version, device and threads")
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 from cnnkit.data.transforms import read_input
 from cnnkit.errors import CnnkitError, ConfigError, DataError, ImageTooLargeError, UnsupportedImageError
-from cnnkit.explain import conv_layer_names, gradcam, overlay
+from cnnkit.explain import DEFAULT_METHOD, conv_layer_names, get_method, heatmap, list_methods, overlay
 from cnnkit.inference import Predictor, TorchPredictor, load_predictor
 from cnnkit.models import Model, load_model
 from cnnkit.serve.batching import Batcher, BatchStats
@@ -194,12 +194,22 @@ class ModelService:
         return answer
 
     async def explain(
-        self, read: Callable[[], Awaitable[list[Upload]]], top_k: int, target: str | None, include_input: bool = False
+        self,
+        read: Callable[[], Awaitable[list[Upload]]],
+        top_k: int,
+        target: str | None,
+        include_input: bool = False,
+        method: str = DEFAULT_METHOD,
     ) -> dict[str, Any]:
-        """``POST /v1/explain``: the predict answer plus, per image, a Grad-CAM heat map over it.
+        """``POST /v1/explain``: the predict answer plus, per image, a heat map over it.
 
-        The heat map explains ``target`` (a class name), or each image's top class.
+        ``method`` is a registered heat-map method (:func:`cnnkit.explain.list_methods`), Grad-CAM
+        by default; the map explains ``target`` (a class name), or each image's top class.
         """
+        try:
+            get_method(method, "heatmap")
+        except CnnkitError as e:
+            raise ApiError(422, "bad_parameter", str(e)) from None
         if not self.explainable:
             raise ApiError(422, "cannot_explain", f"model {self.model.name!r} has no convolution for Grad-CAM")
         if target is not None and target not in self.class_names:
@@ -208,8 +218,9 @@ class ModelService:
         answer, x, probabilities = await self._recognize(read, top_k, include_input)
         targets = [self.class_names.index(target)] * len(x) if target else probabilities.argmax(dim=1).tolist()
         started = time.perf_counter()
-        # On the model thread, between batches: Grad-CAM's hooks must not see other requests' passes.
-        heatmaps = await self.batcher.call(lambda: self._gradcams(x, targets))
+        # On the model thread, between batches: the methods' hooks must not see other requests' passes.
+        heatmaps = await self.batcher.call(lambda: self._heatmaps(x, targets, method))
+        answer["method"] = method
         for item, index, heat in zip(answer["results"], targets, heatmaps):
             item["target"] = self.class_names[index]
             item["heatmap_png"] = png_base64(heat)
@@ -217,11 +228,12 @@ class ModelService:
         answer["timing_ms"]["total"] = round(answer["timing_ms"]["total"] + answer["timing_ms"]["explain"], 3)
         return answer
 
-    def _gradcams(self, x: torch.Tensor, targets: list[int]) -> list[Image.Image]:
-        """Heat maps over ``(n, C, H, W)`` images for their ``targets``; on the model thread only."""
+    def _heatmaps(self, x: torch.Tensor, targets: list[int], method: str) -> list[Image.Image]:
+        """``method``'s heat maps over ``(n, C, H, W)`` images for their ``targets``; on the model thread only."""
         try:
             return [
-                overlay(image, gradcam(self.model, image.to(self.device), target=t)) for image, t in zip(x, targets)
+                overlay(image, heatmap(self.model, image.to(self.device), t, method=method).heat)
+                for image, t in zip(x, targets)
             ]
         except CnnkitError as e:
             raise ApiError(422, "cannot_explain", str(e)) from None
@@ -288,6 +300,8 @@ class ModelService:
                 "refused": self.admission.refused,
             },
             "explain": self.explainable,
+            "explain_methods": [m.to_dict() for m in list_methods("heatmap")],  # what /v1/explain?method= takes
+            "explain_default": DEFAULT_METHOD,
             "backend": self.predictor.backend,
             "runtime": _runtime(self.predictor, self.config.threads),
         }

@@ -46,6 +46,7 @@ function renderCard() {
   $("draw-panel").hidden = !(c === 1 && h <= 64 && w <= 64);
   const heat = $("heat");
   heat.disabled = !card.explain;
+  fillMethods($("method"), card);
   if (!card.explain) {
     $("heat-note").hidden = false;
     $("heat-note").textContent = "Heat maps are not available on this server.";
@@ -82,7 +83,9 @@ async function recognize(blob, name) {
   current = { blob, name };
   const id = ++requestId;
   const explain = $("heat").checked && card && card.explain;
-  const path = (explain ? "/v1/explain" : "/v1/predict") + "?top_k=" + TOP_K + "&include_input=true";
+  const method = $("method").value;
+  const path = (explain ? "/v1/explain" : "/v1/predict") + "?top_k=" + TOP_K + "&include_input=true" +
+    (explain ? "&method=" + encodeURIComponent(method) : "");
   const form = new FormData();
   form.append("file", blob, name);
   document.body.classList.add("busy");
@@ -102,7 +105,9 @@ async function recognize(blob, name) {
     $("heat-figure").hidden = !result.heatmap_png;
     if (result.heatmap_png) {
       $("heatmap").src = "data:image/png;base64," + result.heatmap_png;
-      $("heat-caption").textContent = "where it looked for \u201c" + result.target + "\u201d";
+      const title = methodTitle(card, answer.method);
+      $("heatmap").alt = title + " heat map: where the model looked";
+      $("heat-caption").textContent = "where it looked for \u201c" + result.target + "\u201d (" + title + ")";
     }
     renderBars(result.labels, result.probabilities);
     $("timing").textContent = "answered in " + answer.timing_ms.total.toFixed(1) + " ms (model " +
@@ -119,6 +124,9 @@ async function main() {
   setUpImageInputs(recognize);
   setUpDrawingPad(recognize);
   $("heat").addEventListener("change", () => { if (current) recognize(current.blob, current.name); });
+  $("method").addEventListener("change", () => {
+    if (current && $("heat").checked) recognize(current.blob, current.name);
+  });
   try {
     card = await api("/v1/model");
     renderCard();

@@ -21,6 +21,22 @@ async function api(path, options) {
   return body;
 }
 
+// The #method selector: the heat-map methods the server lists (GET /v1/model), its default chosen.
+function fillMethods(select, card) {
+  select.replaceChildren(...(card.explain_methods || []).map((m) => {
+    const option = new Option(m.title, m.name, false, m.name === card.explain_default);
+    option.title = m.description;
+    return option;
+  }));
+  select.disabled = !card.explain || select.options.length === 0;
+}
+
+// A method's title for captions ("Grad-CAM"), from the card's list.
+function methodTitle(card, name) {
+  const method = (card.explain_methods || []).find((m) => m.name === name);
+  return method ? method.title : name;
+}
+
 function showError(message) {
   const box = $("error");
   box.textContent = message;

@@ -1,5 +1,5 @@
 // The inside view: send an image to POST /v1/inside and draw the network's layers with their
-// feature maps, the class probabilities and a Grad-CAM heat map (POST /v1/explain).
+// feature maps, the class probabilities and a heat map (POST /v1/explain; Grad-CAM unless another is chosen).
 // Plain JavaScript, no build step, nothing loaded from elsewhere.
 "use strict";
 
@@ -7,7 +7,7 @@ const state = {
   card: null,       // GET /v1/model
   answer: null,     // the last POST /v1/inside answer
   maps: new Map(),  // layer name -> decoded maps (Draw.decodeMaps)
-  image: null,      // {blob, name}: the image shown, re-sent for Grad-CAM
+  image: null,      // {blob, name}: the image shown, re-sent for the heat map
   target: null,     // the class the heat map is for (null: the top class)
   expanded: new Set(),  // layers whose every map is shown
   request: 0,       // answers to superseded requests are dropped
@@ -157,7 +157,7 @@ function valueStrip(layer) {
   return canvas;
 }
 
-// -- the output: probabilities and Grad-CAM ---------------------------------------------------
+// -- the output: probabilities and the heat map -----------------------------------------------
 function renderBars() {
   const answer = state.answer;
   const order = answer.classes.map((c, i) => i);
@@ -193,17 +193,23 @@ async function explain() {
   if (!state.card || !state.card.explain || !state.image) return;
   const id = state.request;
   const target = state.target;
+  const method = $("method").value;
   const form = new FormData();
   form.append("file", state.image.blob, state.image.name);
-  const query = "?top_k=1" + (target === null ? "" : "&target=" + encodeURIComponent(target));
+  const query = "?top_k=1" + (target === null ? "" : "&target=" + encodeURIComponent(target)) +
+    "&method=" + encodeURIComponent(method);
   try {
     const answer = await api("/v1/explain" + query, { method: "POST", body: form });
-    if (id !== state.request || target !== state.target) return;
+    if (id !== state.request || target !== state.target || method !== $("method").value) return;
     const result = answer.results[0];
+    const title = methodTitle(state.card, answer.method);
     $("cam").src = "data:image/png;base64," + result.heatmap_png;
-    $("cam-caption").textContent = "Grad-CAM: where it looked for \u201c" + result.target + "\u201d";
+    $("cam").alt = title + " heat map: where the network looked";
+    $("cam-caption").textContent = title + ": where it looked for \u201c" + result.target + "\u201d";
     $("cam-figure").hidden = false;
     $("cam-figure").dataset.target = result.target;
+    $("cam-figure").dataset.method = method;
+    $("cam-note").hidden = true;
   } catch (e) {
     $("cam-note").hidden = false;
     $("cam-note").textContent = e.message;
@@ -215,6 +221,7 @@ function setUpControls() {
   const redraw = () => { if (state.answer) render(); };
   $("per-layer").addEventListener("change", () => { state.expanded.clear(); redraw(); });
   $("scale").addEventListener("change", redraw);
+  $("method").addEventListener("change", explain);
 }
 
 async function main() {
@@ -228,6 +235,7 @@ async function main() {
     $("model-line").textContent = state.card.name + " \u00b7 " + state.card.parameters.toLocaleString("en") +
       " parameters \u00b7 input " + h + "\u00d7" + w + "\u00d7" + c + " \u00b7 " + state.card.num_classes + " classes";
     $("draw-panel").hidden = !(c === 1 && h <= 64 && w <= 64);
+    fillMethods($("method"), state.card);
     if (!state.card.explain) {
       $("cam-note").hidden = false;
       $("cam-note").textContent = "Heat maps are not available for this model.";

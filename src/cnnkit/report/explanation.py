@@ -1,4 +1,9 @@
-"""``cnnkit explain``: one image file, one method, one PNG.
+"""``cnnkit explain``: one image file, one explain method, one PNG.
+
+The method is any of the explain registry's (:func:`cnnkit.explain.list_methods`); what it
+produces decides the picture: a heat map over the photo, or a labelled figure of the kernels
+or the feature maps (:mod:`cnnkit.report.inside`). It lives with the report's figures, above
+:mod:`cnnkit.explain`, so explain never imports the report that draws it.
 
 The file goes through the same decoder and the same conversion to the model's input as
 ``predict`` (:func:`~cnnkit.data.decode.load_image`, then
@@ -20,14 +25,12 @@ from cnnkit.data.decode import load_image
 from cnnkit.data.transforms import conform
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate.core import predict_logits
-from cnnkit.explain.cam import CAM_METHODS, class_activation_map
-from cnnkit.explain.features import conv_kernels, feature_maps, first_conv
-from cnnkit.explain.render import overlay
-from cnnkit.explain.saliency import integrated_gradients, saliency
+from cnnkit.explain import DEFAULT_METHOD, first_conv, get_method, heatmap, overlay, to_pil
+from cnnkit.report.inside import feature_maps_figure, filters_figure
+from cnnkit.report.plots import save_figure
 
-__all__ = ["METHODS", "Explanation", "explain_file"]
+__all__ = ["Explanation", "explain_file"]
 
-METHODS = ("filters", "feature-maps", *CAM_METHODS, "saliency", "integrated-gradients")
 _MIN_SIDE = 224  # small images (28x28 digits) are enlarged so the overlay is visible
 
 
@@ -53,8 +56,6 @@ def _name(model: torch.nn.Module, index: int) -> str:
 
 def _display(image: np.ndarray) -> Image.Image:
     """The decoded image, enlarged (nearest neighbour: keep pixels crisp) if it is small."""
-    from cnnkit.explain.render import to_pil
-
     pil = to_pil(image)
     scale = int(np.ceil(_MIN_SIDE / min(pil.size)))
     return pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST) if scale > 1 else pil
@@ -63,21 +64,18 @@ def _display(image: np.ndarray) -> Image.Image:
 def explain_file(
     model: torch.nn.Module,
     image_path: str | os.PathLike,
-    method: str = "gradcam",
+    method: str = DEFAULT_METHOD,
     *,
     layer: str | None = None,
     target: int | str | None = None,
     out: str | os.PathLike | None = None,
 ) -> Explanation:
-    """Explain the model's prediction for one image file and write the picture to ``out`` (PNG).
+    """Explain the model's prediction for one image file with a registered method; write the picture to ``out`` (PNG).
 
-    ``out`` defaults to ``<image stem>-<method>.png`` in the current folder.
+    ``method`` is any name of :func:`~cnnkit.explain.list_methods`; ``out`` defaults
+    to ``<image stem>-<method>.png`` in the current folder.
     """
-    from cnnkit.report.inside import feature_maps_figure, filters_figure
-    from cnnkit.report.plots import save_figure
-
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    entry = get_method(method)
     out = Path(out) if out is not None else Path(f"{Path(image_path).stem}-{method}.png")
     height, width, channels = model.image_shape
     image = load_image(image_path, channels)  # (h, w, C) at the file's own size
@@ -86,29 +84,17 @@ def explain_file(
     predicted = int(probs.argmax())
     result = {"method": method, "predicted": _name(model, predicted), "probability": float(probs[predicted])}
 
-    if method == "filters":
+    if entry.produces == "filters":
         name, _ = first_conv(model) if layer is None else (layer, None)
-        save_figure(filters_figure(conv_kernels(model, layer), name), out)
+        save_figure(filters_figure(entry.fn(model, layer), name), out)
         return Explanation(str(out), layer=name, **result)
-    if method == "feature-maps":
-        maps = feature_maps(model, x, None if layer is None else [layer])
+    if entry.produces == "layer-maps":
+        maps = entry.fn(model, x, None if layer is None else [layer])
         if not maps:
             raise ConfigError("the model has no convolution: there are no feature maps to show")
         save_figure(feature_maps_figure(maps), out)
         return Explanation(str(out), layer=layer, **result)
-    if method in CAM_METHODS:
-        heat, cls, layer = class_activation_map(model, x, target, layer, method)
-    else:
-        if layer is not None:
-            raise ConfigError(f"{method} explains pixels, not a layer: drop --layer")
-        cls = _resolve(model, target, probs)
-        heat = (saliency if method == "saliency" else integrated_gradients)(model, x, cls)
-    picture = overlay(_display(image), heat)
+    drawn = heatmap(model, x, target, method=method, layer=layer)  # target None: the predicted class
+    picture = overlay(_display(image), drawn.heat)
     atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
-    return Explanation(str(out), target=_name(model, cls), layer=layer, **result)
-
-
-def _resolve(model: torch.nn.Module, target: int | str | None, probs: torch.Tensor) -> int:
-    from cnnkit.explain._layers import resolve_target
-
-    return resolve_target(model, target, probs[None])
+    return Explanation(str(out), target=_name(model, drawn.target), layer=drawn.layer, **result)
