@@ -116,3 +116,19 @@ def test_a_new_config_field_is_a_working_train_flag(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((out / "config.json").read_text())["new_flag"] == 5
+
+
+def test_a_plain_field_is_a_flag_of_its_type():
+    @dataclasses.dataclass
+    class Config:
+        plain_number: int = 3
+        on_by_default: bool = True
+        maybe: float | None = None
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, Config)
+    args = parser.parse_args(["--plain-number", "5", "--no-on-by-default"])
+    assert given_options(args, Config) == {"plain_number": 5, "on_by_default": False}
+    assert given_options(parser.parse_args(["--maybe", "0.5"]), Config) == {"maybe": 0.5}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--plain-number", "five"])

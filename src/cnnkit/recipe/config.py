@@ -66,7 +66,7 @@ class Option:
     group: str | None = None
 
 
-NO_OPTION = Option()  # a field declared without option(): a flag of its type, no help
+_NO_OPTION = Option()  # a field declared without option(): a flag of its type, no help
 
 
 def option(default: Any, help: str = "", **settings: Any) -> Any:
@@ -76,7 +76,7 @@ def option(default: Any, help: str = "", **settings: Any) -> Any:
 
 def option_of(f: dataclasses.Field) -> Option:
     """The :class:`Option` of a config field (a plain field has the defaults)."""
-    return f.metadata.get("option", NO_OPTION)
+    return f.metadata.get("option", _NO_OPTION)
 
 
 def _one_of(choices: Sequence[Any]) -> str:
