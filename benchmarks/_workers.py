@@ -90,7 +90,8 @@ def _without(change: str) -> None:
 def cnnkit_train(a):
     import csv
 
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, augment="none", val_split=0.0, verbose=0,
@@ -176,7 +177,8 @@ def torch_(a):
 # -- time to accuracy -------------------------------------------------------------------------------
 def cnnkit_recipe(a):
     """`cnnkit train` as shipped (its default recipe), on digits."""
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

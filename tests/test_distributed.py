@@ -121,7 +121,8 @@ def _test_line(stdout: str) -> str:
 def reference(tmp_path_factory) -> tuple[Path, str]:
     """One process's run (in this process, on one thread like each torchrun worker): its folder and test line."""
     from cnnkit.cli.train import add_parser
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.train import train
 
     out = tmp_path_factory.mktemp("reference") / "run"
     parser = argparse.ArgumentParser()
@@ -131,7 +132,7 @@ def reference(tmp_path_factory) -> tuple[Path, str]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = train(TrainConfig(**options, out=str(out), verbose=0))
+        result = train(TrainConfig(**{**options, "out": str(out), "verbose": 0}))  # -q gives verbose=0 too
     finally:
         torch.set_num_threads(threads)
     return out, f"test accuracy {result.test.accuracy:.2%}  loss {result.test.loss:.4f}"

@@ -16,8 +16,8 @@ from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 from cnnkit.errors import ConfigError, TrainingError
 from cnnkit.evaluate import evaluate_tensors
+from cnnkit.recipe.config import TrainConfig
 from cnnkit.train import distributed
-from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import World
 from cnnkit.train.loop import TensorBatches
 

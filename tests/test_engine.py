@@ -147,7 +147,7 @@ def test_time_budget_shrinks_the_run_and_its_schedule():
 
 
 def test_lr_find_restores_the_model_and_suggests_a_rate(tmp_path):
-    from cnnkit.train.lr_find import plot_lr_find
+    from cnnkit.recipe.lr_find import plot_lr_find
 
     model = tiny_model()
     opt = optimizers.Adam().build(model.parameters())
@@ -216,7 +216,8 @@ def test_mixed_precision_steps_train(precision):
 def test_deterministic_runs_are_bit_identical(tmp_path):
     from safetensors.torch import load_file
 
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.train import train
 
     runs = [train(TrainConfig(data="faces", epochs=2, deterministic=True, seed=5, ema=0.9, augment="flip+crop+affine",
                               out=str(tmp_path / str(i)), verbose=0))

@@ -199,7 +199,7 @@ def test_models_pattern_filters(capsys):
 
 def test_training_sizes_small_images_up_to_the_models_minimum():
     from cnnkit import data
-    from cnnkit.train import TrainConfig
+    from cnnkit.recipe.config import TrainConfig
     from cnnkit.train.run import build_model
 
     digits = data.load_dataset("digits")  # 28x28x1

@@ -22,7 +22,7 @@ _IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real (short) training run: the folder `cnnkit train` writes, report included."""
-    from cnnkit.train.config import TrainConfig
+    from cnnkit.recipe.config import TrainConfig
     from cnnkit.train.run import train
 
     out = tmp_path_factory.mktemp("report") / "run"

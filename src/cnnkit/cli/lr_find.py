@@ -5,45 +5,31 @@ from __future__ import annotations
 import argparse
 
 from cnnkit.cli._common import console
+from cnnkit.cli._options import add_options, given_options
+from cnnkit.recipe.config import TrainConfig
 
-__all__ = ["add_parser", "run"]
+__all__ = ["OPTIONS", "add_parser", "run"]
+
+# The training options that change what the sweep sees (the model, its data, the optimizer); the others would not.
+OPTIONS = ("model", "data", "data_dir", "max_bad_files", "workers", "batch_size", "optimizer", "weight_decay",
+           "image_size", "seed", "device")  # fmt: skip
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("lr-find", help="find a good learning rate (plot + suggestion)")
-    p.add_argument("--model", default="seed", help="registered model or architecture .json")
-    p.add_argument("--data", default="digits", help="data set name")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd", "rmsprop"], default="adam")
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--steps", type=int, default=100, help="at most this many batches")
-    p.add_argument("--out", default="lr_find.png", help="where to save the plot")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("lr-find", help="find a good learning rate (plot + suggestion)",
+                       description="Sweep the learning rate over a few batches of the training data, "
+                       "with the model and optimizer `cnnkit train` would use, and suggest a peak rate.")  # fmt: skip
+    add_options(p, TrainConfig, OPTIONS)
+    p.add_argument("--steps", type=int, default=100, help="at most this many batches (default: 100)")
+    p.add_argument("--out", default="lr_find.png", help="where to save the plot (default: lr_find.png)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
+    from cnnkit.recipe.lr_find import find_learning_rate
 
-    from cnnkit.data.prepare import training_data
-    from cnnkit.runtime import resolve_device, seed_everything
-    from cnnkit.train import losses
-    from cnnkit.train.config import TrainConfig
-    from cnnkit.train.lr_find import lr_find, plot_lr_find
-    from cnnkit.train.run import build_model, make_optimizer, training_tensors
-
-    config = TrainConfig(model=args.model, data=args.data, batch_size=args.batch_size, optimizer=args.optimizer,
-                         image_size=args.image_size, seed=args.seed, val_split=0.0)  # fmt: skip
-    config.validate()
-    generator = seed_everything(config.seed)
-    prepared = training_data(config)
-    model = build_model(config, prepared.dataset).to(resolve_device("auto"))
-    train_set, _ = training_tensors(prepared, model)
-    loss = losses.SparseCategoricalCrossentropy()
-    result = lr_find(model, train_set, loss, make_optimizer(config, model), steps=args.steps,
-                     batch_size=config.batch_size, generator=generator)  # fmt: skip
-    path = plot_lr_find(result, args.out)
-    lowest = result.lrs[int(np.argmin(result.losses))]
-    console.print(f"suggested peak learning rate: {result.suggestion:.2g} (lowest loss at {lowest:.2g})")
-    console.print(f"plot saved to {path}; train with: cnnkit train --lr {result.suggestion:.2g}")
+    config = TrainConfig().replace(**given_options(args, TrainConfig, OPTIONS))
+    found = find_learning_rate(config, steps=args.steps, plot=args.out)
+    console.print(f"suggested peak learning rate: {found.suggestion:.2g} (lowest loss at {found.lowest:.2g})")
+    console.print(f"plot saved to {found.plot}; train with: cnnkit train --lr {found.suggestion:.2g}")
     return 0

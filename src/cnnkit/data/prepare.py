@@ -125,7 +125,7 @@ def _available_memory() -> int:
 
 
 def training_data(config: Any, default_size: int | None = None) -> TrainingData:
-    """:func:`open_data` with a :class:`~cnnkit.train.config.TrainConfig`'s options."""
+    """:func:`open_data` with a :class:`~cnnkit.recipe.config.TrainConfig`'s options."""
     return open_data(
         config.data, data_dir=getattr(config, "data_dir", None), image_size=config.image_size,
         default_size=default_size, val_split=config.val_split, seed=config.seed,

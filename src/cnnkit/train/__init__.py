@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TrainConfig", "TrainResult", "callbacks", "fit", "losses", "optimizers", "train"]
+__all__ = ["TrainResult", "callbacks", "fit", "losses", "optimizers", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -16,10 +16,6 @@ def __getattr__(name: str) -> Any:
         from cnnkit.train import run
 
         return getattr(run, name)
-    if name == "TrainConfig":
-        from cnnkit.train.config import TrainConfig
-
-        return TrainConfig
     if name == "fit":
         from cnnkit.train.loop import fit
 

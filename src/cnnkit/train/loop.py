@@ -36,13 +36,13 @@ from cnnkit.train.ema import EMA
 from cnnkit.train.optimizers import match_state_layout
 from cnnkit.train.progress import TrainingProgress
 
-__all__ = ["Batches", "Stepper", "TensorBatches", "fit", "train_one_epoch"]
+__all__ = ["PRECISIONS", "Batches", "Stepper", "TensorBatches", "fit", "train_one_epoch"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Augment = Callable[[torch.Tensor], torch.Tensor]
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # sized: len() is the number of batches
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
 SYNC_EVERY = 16  # under torchrun: steps between sums over the ranks for the progress bar's running values
 
 
@@ -100,14 +100,14 @@ class Stepper:
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        if precision not in _PRECISIONS:
-            raise TrainingError(f"precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+        if precision not in PRECISIONS:
+            raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.scheduler, self.augment, self.clip_norm, self.ema = scheduler, augment, clip_norm, ema
         self.device = next(model.parameters()).device
         self.channels_last = channels_last
         self.forward = torch.compile(model) if compile else model
-        dtype = _PRECISIONS[precision]
+        dtype = PRECISIONS[precision]
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         # torch's fused Adam/AdamW/SGD read `found_inf` and skip the update on the device.

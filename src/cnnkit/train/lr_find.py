@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -21,7 +19,7 @@ from torch import nn
 from cnnkit.errors import TrainingError
 from cnnkit.train.loop import Batches, Stepper, TensorBatches
 
-__all__ = ["LRFindResult", "lr_find", "plot_lr_find"]
+__all__ = ["LRFindResult", "lr_find"]
 
 
 @dataclass(frozen=True)
@@ -96,23 +94,3 @@ def _valley(lrs: list[float], losses: list[float]) -> float:
             end, start = i, i - run[i]
     third = (end - start) / 3
     return float(lrs[max(0, start + int(third) + int(third / 2))])
-
-
-def plot_lr_find(result: LRFindResult, path: str | os.PathLike) -> Path:
-    """Loss against learning rate (log scale), the suggestion marked."""
-    from matplotlib.figure import Figure
-
-    from cnnkit.report.plots import save_figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    ax.plot(result.lrs, result.losses)
-    ax.axvline(result.suggestion, color="tab:red", linestyle="--", label=f"suggested lr {result.suggestion:.2g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss (smoothed)")
-    ax.set_title("learning-rate finder")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return save_figure(fig, path)

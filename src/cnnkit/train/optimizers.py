@@ -15,7 +15,7 @@ import torch
 
 from cnnkit.errors import ConfigError
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule",
+__all__ = ["OPTIMIZERS", "SCHEDULES", "SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule",
            "decay_groups", "get", "make_schedule", "match_state_layout"]  # fmt: skip
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
@@ -130,6 +130,8 @@ class RMSprop(Optimizer):
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSprop)}
+_SHAPES = ("onecycle", "cosine")  # the shapes of a Schedule
+SCHEDULES = (*_SHAPES, "constant")  # what make_schedule builds ("constant": no schedule at all)
 
 
 def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -168,8 +170,8 @@ class Schedule(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, shape: str, total_steps: int,
                  warmup_fraction: float = 0.2) -> None:  # fmt: skip
-        if shape not in ("onecycle", "cosine"):
-            raise ConfigError(f"unknown schedule {shape!r}; choose constant, onecycle or cosine")
+        if shape not in _SHAPES:
+            raise ConfigError(f"unknown schedule shape {shape!r}; a Schedule is {' or '.join(_SHAPES)}")
         self.shape, self.total_steps, self.warmup_fraction = shape, max(1, total_steps), warmup_fraction
         super().__init__(optimizer)
 
@@ -187,7 +189,7 @@ class Schedule(torch.optim.lr_scheduler.LRScheduler):
 
 
 def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule | None:
-    """The per-step schedule called ``name`` (``constant`` gives none)."""
+    """The per-step schedule called ``name``, one of :data:`SCHEDULES` (``constant`` gives none)."""
     if name == "constant":
         return None
     return Schedule(optimizer, name, total_steps)

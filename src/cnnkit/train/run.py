@@ -37,6 +37,7 @@ from cnnkit.evaluate import EvalResult, evaluate_arrays
 from cnnkit.modelfile import read_weights
 from cnnkit.models import Model, create_model, get_model_entry, load_architecture
 from cnnkit.models.weights import load_pretrained
+from cnnkit.recipe.config import TrainConfig
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
@@ -52,7 +53,6 @@ from cnnkit.train.callbacks import (
     TimeBudget,
 )
 from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, save_checkpoint
-from cnnkit.train.config import TrainConfig
 from cnnkit.train.distributed import World
 from cnnkit.train.ema import EMA
 

@@ -1,0 +1,95 @@
+"""Command-line flags generated from a config dataclass (:class:`~cnnkit.recipe.config.TrainConfig`).
+
+One flag per field: ``--field-name VALUE`` of the field's type, ``--name`` for a bool that is
+off by default, ``--no-name`` for one that is on, or what the field's
+:class:`~cnnkit.recipe.config.Option` says. Every flag defaults to None, "not given", so a
+command can tell the options given on its command line from the defaults (and lay them over a
+``--config`` file, or refuse them with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Collection
+from typing import Any
+
+from cnnkit.recipe.config import Option, field_type, option_of
+
+__all__ = ["add_options", "flag_of", "given_options"]
+
+
+def _option_fields(config_class: type, names: Collection[str] | None) -> list[dataclasses.Field]:
+    known = dataclasses.fields(config_class)
+    if names is None:
+        return list(known)
+    unknown = set(names) - {f.name for f in known}
+    if unknown:
+        raise ValueError(f"{config_class.__name__} has no option(s) {', '.join(sorted(unknown))}")
+    return [f for f in known if f.name in names]
+
+
+def _flags(f: dataclasses.Field, spec: Option) -> tuple[str, ...]:
+    if spec.flags:
+        return spec.flags
+    name = f.name.replace("_", "-")
+    return (f"--no-{name}",) if f.default is True else (f"--{name}",)
+
+
+def flag_of(config_class: type, name: str) -> str:
+    """The flag a user types for option ``name`` of ``config_class`` (its long form)."""
+    (f,) = _option_fields(config_class, [name])
+    return _flags(f, option_of(f))[-1]
+
+
+def _text_parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` for argparse: its ``ValueError`` becomes argparse's one-line usage error, message kept."""
+
+    def parse_text(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse_text.__name__ = parse.__name__  # argparse names the type in some of its messages
+    return parse_text
+
+
+def _help(f: dataclasses.Field, spec: Option) -> str:
+    """The help text, with the default when it is a value (None and bools say it in their own words)."""
+    shown = f.default is not None and not isinstance(f.default, bool) and spec.const is None
+    return f"{spec.help} (default: {f.default})".lstrip() if shown else spec.help
+
+
+def _argument(f: dataclasses.Field) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The flags and ``add_argument`` settings of field ``f``; None stays the default: "not given"."""
+    spec = option_of(f)
+    value_type, _ = field_type(f)
+    settings: dict[str, Any] = {"dest": f.name, "default": None, "help": _help(f, spec)}
+    if spec.const is not None:  # a switch that stores a value (-q: verbose=0)
+        settings.update(action="store_const", const=spec.const)
+    elif value_type is bool:  # --name turns on what is off by default, --no-name turns off what is on
+        settings.update(action="store_false" if f.default is True else "store_true")
+    else:
+        parse = _text_parser(spec.parse) if spec.parse else value_type
+        settings.update(type=parse, choices=spec.choices, metavar=spec.metavar)
+    return _flags(f, spec), settings
+
+
+def add_options(parser: argparse.ArgumentParser, config_class: type,
+                names: Collection[str] | None = None) -> None:  # fmt: skip
+    """Add a flag to ``parser`` for each field of ``config_class`` (only those in ``names`` when given)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in _option_fields(config_class, names):
+        flags, settings = _argument(f)
+        group = option_of(f).group
+        if group is not None and group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        (groups[group] if group is not None else parser).add_argument(*flags, **settings)
+
+
+def given_options(args: argparse.Namespace, config_class: type,
+                  names: Collection[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The options that the command line gave (field name -> value), in field order."""
+    return {f.name: getattr(args, f.name) for f in _option_fields(config_class, names)
+            if getattr(args, f.name, None) is not None}  # fmt: skip
