@@ -16,6 +16,7 @@ from cnnkit.train import loop, optimizers
 from cnnkit.train.callbacks import ModelCheckpoint, TimeBudget
 from cnnkit.train.ema import EMA
 from cnnkit.train.lr_find import lr_find
+from cnnkit.train.settings import TrainSettings
 
 
 def tiny_model(classes: int = 3) -> models.Sequential:
@@ -81,7 +82,7 @@ def test_gradient_clipping_bounds_the_update():
     model = tiny_model()
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    step = loop.Stepper(model, lambda logits, y: 1e6 * ce(logits, y), opt, clip_norm=0.5)
+    step = loop.Stepper(model, lambda logits, y: 1e6 * ce(logits, y), opt, TrainSettings(clip_norm=0.5))
     step(*tiny_data(16))
     change = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
     assert change.norm() == pytest.approx(0.5, rel=1e-4)
@@ -162,11 +163,11 @@ def test_lr_find_restores_the_model_and_suggests_a_rate(tmp_path):
 
 
 def test_class_weights_auto_is_balanced():
-    from cnnkit.train.run import _class_weights
+    from cnnkit.recipe.build import class_weights
 
-    weights = _class_weights("auto", np.array([0] * 8 + [1] * 2), 2)
+    weights = class_weights("auto", np.array([0] * 8 + [1] * 2), 2)
     torch.testing.assert_close(weights, torch.tensor([10 / 16, 10 / 4]))
-    torch.testing.assert_close(_class_weights("1:3", np.array([0, 1]), 3), torch.tensor([1.0, 3.0, 1.0]))
+    torch.testing.assert_close(class_weights("1:3", np.array([0, 1]), 3), torch.tensor([1.0, 3.0, 1.0]))
 
 
 # -- augmentation -------------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_mixed_precision_steps_train(precision):
     torch.manual_seed(0)
     model = tiny_model()
     opt = optimizers.Adam(learning_rate=0.01).build(model.parameters())
-    step = loop.Stepper(model, ce, opt, precision=precision)
+    step = loop.Stepper(model, ce, opt, TrainSettings(precision=precision))
     losses = [float(step(*tiny_data(32, seed=1))[0]) for _ in range(15)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -216,7 +217,8 @@ def test_mixed_precision_steps_train(precision):
 def test_deterministic_runs_are_bit_identical(tmp_path):
     from safetensors.torch import load_file
 
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.recipe import train
+    from cnnkit.train.config import TrainConfig
 
     runs = [train(TrainConfig(data="faces", epochs=2, deterministic=True, seed=5, ema=0.9, augment="flip+crop+affine",
                               out=str(tmp_path / str(i)), verbose=0))
@@ -238,7 +240,7 @@ def test_optimizer_state_follows_a_change_of_weight_layout_between_fits():
         x, y = torch.rand(32, 2, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
         for channels_last in (False, second_channels_last):
             loop.fit(model, (x, y), loss_fn=ce, optimizer=optimizer, epochs=1, batch_size=16, shuffle=False,
-                     channels_last=channels_last, verbose=0)  # fmt: skip
+                     settings=TrainSettings(channels_last=channels_last), verbose=0)  # fmt: skip
         return model
 
     weight = trained(True).layers[1].conv.weight

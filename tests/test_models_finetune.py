@@ -11,7 +11,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from cnnkit import models
-from cnnkit.train import finetune
+from cnnkit.recipe import finetune
 from cnnkit.train.callbacks import Callback
 from conftest import run_cli
 
@@ -103,7 +103,7 @@ def test_cli_fine_tunes_a_trained_model_on_another_data_set(trained_seed, tmp_pa
 
 def test_freeze_epochs_needs_weights():
     from cnnkit.errors import ConfigError
-    from cnnkit.train import TrainConfig
+    from cnnkit.train.config import TrainConfig
 
     assert TrainConfig().head_only_epochs == 0 and TrainConfig(weights="imagenet").head_only_epochs == 1
     assert TrainConfig(weights="imagenet", freeze_epochs=0).head_only_epochs == 0

@@ -101,8 +101,10 @@ def test_resume_refuses_other_settings_and_non_runs(tmp_path):
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from cnnkit.train import TrainConfig, checkpoint, train
+    from cnnkit.recipe import train
+    from cnnkit.train import checkpoint
     from cnnkit.train.checkpoint import read_checkpoint
+    from cnnkit.train.config import TrainConfig
 
     real_save = checkpoint.save_file
     calls = []

@@ -26,11 +26,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cnnkit.data.prepare import training_data
+    from cnnkit.recipe.build import build_model, make_optimizer, training_tensors
     from cnnkit.runtime import resolve_device, seed_everything
     from cnnkit.train import losses
     from cnnkit.train.config import TrainConfig
     from cnnkit.train.lr_find import lr_find, plot_lr_find
-    from cnnkit.train.run import build_model, make_optimizer, training_tensors
 
     config = TrainConfig(model=args.model, data=args.data, batch_size=args.batch_size, optimizer=args.optimizer,
                          image_size=args.image_size, seed=args.seed, val_split=0.0)  # fmt: skip

@@ -1,4 +1,4 @@
-"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.train.train` (or resume a run).
+"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.recipe.train` (or resume a run).
 
 The same command runs under torchrun (``torchrun --nproc-per-node N -m cnnkit train ...``):
 rank 0 prints; an error on any process is one line naming its rank, also left in torchrun's
@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, main: bool = True) -> int:
-    from cnnkit.train import TrainConfig, train
+    from cnnkit.recipe import train
+    from cnnkit.train.config import TrainConfig
 
     if args.resume:
         given = [name for name in _OPTIONS if getattr(args, name) is not None] + (["config"] if args.config else [])

@@ -1,0 +1,13 @@
+"""The recipe: what ``cnnkit train`` runs, above the models and the engine.
+
+``train(TrainConfig(...))`` opens the data, builds the model (:mod:`~cnnkit.recipe.build`),
+trains it with the engine (:mod:`cnnkit.train`), fine-tunes pretrained weights the fastai way
+(:mod:`~cnnkit.recipe.finetune`), and writes the run folder (:mod:`~cnnkit.recipe.run`).
+Layers point down: the recipe imports the models and the engine; neither imports the recipe.
+"""
+
+from __future__ import annotations
+
+from cnnkit.recipe.run import TrainResult, train
+
+__all__ = ["TrainResult", "train"]
