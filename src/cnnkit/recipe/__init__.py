@@ -2,12 +2,14 @@
 
 ``train(TrainConfig(...))`` opens the data, builds the model (:mod:`~cnnkit.recipe.build`),
 trains it with the engine (:mod:`cnnkit.train`), fine-tunes pretrained weights the fastai way
-(:mod:`~cnnkit.recipe.finetune`), and writes the run folder (:mod:`~cnnkit.recipe.run`).
+(:mod:`~cnnkit.recipe.finetune`), and writes the run folder (:mod:`~cnnkit.recipe.run`);
+``evaluate_saved(...)`` is what ``cnnkit evaluate`` runs on saved models (:mod:`~cnnkit.recipe.evaluate`).
 Layers point down: the recipe imports the models and the engine; neither imports the recipe.
 """
 
 from __future__ import annotations
 
+from cnnkit.recipe.evaluate import SavedEvaluation, evaluate_saved
 from cnnkit.recipe.run import TrainResult, train
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["SavedEvaluation", "TrainResult", "evaluate_saved", "train"]
