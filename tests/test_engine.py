@@ -247,3 +247,34 @@ def test_optimizer_state_follows_a_change_of_weight_layout_between_fits():
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     for a, b in zip(trained(True).get_weights(), trained(False).get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# -- settings -----------------------------------------------------------------------------------------
+def test_settings_refuse_an_unknown_precision():
+    with pytest.raises(TrainingError, match="precision must be one of fp32, bf16, fp16, got 'fp8'"):
+        TrainSettings(precision="fp8")
+
+
+@pytest.mark.parametrize(("channels_last", "expected"), [(None, True), (False, False)])
+def test_fit_resolves_auto_channels_last_from_the_model(channels_last, expected):
+    model = models.Sequential([layers.Input((6, 6, 2)), layers.Conv2D(4, 3), layers.Flatten(), layers.Dense(3)])
+    optimizer = optimizers.Adam().build(model.parameters())
+    x, y = torch.rand(32, 2, 6, 6), torch.randint(0, 3, (32,))
+    loop.fit(model, (x, y), loss_fn=ce, optimizer=optimizer, epochs=1, batch_size=16,
+             settings=TrainSettings(channels_last=channels_last), verbose=0)  # fmt: skip
+    weight = model.layers[0].conv.weight  # (4, 2, 3, 3): two input channels, so the two layouts differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+    assert weight.is_contiguous() != expected
+
+
+def test_the_recipe_resolves_every_auto_once_into_typed_settings():
+    from cnnkit.recipe.build import resolve_settings
+    from cnnkit.train.config import TrainConfig
+
+    settings, recorded = resolve_settings(TrainConfig(clip_norm=2.0), "crop", torch.device("cpu"))
+    assert settings.channels_last is True and settings.precision == "fp32" and callable(settings.augment)
+    assert settings.clip_norm == 2.0 and settings.compile is False
+    assert (recorded["channels_last"], recorded["precision"], recorded["augment"]) == ("on", "fp32", "crop")
+    settings, recorded = resolve_settings(TrainConfig(channels_last="off", augment="none"), "crop", torch.device("cpu"))
+    assert settings.channels_last is False and settings.augment is None
+    assert (recorded["channels_last"], recorded["augment"]) == ("off", "none")
