@@ -2,10 +2,10 @@
 
 ``train(config)`` opens the data (a registered data set, or a checked folder/CSV: see
 :mod:`cnnkit.data.prepare`), builds the model (see :mod:`cnnkit.recipe.build`), trains with
-the engine (the same ``loop.fit`` as ``Model.fit``), keeps the best epoch, tests it, and writes ``runs/<name>/``:
-``model.safetensors`` (best), ``last.safetensors``, ``resume.safetensors`` (everything to
-continue exactly), ``config.json``, ``split.json``, ``metrics.csv``, ``curves.png`` and
-``report.html`` (the run's self-contained report).
+the engine (the same ``loop.fit`` as ``Model.fit``), keeps the best epoch, tests it, and
+writes ``runs/<name>/``: ``model.safetensors`` (best), ``last.safetensors``,
+``resume.safetensors`` (everything to continue exactly), ``config.json``, ``split.json``,
+``metrics.csv``, ``curves.png`` and ``report.html`` (the run's self-contained report).
 ``train(resume=RUN_DIR)`` continues an interrupted run on exactly the same data.
 
 Under torchrun every process calls ``train`` alike (see :mod:`cnnkit.train.distributed`):
