@@ -77,8 +77,8 @@ def _without(change: str) -> None:
         sequential._forward_pool_first = lambda layers, x: functools.reduce(lambda h, layer: layer(h), layers, x)
     elif change == "native-kernels":  # conv -> pool -> ReLU blocks as torch operators
         os.environ["CNNKIT_NATIVE"] = "0"
-    elif change == "channels-last":
-        loop.fit = functools.partial(loop.fit, channels_last=False)
+    elif change == "channels-last":  # what fit's default (auto) resolves to: the layout as it is, NCHW
+        loop.prefer_channels_last = lambda model: False
     elif change == "fused-adam":  # torch's default for CPU parameters: one parameter at a time
         optimizers._fused_ok = lambda params: False
     elif change == "allocator":  # glibc's default mmap/trim thresholds
@@ -90,8 +90,7 @@ def _without(change: str) -> None:
 def cnnkit_train(a):
     import csv
 
-    from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train import train
+    from cnnkit.recipe import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, augment="none", val_split=0.0, verbose=0,
@@ -177,8 +176,7 @@ def torch_(a):
 # -- time to accuracy -------------------------------------------------------------------------------
 def cnnkit_recipe(a):
     """`cnnkit train` as shipped (its default recipe), on digits."""
-    from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train import train
+    from cnnkit.recipe import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

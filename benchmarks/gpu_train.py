@@ -27,6 +27,7 @@ from cnnkit.models import create_model  # noqa: E402
 from cnnkit.runtime import describe_device, resolve_device  # noqa: E402
 from cnnkit.train import losses, optimizers  # noqa: E402
 from cnnkit.train.loop import Stepper, TensorBatches  # noqa: E402
+from cnnkit.train.settings import TrainSettings  # noqa: E402
 
 
 def main() -> None:
@@ -50,8 +51,9 @@ def main() -> None:
     steps = -(-args.images // args.batch_size)
     schedule = optimizers.make_schedule("onecycle", optimizer, steps * args.epochs)
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=0.2)
-    step = Stepper(model, loss, optimizer, scheduler=schedule, augment=make_augment("flip+crop"),
-                   precision=args.precision, channels_last=True, compile=not args.no_compile)  # fmt: skip
+    settings = TrainSettings(precision=args.precision, channels_last=True, augment=make_augment("flip+crop"),
+                             compile=not args.no_compile)  # fmt: skip
+    step = Stepper(model, loss, optimizer, settings, scheduler=schedule)
     batches = TensorBatches(x, y, args.batch_size)
     seconds = []
     for epoch in range(args.epochs):

@@ -121,8 +121,7 @@ def _test_line(stdout: str) -> str:
 def reference(tmp_path_factory) -> tuple[Path, str]:
     """One process's run (in this process, on one thread like each torchrun worker): its folder and test line."""
     from cnnkit.cli.train import add_parser
-    from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train import train
+    from cnnkit.recipe import TrainConfig, train
 
     out = tmp_path_factory.mktemp("reference") / "run"
     parser = argparse.ArgumentParser()

@@ -79,7 +79,7 @@ def test_streamed_files_are_split_like_resident_tensors(tmp_path, n, batch, size
 
 
 def test_the_global_batch_and_sync_bn_are_checked():
-    from cnnkit.train.run import _global_batch
+    from cnnkit.recipe.run import _global_batch
 
     two, cpu = World(0, 0, 2), torch.device("cpu")
     assert _global_batch(TrainConfig(batch_size=64), two, cpu).batch_size == 64
@@ -102,7 +102,7 @@ def torchrun_env(monkeypatch):
 
 
 def test_restarted_processes_find_the_run_folder_again(torchrun_env, tmp_path):
-    from cnnkit.train.run import _stable_run_dir
+    from cnnkit.recipe.run import _stable_run_dir
 
     config = TrainConfig(runs_dir=str(tmp_path))
     torchrun_env.setenv("TORCHELASTIC_MAX_RESTARTS", "0")

@@ -16,6 +16,7 @@ from cnnkit.train import loop, optimizers
 from cnnkit.train.callbacks import ModelCheckpoint, TimeBudget
 from cnnkit.train.ema import EMA
 from cnnkit.train.lr_find import lr_find
+from cnnkit.train.settings import TrainSettings
 
 
 def tiny_model(classes: int = 3) -> models.Sequential:
@@ -81,7 +82,7 @@ def test_gradient_clipping_bounds_the_update():
     model = tiny_model()
     before = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    step = loop.Stepper(model, lambda logits, y: 1e6 * ce(logits, y), opt, clip_norm=0.5)
+    step = loop.Stepper(model, lambda logits, y: 1e6 * ce(logits, y), opt, TrainSettings(clip_norm=0.5))
     step(*tiny_data(16))
     change = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
     assert change.norm() == pytest.approx(0.5, rel=1e-4)
@@ -162,11 +163,11 @@ def test_lr_find_restores_the_model_and_suggests_a_rate(tmp_path):
 
 
 def test_class_weights_auto_is_balanced():
-    from cnnkit.train.run import _class_weights
+    from cnnkit.recipe.build import class_weights
 
-    weights = _class_weights("auto", np.array([0] * 8 + [1] * 2), 2)
+    weights = class_weights("auto", np.array([0] * 8 + [1] * 2), 2)
     torch.testing.assert_close(weights, torch.tensor([10 / 16, 10 / 4]))
-    torch.testing.assert_close(_class_weights("1:3", np.array([0, 1]), 3), torch.tensor([1.0, 3.0, 1.0]))
+    torch.testing.assert_close(class_weights("1:3", np.array([0, 1]), 3), torch.tensor([1.0, 3.0, 1.0]))
 
 
 # -- augmentation -------------------------------------------------------------------------------------
@@ -207,7 +208,7 @@ def test_mixed_precision_steps_train(precision):
     torch.manual_seed(0)
     model = tiny_model()
     opt = optimizers.Adam(learning_rate=0.01).build(model.parameters())
-    step = loop.Stepper(model, ce, opt, precision=precision)
+    step = loop.Stepper(model, ce, opt, TrainSettings(precision=precision))
     losses = [float(step(*tiny_data(32, seed=1))[0]) for _ in range(15)]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -216,8 +217,7 @@ def test_mixed_precision_steps_train(precision):
 def test_deterministic_runs_are_bit_identical(tmp_path):
     from safetensors.torch import load_file
 
-    from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train import train
+    from cnnkit.recipe import TrainConfig, train
 
     runs = [train(TrainConfig(data="faces", epochs=2, deterministic=True, seed=5, ema=0.9, augment="flip+crop+affine",
                               out=str(tmp_path / str(i)), verbose=0))
@@ -239,10 +239,41 @@ def test_optimizer_state_follows_a_change_of_weight_layout_between_fits():
         x, y = torch.rand(32, 2, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g)
         for channels_last in (False, second_channels_last):
             loop.fit(model, (x, y), loss_fn=ce, optimizer=optimizer, epochs=1, batch_size=16, shuffle=False,
-                     channels_last=channels_last, verbose=0)  # fmt: skip
+                     settings=TrainSettings(channels_last=channels_last), verbose=0)  # fmt: skip
         return model
 
     weight = trained(True).layers[1].conv.weight
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     for a, b in zip(trained(True).get_weights(), trained(False).get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+# -- settings -----------------------------------------------------------------------------------------
+def test_settings_refuse_an_unknown_precision():
+    with pytest.raises(TrainingError, match="precision must be one of fp32, bf16, fp16, got 'fp8'"):
+        TrainSettings(precision="fp8")
+
+
+@pytest.mark.parametrize(("channels_last", "expected"), [(None, True), (False, False)])
+def test_fit_resolves_auto_channels_last_from_the_model(channels_last, expected):
+    model = models.Sequential([layers.Input((6, 6, 2)), layers.Conv2D(4, 3), layers.Flatten(), layers.Dense(3)])
+    optimizer = optimizers.Adam().build(model.parameters())
+    x, y = torch.rand(32, 2, 6, 6), torch.randint(0, 3, (32,))
+    loop.fit(model, (x, y), loss_fn=ce, optimizer=optimizer, epochs=1, batch_size=16,
+             settings=TrainSettings(channels_last=channels_last), verbose=0)  # fmt: skip
+    weight = model.layers[0].conv.weight  # (4, 2, 3, 3): two input channels, so the two layouts differ
+    assert weight.is_contiguous(memory_format=torch.channels_last) == expected
+    assert weight.is_contiguous() != expected
+
+
+def test_the_recipe_resolves_every_auto_once_into_typed_settings():
+    from cnnkit.recipe.build import resolve_settings
+    from cnnkit.recipe.config import TrainConfig
+
+    settings, recorded = resolve_settings(TrainConfig(clip_norm=2.0), "crop", torch.device("cpu"))
+    assert settings.channels_last is True and settings.precision == "fp32" and callable(settings.augment)
+    assert settings.clip_norm == 2.0 and settings.compile is False
+    assert (recorded["channels_last"], recorded["precision"], recorded["augment"]) == ("on", "fp32", "crop")
+    settings, recorded = resolve_settings(TrainConfig(channels_last="off", augment="none"), "crop", torch.device("cpu"))
+    assert settings.channels_last is False and settings.augment is None
+    assert (recorded["channels_last"], recorded["augment"]) == ("off", "none")

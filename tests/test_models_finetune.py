@@ -11,7 +11,7 @@ import torchvision
 from safetensors.torch import save_file
 
 from cnnkit import models
-from cnnkit.train import finetune
+from cnnkit.recipe import finetune
 from cnnkit.train.callbacks import Callback
 from conftest import run_cli
 

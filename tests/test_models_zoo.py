@@ -199,8 +199,8 @@ def test_models_pattern_filters(capsys):
 
 def test_training_sizes_small_images_up_to_the_models_minimum():
     from cnnkit import data
+    from cnnkit.recipe.build import build_model
     from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train.run import build_model
 
     digits = data.load_dataset("digits")  # 28x28x1
     assert build_model(TrainConfig(model="vgg11"), digits).image_shape == (32, 32, 1)  # VGG needs 32

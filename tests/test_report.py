@@ -22,8 +22,7 @@ _IMG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A real (short) training run: the folder `cnnkit train` writes, report included."""
-    from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train.run import train
+    from cnnkit.recipe import TrainConfig, train
 
     out = tmp_path_factory.mktemp("report") / "run"
     return train(TrainConfig(epochs=1, out=str(out), verbose=0))

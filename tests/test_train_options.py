@@ -17,7 +17,7 @@ from cnnkit.cli._options import add_options, flag_of, given_options
 from cnnkit.data.augment import OPERATIONS
 from cnnkit.errors import ConfigError
 from cnnkit.recipe.config import TrainConfig, option_of
-from cnnkit.train.loop import PRECISIONS
+from cnnkit.train.settings import PRECISIONS
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
 from conftest import SRC, run_main
 

@@ -101,8 +101,8 @@ def test_resume_refuses_other_settings_and_non_runs(tmp_path):
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    from cnnkit.recipe.config import TrainConfig
-    from cnnkit.train import checkpoint, train
+    from cnnkit.recipe import TrainConfig, train
+    from cnnkit.train import checkpoint
     from cnnkit.train.checkpoint import read_checkpoint
 
     real_save = checkpoint.save_file

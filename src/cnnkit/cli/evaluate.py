@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.recipe.evaluate import evaluate_saved
+
     expected = 2 if args.compare else 1
     if len(args.models) != expected:
         raise CnnkitError(
@@ -43,44 +45,19 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.top_k < 1:
         raise CnnkitError("--top-k must be at least 1")
-    first_run = None  # with --compare, "the run's own test split" is model A's, for both models
-    evaluations = []
-    for path in args.models:
-        ev, images, where, run_dir = _evaluate(path, args, first_run)
-        first_run = first_run or run_dir
-        evaluations.append(ev)
+    result = evaluate_saved(args.models, data=args.data, data_dir=args.data_dir, top_k=args.top_k,
+                            batch_size=args.batch_size, plots_dir=None if args.compare else args.out)  # fmt: skip
     if args.compare:
-        return _report_comparison(args, where, *evaluations)
-    ev = evaluations[0]
-    plots = []
-    if args.out:
-        from cnnkit.report.plots import write_evaluation_plots
-
-        plots = [str(p) for p in write_evaluation_plots(ev, images, args.out)]
+        return _report_comparison(args, result)
+    ev = result.evaluations[0]
+    plots = [str(p) for p in result.plots]
     if args.json:
-        print(json.dumps({"model": args.models[0], "data": args.data or where, **ev.to_dict(), "plots": plots}))
+        print(json.dumps({"model": args.models[0], "data": args.data or result.where, **ev.to_dict(), "plots": plots}))
         return 0
-    _print_evaluation(where, ev)
+    _print_evaluation(result.where, ev)
     if plots:
         console.print(f"plots written: {', '.join(plots)}")
     return 0
-
-
-def _evaluate(path: str, args: argparse.Namespace, run_dir=None):  # noqa: ANN001, ANN202
-    """(evaluation, the images, where they came from, the model's run folder) for one model file or run."""
-    from cnnkit.data.saved_split import evaluation_data
-    from cnnkit.evaluate import evaluate_model
-    from cnnkit.models import load_model
-    from cnnkit.runs import resolve_model_path
-
-    model_path = resolve_model_path(path)
-    model = load_model(model_path)
-    own_run = model_path.parent if (model_path.parent / "split.json").exists() else None
-    arrays, where = evaluation_data(args.data, class_names=list(model.class_names or []) or None,
-                                    input_shape=model.image_shape, run_dir=run_dir or own_run,
-                                    data_dir=args.data_dir)  # fmt: skip
-    ev = evaluate_model(model, arrays.images, arrays.labels, batch_size=args.batch_size, top_k=args.top_k)
-    return ev, arrays.images, where, own_run
 
 
 def _print_evaluation(where: str, ev) -> None:  # noqa: ANN001
@@ -102,13 +79,12 @@ def _print_evaluation(where: str, ev) -> None:  # noqa: ANN001
             f"{p.true} -> {p.predicted} ({p.count}, {p.rate:.0%})" for p in pairs))  # fmt: skip
 
 
-def _report_comparison(args: argparse.Namespace, where: str, a, b) -> int:  # noqa: ANN001
-    from cnnkit.evaluate import compare_models
-
-    c = compare_models(a, b)
+def _report_comparison(args: argparse.Namespace, result) -> int:  # noqa: ANN001
+    a, b = result.evaluations
+    c = result.comparison
     if args.json:
         print(json.dumps({
-            "data": args.data or where,
+            "data": args.data or result.where,
             "a": {"model": args.models[0], **a.summary.to_dict()},
             "b": {"model": args.models[1], **b.summary.to_dict()},
             "comparison": c.to_dict(),

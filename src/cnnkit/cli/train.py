@@ -1,4 +1,4 @@
-"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.train.train` (or resume a run).
+"""``cnnkit train``: flags -> TrainConfig -> :func:`cnnkit.recipe.train` (or resume a run).
 
 The same command runs under torchrun (``torchrun --nproc-per-node N -m cnnkit train ...``):
 rank 0 prints; an error on any process is one line naming its rank, also left in torchrun's
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, main: bool = True) -> int:
-    from cnnkit.train import train
+    from cnnkit.recipe import train
 
     given = given_options(args, TrainConfig)
     if args.resume:

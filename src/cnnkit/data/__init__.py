@@ -16,8 +16,16 @@ from cnnkit.data import cifar as _cifar  # noqa: F401  (registers cifar10, cifar
 from cnnkit.data import medmnist as _medmnist  # noqa: F401  (registers the MedMNIST collections)
 from cnnkit.data import photos as _photos  # noqa: F401  (registers gtsrb, lfw-people)
 from cnnkit.data import standard as _standard  # noqa: F401  (registers mnist, fashion-mnist, kmnist, svhn)
-from cnnkit.data.catalog import DATASETS, Dataset, DatasetInfo, ImageArrays, get_dataset_info
-from cnnkit.data.downloads import data_root, fetch
+from cnnkit.data.catalog import (
+    DATASETS,
+    Dataset,
+    DatasetInfo,
+    ImageArrays,
+    get_dataset_info,
+    load_registered,
+    resolve_data,
+)
+from cnnkit.data.downloads import data_root
 from cnnkit.errors import DataError
 
 __all__ = [
@@ -52,23 +60,16 @@ def load_dataset(
     error instead). A folder or CSV is checked, its bad files skipped, split into train and
     test (stratified, fixed seed) and decoded at ``image_size`` (default 64).
     """
-    from cnnkit.data.prepare import open_data, resolve_data
-
     info = resolve_data(name)
-    if info is None:
-        opened = open_data(name, image_size=image_size, val_split=0)
-        if opened.stream is not None:
-            raise DataError(f"{name}: {opened.train_size:,} images do not fit in memory at this size; "
-                            f"`cnnkit train --data {name}` streams them, or pass a smaller image_size")  # fmt: skip
-        return opened.dataset
-    if info.builtin:
-        return info.loader()
-    root = data_root(data_dir)
-    if not info.is_cached(root):
-        if not download:
-            raise DataError(f"{info.name} is not in the data cache {root}: `cnnkit datasets --download {info.name}`")
-        fetch(info.name, info.files, root)
-    return info.loader(root)
+    if info is not None:
+        return load_registered(info, data_dir=data_dir, download=download)
+    from cnnkit.data.prepare import open_data  # scanning and checking files: loaded only for a folder or CSV
+
+    opened = open_data(name, image_size=image_size, val_split=0)
+    if opened.stream is not None:
+        raise DataError(f"{name}: {opened.train_size:,} images do not fit in memory at this size; "
+                        f"`cnnkit train --data {name}` streams them, or pass a smaller image_size")  # fmt: skip
+    return opened.dataset
 
 
 def load_data(

@@ -2,11 +2,14 @@
 
 Built-in data sets load with ``info.loader()``. Standard ones (MNIST, CIFAR, ...) list the
 files they need in the data cache (``info.files``) and load with ``info.loader(root)``
-once ``info.ready(root)`` says the cache holds them (downloaded, or placed there by hand).
+once ``info.ready(root)`` says the cache holds them (downloaded, or placed there by hand):
+:func:`load_registered` does either. :func:`resolve_data` tells a registered name from a
+folder or CSV path, the first question every ``--data`` argument asks.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data.downloads import RemoteFile
+from cnnkit.data.downloads import RemoteFile, data_root, fetch
+from cnnkit.data.folders import is_data_path
 from cnnkit.errors import ConfigError, DataError
 
 __all__ = [
@@ -25,7 +29,9 @@ __all__ = [
     "canonical_name",
     "find_dataset_info",
     "get_dataset_info",
+    "load_registered",
     "register_dataset",
+    "resolve_data",
 ]
 
 
@@ -119,3 +125,34 @@ def get_dataset_info(name: str) -> DatasetInfo:
     if info is None:
         raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
     return info
+
+
+def resolve_data(data: str) -> DatasetInfo | None:
+    """The registered data set ``data`` names, or None when it is a folder or CSV path.
+
+    A registered name wins over a folder of the same name in the working directory; write
+    ``./mnist`` for the folder.
+    """
+    if "/" in data or os.sep in data or data.lower().endswith(".csv"):
+        return None
+    info = find_dataset_info(data)
+    if info is not None or is_data_path(data):
+        return info
+    raise ConfigError(f"unknown data set {data!r}, and no folder or CSV of that name; "
+                      f"available: {', '.join(sorted(DATASETS))}")  # fmt: skip
+
+
+def load_registered(info: DatasetInfo, *, data_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+    """Load a registered data set: a built-in one, or a standard one from the data cache.
+
+    A standard data set missing from the cache is downloaded into it (``download=False``: a
+    clear error instead).
+    """
+    if info.builtin:
+        return info.loader()
+    root = data_root(data_dir)
+    if not info.is_cached(root):
+        if not download:
+            raise DataError(f"{info.name} is not in the data cache {root}: `cnnkit datasets --download {info.name}`")
+        fetch(info.name, info.files, root)
+    return info.loader(root)

@@ -36,7 +36,6 @@ __all__ = [
     "memory_budget",
     "open_data",
     "reopen_data",
-    "resolve_data",
     "training_data",
 ]
 
@@ -75,23 +74,6 @@ class TrainingData:
             atomic_write_text(run_dir / "bad_files.txt", bad)
             atomic_write_json(run_dir / "data_report.json", self.report.to_dict())
             atomic_write_text(run_dir / "data_report.html", render_html(self.report))
-
-
-def resolve_data(data: str) -> catalog.DatasetInfo | None:
-    """The registered data set ``data`` names, or None when it is a folder or CSV path.
-
-    A registered name wins over a folder of the same name in the working directory; write
-    ``./mnist`` for the folder.
-    """
-    from cnnkit.data.folders import is_data_path
-
-    if "/" in data or os.sep in data or data.lower().endswith(".csv"):
-        return None
-    info = catalog.find_dataset_info(data)
-    if info is not None or is_data_path(data):
-        return info
-    raise ConfigError(f"unknown data set {data!r}, and no folder or CSV of that name; "
-                      f"available: {', '.join(sorted(catalog.DATASETS))}")  # fmt: skip
 
 
 def memory_budget() -> int:
@@ -149,11 +131,9 @@ def open_data(
     budget: int | None = None,
 ) -> TrainingData:
     """Load, split and (for a folder or CSV) check ``data``: a registered name, a folder or a CSV."""
-    info = resolve_data(data)
+    info = catalog.resolve_data(data)
     if info is not None:
-        from cnnkit.data import load_dataset
-
-        return _split_standard(load_dataset(info.name, data_dir=data_dir), info.augment, val_split, seed)
+        return _split_standard(catalog.load_registered(info, data_dir=data_dir), info.augment, val_split, seed)
     return _open_files(data, image_size or default_size or DEFAULT_IMAGE_SIZE, val_split=val_split, seed=seed,
                        max_bad_files=max_bad_files, workers=workers, batch_size=batch_size, verbose=verbose,
                        budget=memory_budget() if budget is None else budget)  # fmt: skip
@@ -256,14 +236,13 @@ def reopen_data(run_dir: str | os.PathLike, *, data_dir: str | None = None, work
     CSV every recorded file is checked against its SHA-256 (a missing or changed file is a
     :class:`DataError`) and decoded at the recorded image shape; files added since are ignored.
     """
-    from cnnkit.data import load_dataset
     from cnnkit.data.saved_split import load_split
 
     saved = load_split(run_dir)
     record = saved.record
     if not saved.is_files:
         info = catalog.get_dataset_info(saved.data)
-        dataset = load_dataset(info.name, data_dir=data_dir)
+        dataset = catalog.load_registered(info, data_dir=data_dir)
         if isinstance(record.get("train"), list) and record.get("val"):
             keep, held = np.asarray(record["train"], dtype=np.int64), np.asarray(record["val"], dtype=np.int64)
             train = dataset.train

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.catalog import ImageArrays
+from cnnkit.data.catalog import ImageArrays, load_registered, resolve_data
 from cnnkit.data.folders import ImageIndex, index_path
 from cnnkit.errors import DataError
 
@@ -110,8 +110,6 @@ def evaluation_data(
       own test split, from its split.json, checked against the recorded hashes.
     - another folder or CSV: its ``test/`` images (or ``split=test`` rows) if it has any, else all of them.
     """
-    from cnnkit.data.prepare import resolve_data
-
     saved = load_split(run_dir) if run_dir is not None and (Path(run_dir) / "split.json").exists() else None
     if data is None:
         if saved is None:
@@ -119,9 +117,7 @@ def evaluation_data(
         data = saved.data
     info = resolve_data(data)
     if info is not None:
-        from cnnkit.data import load_dataset
-
-        dataset = load_dataset(info.name, data_dir=data_dir)
+        dataset = load_registered(info, data_dir=data_dir)
         if class_names and len(dataset.class_names) != len(class_names):
             raise DataError(f"the model knows {len(class_names)} classes but {dataset.name} has "
                             f"{len(dataset.class_names)}: evaluate it on the data it was trained for")  # fmt: skip

@@ -27,6 +27,7 @@ from cnnkit.runtime import resolve_device
 from cnnkit.train import callbacks as callbacks_module
 from cnnkit.train import loop, losses, optimizers
 from cnnkit.train.progress import format_logs
+from cnnkit.train.settings import TrainSettings
 
 __all__ = ["Model"]
 
@@ -245,7 +246,7 @@ class Model(nn.Module):
             self, (x_t, y_t),
             loss_fn=self._loss_fn(class_weight), optimizer=self.optimizer, epochs=epochs,
             batch_size=batch_size or 32, validation=validation, metrics=self._compiled["metrics"],
-            callbacks=list(callbacks or []), shuffle=shuffle, initial_epoch=initial_epoch,
+            callbacks=list(callbacks or []), settings=TrainSettings(), shuffle=shuffle, initial_epoch=initial_epoch,
             verbose=1 if verbose == "auto" else int(verbose),
         )  # fmt: skip
         return self.history

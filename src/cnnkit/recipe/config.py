@@ -25,8 +25,8 @@ from typing import Any
 from cnnkit.data.augment import OPERATIONS as AUGMENTATIONS
 from cnnkit.data.augment import make_augment
 from cnnkit.errors import ConfigError
-from cnnkit.train.loop import PRECISIONS
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
+from cnnkit.train.settings import PRECISIONS
 
 __all__ = ["BATCH_SCOPES", "CHANNELS_LAST", "Option", "TrainConfig",
            "field_type", "option", "option_of", "parse_duration"]  # fmt: skip

@@ -15,12 +15,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cnnkit.data.prepare import training_data
+from cnnkit.recipe.build import build_model, make_optimizer, training_tensors
 from cnnkit.recipe.config import TrainConfig
 from cnnkit.report.plots import save_figure
 from cnnkit.runtime import resolve_device, seed_everything
 from cnnkit.train import losses
 from cnnkit.train.lr_find import LRFindResult, lr_find
-from cnnkit.train.run import build_model, make_optimizer, training_tensors
 
 __all__ = ["LRFinding", "find_learning_rate", "plot_lr_find"]
 

@@ -1,27 +1,29 @@
-"""Training: the engine (``loop.fit``), Keras-style optimizers, losses and callbacks, and runs.
+"""The training engine: the loop behind ``Model.fit`` and ``cnnkit train``, and what it runs on.
 
-``train(TrainConfig(...))`` is what ``cnnkit train`` calls: data, model, engine, run folder.
+:func:`fit` (:mod:`~cnnkit.train.loop`) trains any module that returns logits, stepping as its
+:class:`TrainSettings` say; Keras-style :mod:`~cnnkit.train.optimizers`,
+:mod:`~cnnkit.train.losses` and :mod:`~cnnkit.train.callbacks`; the weight average
+(:mod:`~cnnkit.train.ema`), resumable checkpoints (:mod:`~cnnkit.train.checkpoint`) and
+torchrun (:mod:`~cnnkit.train.distributed`). The engine knows nothing of the models built on
+it nor of the run recipe (:mod:`cnnkit.recipe`) above them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from cnnkit.train import callbacks, checkpoint, distributed, ema, loop, losses, optimizers, progress, settings
+from cnnkit.train.loop import fit
+from cnnkit.train.settings import TrainSettings
 
-__all__ = ["TrainResult", "callbacks", "fit", "losses", "optimizers", "train"]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily: the run-level API needs cnnkit.models, which itself uses the engine.
-    if name in ("train", "TrainResult"):
-        from cnnkit.train import run
-
-        return getattr(run, name)
-    if name == "fit":
-        from cnnkit.train.loop import fit
-
-        return fit
-    if name in ("callbacks", "losses", "optimizers"):
-        import importlib
-
-        return importlib.import_module(f"cnnkit.train.{name}")
-    raise AttributeError(f"module 'cnnkit.train' has no attribute {name!r}")
+__all__ = [
+    "TrainSettings",
+    "callbacks",
+    "checkpoint",
+    "distributed",
+    "ema",
+    "fit",
+    "loop",
+    "losses",
+    "optimizers",
+    "progress",
+    "settings",
+]

@@ -5,7 +5,8 @@ Plain functions and one small class, read top to bottom:
 - :class:`TensorBatches` keeps an in-memory data set on the device and batches it by
   indexing a shuffled permutation (no per-sample Python, no workers);
 - :class:`Stepper` does one optimization step: forward under autocast, loss, backward,
-  clipping, a skip of non-finite steps *on the device*, the optimizer and schedule, EMA;
+  clipping, a skip of non-finite steps *on the device*, the optimizer and schedule, EMA,
+  run as its :class:`~cnnkit.train.settings.TrainSettings` say;
 - :func:`train_one_epoch` runs the steps and keeps running sums on the device, so nothing
   waits for the device inside an epoch (the progress bar reads them at most twice a second);
 - :func:`fit` runs the epochs, validation and callbacks.
@@ -18,6 +19,7 @@ over every rank divided by every rank's counts, so they describe the whole data 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,14 +37,13 @@ from cnnkit.train.distributed import SINGLE, World
 from cnnkit.train.ema import EMA
 from cnnkit.train.optimizers import match_state_layout
 from cnnkit.train.progress import TrainingProgress
+from cnnkit.train.settings import Augment, TrainSettings
 
-__all__ = ["PRECISIONS", "Batches", "Stepper", "TensorBatches", "fit", "train_one_epoch"]
+__all__ = ["Augment", "Batches", "Stepper", "TensorBatches", "fit", "train_one_epoch"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Augment = Callable[[torch.Tensor], torch.Tensor]
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # sized: len() is the number of batches
 _OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
 SYNC_EVERY = 16  # under torchrun: steps between sums over the ranks for the progress bar's running values
 
 
@@ -84,6 +85,9 @@ class Stepper:
     A step whose loss (or gradient norm) is not finite is skipped: fused optimizers skip it
     on the device through their ``found_inf`` input; others check on the host, which is
     free on the CPU. Skipped steps are counted for the epoch's report.
+
+    ``settings`` say how (precision, channels-last, augmentation, clipping, compile);
+    ``scheduler`` and ``ema`` are stepped after the optimizer.
     """
 
     def __init__(
@@ -91,25 +95,21 @@ class Stepper:
         model: nn.Module,
         loss_fn: LossFn,
         optimizer: torch.optim.Optimizer,
+        settings: TrainSettings | None = None,
         *,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        augment: Augment | None = None,
-        clip_norm: float | None = None,
-        precision: str = "fp32",
         ema: EMA | None = None,
-        channels_last: bool = False,
-        compile: bool = False,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        settings = settings or TrainSettings()
+        compile = settings.compile
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
-        self.scheduler, self.augment, self.clip_norm, self.ema = scheduler, augment, clip_norm, ema
+        self.scheduler, self.augment, self.clip_norm, self.ema = scheduler, settings.augment, settings.clip_norm, ema
         self.device = next(model.parameters()).device
-        self.channels_last = channels_last
+        self.channels_last = bool(settings.channels_last)  # auto (None) is fit's to resolve, from the model
         self.forward = torch.compile(model) if compile else model
-        dtype = PRECISIONS[precision]
+        dtype = settings.autocast_dtype
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
-        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if settings.precision == "fp16" else None
         # torch's fused Adam/AdamW/SGD read `found_inf` and skip the update on the device.
         self.skip_on_device = bool(optimizer.defaults.get("fused")) and self.scaler is None
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -230,17 +230,13 @@ def fit(
     validation: tuple[torch.Tensor, torch.Tensor] | None = None,
     metrics: dict[str, int] | None = None,
     callbacks: Sequence[Callback] = (),
-    shuffle: bool = True,
+    settings: TrainSettings | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    augment: Augment | None = None,
+    ema: EMA | None = None,
+    shuffle: bool = True,
     initial_epoch: int = 0,
     verbose: int = 1,
     generator: torch.Generator | None = None,
-    clip_norm: float | None = None,
-    precision: str = "fp32",
-    ema: EMA | None = None,
-    channels_last: bool | None = None,
-    compile: bool = False,
     history: History | None = None,
     on_epoch_saved: Callable[[int, History], None] | None = None,
     world: World | None = None,
@@ -251,10 +247,10 @@ def fit(
     model's device once and batched there — or any sized iterable of ``(images, targets)``
     batches, such as a ``torch.utils.data.DataLoader`` for data that does not fit in memory.
     Each epoch's logs (``loss``, each metric, and ``val_``-prefixed ones when ``validation``
-    is given) go to the callbacks and the History. With ``ema``, validation, callbacks and the
-    final weights use the averaged weights. ``channels_last`` (default: whenever the model has
-    2-D convolutions) stores images and conv weights channels-last, the layout oneDNN and cuDNN
-    are fastest in. ``on_epoch_saved(epoch, history)`` runs last in each epoch (the resumable
+    is given) go to the callbacks and the History. ``settings`` say how each step runs
+    (default: ``TrainSettings()``, fp32, channels-last whenever the model has 2-D convolutions,
+    no augmentation). With ``ema``, validation, callbacks and the final weights use the
+    averaged weights. ``on_epoch_saved(epoch, history)`` runs last in each epoch (the resumable
     checkpoint); ``history`` continues a resumed run.
 
     Under torchrun (``world``: default, the initialized process group, if any) every rank
@@ -268,9 +264,10 @@ def fit(
     device = next(model.parameters()).device
     if device.type == "cpu":
         tune_cpu_allocator()
-    if channels_last is None:
-        channels_last = prefer_channels_last(model)
-    elif channels_last:
+    settings = settings or TrainSettings()
+    if settings.channels_last is None:  # auto: channels-last whenever the model has 2-D convolutions
+        settings = dataclasses.replace(settings, channels_last=prefer_channels_last(model))
+    elif settings.channels_last:
         model.to(memory_format=torch.channels_last)
     match_state_layout(optimizer)  # state from an earlier fit in another layout
     if isinstance(train, tuple):
@@ -281,13 +278,12 @@ def fit(
     if validation is not None:  # under torchrun each rank validates its share
         validation = tuple(distributed.shard_rows(t, world).to(device) for t in validation)
     stepper = _ShardedStepper if world.distributed else Stepper
-    step = stepper(model, loss_fn, optimizer, scheduler=scheduler, augment=augment, clip_norm=clip_norm,
-                   precision=precision, ema=ema, channels_last=channels_last, compile=compile)  # fmt: skip
+    step = stepper(model, loss_fn, optimizer, settings, scheduler=scheduler, ema=ema)
     evaluate = distributed.evaluate_shards if world.distributed else evaluate_tensors
     replicas = None
     if world.distributed:
         distributed.check_same_length(len(train), world)
-        replicas = distributed.Replicas(model, device, compile=compile)
+        replicas = distributed.Replicas(model, device, compile=settings.compile)
         if not world.is_main:  # rank 0 prints, writes and watches the clock; the others follow it
             verbose, on_epoch_saved = 0, None
             callbacks = [cb for cb in callbacks if not cb.rank_zero_only]

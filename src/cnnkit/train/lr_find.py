@@ -18,6 +18,7 @@ from torch import nn
 
 from cnnkit.errors import TrainingError
 from cnnkit.train.loop import Batches, Stepper, TensorBatches
+from cnnkit.train.settings import TrainSettings
 
 __all__ = ["LRFindResult", "lr_find"]
 
@@ -49,7 +50,7 @@ def lr_find(
     if isinstance(train, tuple):
         train = TensorBatches(*train, batch_size, generator=generator)
     factor = (end / start) ** (1 / max(1, steps - 1))
-    step = Stepper(model, loss_fn, optimizer, augment=augment)
+    step = Stepper(model, loss_fn, optimizer, TrainSettings(augment=augment))
     lrs, losses, smooth, best = [], [], 0.0, math.inf
     try:
         while len(lrs) < steps:

@@ -1,11 +1,11 @@
 """A training run, as ``cnnkit train`` does it: data, model, engine, and the run folder.
 
 ``train(config)`` opens the data (a registered data set, or a checked folder/CSV: see
-:mod:`cnnkit.data.prepare`), builds the model, trains with the engine (the same ``loop.fit``
-as ``Model.fit``), keeps the best epoch, tests it, and writes ``runs/<name>/``:
-``model.safetensors`` (best), ``last.safetensors``, ``resume.safetensors`` (everything to
-continue exactly), ``config.json``, ``split.json``, ``metrics.csv``, ``curves.png`` and
-``report.html`` (the run's self-contained report).
+:mod:`cnnkit.data.prepare`), builds the model (see :mod:`cnnkit.recipe.build`), trains with
+the engine (the same ``loop.fit`` as ``Model.fit``), keeps the best epoch, tests it, and
+writes ``runs/<name>/``: ``model.safetensors`` (best), ``last.safetensors``,
+``resume.safetensors`` (everything to continue exactly), ``config.json``, ``split.json``,
+``metrics.csv``, ``curves.png`` and ``report.html`` (the run's self-contained report).
 ``train(resume=RUN_DIR)`` continues an interrupted run on exactly the same data.
 
 Under torchrun every process calls ``train`` alike (see :mod:`cnnkit.train.distributed`):
@@ -27,36 +27,39 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnkit import data
 from cnnkit._io import atomic_write_json
 from cnnkit.data import prepare as data_prepare
-from cnnkit.data.augment import make_augment
-from cnnkit.data.transforms import conform, images_to_tensor
+from cnnkit.data.catalog import load_registered, resolve_data
+from cnnkit.data.downloads import data_root
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate import EvalResult, evaluate_arrays
 from cnnkit.modelfile import read_weights
-from cnnkit.models import Model, create_model, get_model_entry, load_architecture
-from cnnkit.models.weights import load_pretrained
+from cnnkit.models import Model
+from cnnkit.recipe import finetune
+from cnnkit.recipe.build import (
+    build_model,
+    class_weights,
+    default_size,
+    make_optimizer,
+    optimizer_spec,
+    resolve_settings,
+    run_callbacks,
+    train_labels,
+    training_tensors,
+)
 from cnnkit.recipe.config import TrainConfig
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import describe_device, seed_everything
-from cnnkit.train import distributed, finetune, loop, losses, optimizers
-from cnnkit.train.callbacks import (
-    Callback,
-    CSVLogger,
-    EarlyStopping,
-    History,
-    ModelCheckpoint,
-    TensorBoard,
-    TimeBudget,
-)
+from cnnkit.train import distributed, loop, losses, optimizers
+from cnnkit.train.callbacks import History
 from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, save_checkpoint
 from cnnkit.train.distributed import World
 from cnnkit.train.ema import EMA
+from cnnkit.train.settings import TrainSettings
 
-__all__ = ["TrainResult", "build_model", "make_optimizer", "optimizer_spec", "train", "training_tensors"]
+__all__ = ["TrainResult", "train"]
 
 
 @dataclass(frozen=True)
@@ -70,118 +73,12 @@ class TrainResult:
     seconds: float
 
 
-def build_model(config: TrainConfig, dataset: data.Dataset) -> Model:
-    """The registered model named ``config.model``, or the architecture in a JSON file, sized for the data."""
-    classes = len(dataset.class_names)
-    height, width, channels = dataset.image_shape
-    if config.model.endswith(".json"):
-        model = load_architecture(config.model)
-        if not model.built:
-            model.build((config.image_size or height, config.image_size or width, channels))
-        outputs = model._num_outputs()
-        if outputs != classes:
-            raise ConfigError(f"{config.model} outputs {outputs} classes but {dataset.name} has {classes}")
-    else:
-        size = config.image_size or max(height, get_model_entry(config.model).min_input_size)
-        model = create_model(config.model, num_classes=classes, in_channels=channels, input_size=size)
-    model.class_names = list(dataset.class_names)
-    if config.weights:  # pretrained body, new head for these classes, preprocessing of the weights
-        load_pretrained(model, config.weights, verbose=bool(config.verbose))
-    return model
-
-
-def training_tensors(prepared: data_prepare.TrainingData, model: Model) -> tuple[Any, tuple | None]:
-    """The training set at the model's input (resident tensors, or the prepared stream) and validation tensors."""
-    dataset = prepared.dataset
-    train_set = prepared.stream
-    if train_set is None:  # (N, C, H, W) in [0, 1], moved to the device once by the engine
-        train_set = (conform(images_to_tensor(dataset.train.images), model.image_shape),
-                     torch.from_numpy(dataset.train.labels))  # fmt: skip
-    validation = None
-    if dataset.val is not None and len(dataset.val):
-        validation = (conform(images_to_tensor(dataset.val.images), model.image_shape),
-                      torch.from_numpy(dataset.val.labels))  # fmt: skip
-    return train_set, validation
-
-
-def _train_labels(prepared: data_prepare.TrainingData) -> np.ndarray:
-    if prepared.stream is not None:
-        return prepared.stream.dataset.labels
-    return prepared.dataset.train.labels
-
-
-def _class_weights(spec: str, labels: np.ndarray, classes: int) -> torch.Tensor | None:
-    """``none``; ``auto`` = N / (classes * count) per class (scikit-learn's "balanced"); or ``"0:1,3:2.5"``."""
-    if spec == "none":
-        return None
-    if spec == "auto":
-        counts = np.bincount(labels, minlength=classes).astype(np.float64)
-        return torch.tensor(len(labels) / (classes * np.maximum(counts, 1)), dtype=torch.float32)
-    weights = torch.ones(classes)
-    try:
-        for item in spec.split(","):
-            label, weight = item.split(":")
-            weights[int(label)] = float(weight)
-    except (ValueError, IndexError):
-        raise ConfigError(
-            f"class_weights must be none, auto or 'label:weight,...' for labels 0..{classes - 1}"
-        ) from None
-    return weights
-
-
-def optimizer_spec(config: TrainConfig) -> optimizers.Optimizer:
-    """The configured optimizer (SGD with Nesterov momentum 0.9)."""
-    settings: dict[str, Any] = {"name": config.optimizer, "learning_rate": config.lr}
-    if config.optimizer == "sgd":
-        settings.update(momentum=0.9, nesterov=True)
-    return optimizers.get(settings)
-
-
-def make_optimizer(config: TrainConfig, model: Model) -> torch.optim.Optimizer:
-    """The configured optimizer over ``model``, weight decay on weights only."""
-    return optimizer_spec(config).build(optimizers.decay_groups(model, config.weight_decay))
-
-
-def _resolved(config: TrainConfig, augment: str, device: torch.device) -> dict[str, Any]:
-    """The config with every ``auto`` replaced by what this run uses: itself a valid config (``config.json``)."""
-    gpu = device.type == "cuda"
-    precision = config.precision
-    if precision == "auto":
-        precision = "bf16" if gpu and torch.cuda.is_bf16_supported() else "fp32"
-    channels_last = config.channels_last != "off"  # oneDNN and cuDNN both prefer it for convolutions
-    augment = augment if config.augment == "auto" else config.augment
-    return {**config.to_dict(), "device": str(device), "precision": precision, "augment": augment,
-            "channels_last": "on" if channels_last else "off", "freeze_epochs": config.head_only_epochs}  # fmt: skip
-
-
-def _callbacks(config: TrainConfig, run_dir: Path, schedule: Any, steps: int, validated: bool) -> dict[str, Callback]:
-    """The run's callbacks by stable name (the names key their state in the checkpoint)."""
-    monitor = "val_loss" if validated else "loss"
-    callbacks: dict[str, Callback] = {
-        "csv": CSVLogger(run_dir / "metrics.csv"),
-        "best": ModelCheckpoint(run_dir / MODEL_FILE, monitor=monitor, save_best_only=validated),
-        "last": ModelCheckpoint(run_dir / "last.safetensors"),
-    }
-    if config.patience:
-        callbacks["early_stopping"] = EarlyStopping(monitor=monitor, patience=config.patience)
-    if config.time:
-        callbacks["time"] = TimeBudget(config.time, schedule, steps)
-    if config.tensorboard:
-        callbacks["tensorboard"] = TensorBoard(run_dir / "tensorboard")
-    return callbacks
-
-
-def _default_size(config: TrainConfig) -> int | None:
-    """The registered model's own input size: what a folder's images are resized to without --image-size."""
-    return None if config.model.endswith(".json") else get_model_entry(config.model).input_size
-
-
 def _open(config: TrainConfig, resume: Path | None) -> data_prepare.TrainingData:
     """The data: split (and checked) anew, or exactly as the resumed run had it (files verified by hash)."""
     if resume is not None:
         return data_prepare.reopen_data(resume, data_dir=config.data_dir, workers=config.workers,
                                         batch_size=config.batch_size)  # fmt: skip
-    return data_prepare.training_data(config, default_size=_default_size(config))
+    return data_prepare.training_data(config, default_size=default_size(config))
 
 
 def _saved_config(run_dir: Path) -> TrainConfig:
@@ -223,8 +120,8 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     model = build_model(config, prepared.dataset).to(device)
     if config.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    resolved = _resolved(config, prepared.augment, device)
-    if resolved["channels_last"] == "on":
+    settings, resolved = resolve_settings(config, prepared.augment, device)
+    if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run_dir = resume or _new_run_dir(config, prepared, world)
     if resume is None and world.is_main:
@@ -235,7 +132,7 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
         if world.distributed:
             print(f"torchrun: {world.size} processes, global batch {config.batch_size} "
                   f"({config.batch_size // world.size} per process), peak lr {config.lr:g}")  # fmt: skip
-    history = _fit(config, resolved, model, prepared, run_dir, generator, resume is not None, world)
+    history = _fit(config, settings, model, prepared, run_dir, generator, resume is not None, world)
     seconds = time.perf_counter() - started
     if not world.is_main:  # rank 0 tests the model and writes the results
         return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
@@ -247,13 +144,13 @@ def _download_once(config: TrainConfig, world: World) -> None:
     process while the others wait (within --dist-timeout), instead of by every process at once."""
     if not world.distributed:
         return
-    info = data_prepare.resolve_data(config.data)
+    info = resolve_data(config.data)
     if info is None or info.builtin:
         return
-    root = data.data_root(config.data_dir)
+    root = data_root(config.data_dir)
     if bool(distributed.any_rank(torch.tensor(not info.is_cached(root), device=distributed.comm_device()))):
         if world.local_rank == 0 and not info.is_cached(root):
-            data.load_dataset(info.name, data_dir=config.data_dir)
+            load_registered(info, data_dir=config.data_dir)
         torch.distributed.barrier()
 
 
@@ -289,7 +186,7 @@ def _stable_run_dir(config: TrainConfig) -> Path | None:
                           "--standalone or --rdzv-id JOB_ID")  # fmt: skip
     if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", job):  # --standalone's random uuid
         job = job[:8]
-    info = data_prepare.resolve_data(config.data)
+    info = resolve_data(config.data)
     data_name = info.name if info is not None else Path(config.data).stem
     return Path(config.runs_dir) / re.sub(r"[^\w.-]", "_", f"{_stem(config.model)}-{data_name}-{job}")
 
@@ -316,13 +213,13 @@ def _new_run_dir(config: TrainConfig, prepared: data_prepare.TrainingData, world
     return Path(distributed.broadcast_object(path, world))
 
 
-def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, prepared: data_prepare.TrainingData,
+def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: data_prepare.TrainingData,
          run_dir: Path, generator: torch.Generator, resuming: bool, world: World
          ) -> dict[str, list[float]]:  # fmt: skip
     """Set up the engine, restore a checkpoint when resuming (on every rank), and train."""
     train_set, validation = training_tensors(prepared, model)
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
-    weights = _class_weights(config.class_weights, _train_labels(prepared), len(prepared.dataset.class_names))
+    weights = class_weights(config.class_weights, train_labels(prepared), len(prepared.dataset.class_names))
     model.compile(optimizer=config.optimizer, loss=loss, metrics=["accuracy"])
     steps = distributed.steps_per_epoch(prepared.train_size, config.batch_size, world.size)
     epochs, extra = config.epochs, {}
@@ -336,7 +233,7 @@ def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, prepared: 
         model.optimizer = make_optimizer(config, model)
         schedule = optimizers.make_schedule(config.schedule, model.optimizer, steps * epochs)
     ema = EMA(model, config.ema) if config.ema else None
-    callbacks = {**_callbacks(config, run_dir, schedule, steps, validation is not None), **extra}
+    callbacks = {**run_callbacks(config, run_dir, schedule, steps, validation is not None), **extra}
     history = History()
     state = TrainState(model, model.optimizer, schedule, ema, generator,
                        callbacks={"history": history, **callbacks})  # fmt: skip
@@ -350,10 +247,8 @@ def _fit(config: TrainConfig, resolved: dict[str, Any], model: Model, prepared: 
             model, train_set,
             loss_fn=losses.resolve(loss, model.output_activation, weights), optimizer=model.optimizer,
             epochs=epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
-            callbacks=list(callbacks.values()), scheduler=schedule, augment=make_augment(resolved["augment"]),
-            initial_epoch=initial_epoch, verbose=config.verbose, generator=generator, clip_norm=config.clip_norm,
-            precision=resolved["precision"], ema=ema, channels_last=resolved["channels_last"] == "on",
-            compile=config.compile, history=history, world=world,
+            callbacks=list(callbacks.values()), settings=settings, scheduler=schedule, ema=ema,
+            initial_epoch=initial_epoch, verbose=config.verbose, generator=generator, history=history, world=world,
             on_epoch_saved=lambda epoch, _: save_checkpoint(run_dir, state, epoch),  # rank 0 only
         ).history  # fmt: skip
     except KeyboardInterrupt:

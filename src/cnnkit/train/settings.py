@@ -1,0 +1,50 @@
+"""How the engine runs each training step, as one typed, frozen object.
+
+:class:`TrainSettings` is built once by whoever knows the answers (``cnnkit train``'s recipe
+from its config, ``Model.fit`` from its defaults) and handed to :func:`cnnkit.train.loop.fit`
+or a :class:`~cnnkit.train.loop.Stepper`. Nothing in it says ``"auto"`` except
+``channels_last=None``, which ``fit`` resolves from the model it trains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from cnnkit.errors import TrainingError
+
+__all__ = ["PRECISIONS", "Augment", "TrainSettings"]
+
+Augment = Callable[[torch.Tensor], torch.Tensor]  # a batch (B, C, H, W) -> an augmented batch, on the device
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The resolved "how" of a training step; the defaults are ``Model.fit``'s.
+
+    Attributes:
+        precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and a gradient scaler).
+        channels_last: store images and convolution weights channels-last, the layout oneDNN
+            and cuDNN run fastest; None: whenever the model has 2-D convolutions.
+        augment: applied to each training batch on the device (see :mod:`cnnkit.data.augment`).
+        clip_norm: clip the gradients' global norm to this; None: no clipping.
+        compile: run the forward pass through ``torch.compile``.
+    """
+
+    precision: str = "fp32"
+    channels_last: bool | None = None
+    augment: Augment | None = None
+    clip_norm: float | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype the forward pass runs in under autocast; None for plain fp32."""
+        return PRECISIONS[self.precision]
