@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit._io import atomic_write_bytes
+from cnnkit._io import atomic_write_bytes, file_sha256
 from cnnkit.errors import ConfigError
-from cnnkit.export.common import Probabilities, ReferenceData, export_metadata, file_sha256, reference_data
+from cnnkit.export.common import Probabilities, ReferenceData, export_metadata, reference_data
 from cnnkit.export.onnx import DEFAULT_OPSET, onnx_graph, open_onnx, with_metadata
 from cnnkit.export.parity import FLOAT_TOLERANCE, ParityReport, check_parity
 from cnnkit.export.quantize import QUANTIZATION, QuantizationReport, compare_int8, quantize_int8

@@ -290,10 +290,23 @@ class Model(nn.Module):
         return self.architecture
 
     def save(self, filepath: str | os.PathLike) -> None:
-        """Write the model (weights and everything needed to rebuild it) to one ``.safetensors`` file."""
-        from cnnkit.modelfile import save_model
+        """Write the model (weights and everything needed to rebuild it) to one ``.safetensors`` file.
 
-        save_model(self, filepath)
+        :func:`cnnkit.models.load_model` reads it back; every field below is put back there.
+        """
+        from cnnkit.modelfile import write_model_file
+
+        metadata = {
+            "name": self.name,
+            "architecture": self.get_config(),
+            "class_names": self.class_names,
+            "input_shape": list(self.image_shape) if self.image_shape is not None else None,
+            "normalization": self.normalization,
+            "output_activation": self.output_activation,
+            "compile": self.compile_config(),
+            "training": self.training_summary,
+        }
+        write_model_file(filepath, self.state_dict(), metadata)
 
     def save_weights(self, filepath: str | os.PathLike) -> None:
         """Write only the weights, as a plain safetensors state dict."""
