@@ -150,13 +150,13 @@ def test_memory_stays_flat_and_batches_are_bounded(tmp_path, digits, monkeypatch
     for folder, n in ((small, 150), (large, 1500)):
         _write_digits(folder, digits, n)
     decoded = [0]
-    real_load = predict.load_input
+    real_load = predict.to_batch
 
     def counting_load(path, image_shape):
         decoded[0] += 1
         return real_load(path, image_shape)
 
-    monkeypatch.setattr(predict, "load_input", counting_load)
+    monkeypatch.setattr(predict, "to_batch", counting_load)
     peaks = {}
     for folder in (small, large):
         decoded[0] = 0

@@ -71,9 +71,9 @@ def _evaluate(path: str, args: argparse.Namespace, run_dir=None):  # noqa: ANN00
     from cnnkit.data.saved_split import evaluation_data
     from cnnkit.evaluate import evaluate_model
     from cnnkit.models import load_model
-    from cnnkit.runs import resolve_model_path
+    from cnnkit.runs import resolve_model
 
-    model_path = resolve_model_path(path)
+    model_path = resolve_model(path).model_file("evaluate the .safetensors model file it came from")
     model = load_model(model_path)
     own_run = model_path.parent if (model_path.parent / "split.json").exists() else None
     arrays, where = evaluation_data(args.data, class_names=list(model.class_names or []) or None,

@@ -32,9 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnkit.explain.files import explain_file
     from cnnkit.models import load_model
-    from cnnkit.runs import resolve_model_path
+    from cnnkit.runs import resolve_model
 
-    model = load_model(resolve_model_path(args.model))
+    path = resolve_model(args.model).model_file("explain the .safetensors model file it came from (no gradients)")
+    model = load_model(path)
     result = explain_file(model, args.image, args.method, layer=args.layer, target=args.target, out=args.out)
     if args.json:
         print(json.dumps({"model": args.model, "image": args.image, **result.to_dict()}))

@@ -2,7 +2,7 @@
 
 The file goes through the same decoder and the same conversion to the model's input as
 ``predict`` (:func:`~cnnkit.data.decode.load_image`, then
-:func:`~cnnkit.data.transforms.conform`), so the explanation is of the prediction a user gets.
+:func:`~cnnkit.data.transforms.to_batch`), so the explanation is of the prediction a user gets.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from PIL import Image
 
 from cnnkit._io import atomic_write
 from cnnkit.data.decode import load_image
-from cnnkit.data.transforms import conform
+from cnnkit.data.transforms import to_batch
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate.core import predict_logits
 from cnnkit.explain.cam import CAM_METHODS, class_activation_map
@@ -81,7 +81,7 @@ def explain_file(
     out = Path(out) if out is not None else Path(f"{Path(image_path).stem}-{method}.png")
     height, width, channels = model.image_shape
     image = load_image(image_path, channels)  # (h, w, C) at the file's own size
-    x = conform(torch.from_numpy(image).permute(2, 0, 1)[None], (height, width, channels))  # (1, C, H, W)
+    x = to_batch(image, (height, width, channels), conform_arrays=True)  # (1, C, H, W)
     probs = torch.softmax(predict_logits(model, x).float(), dim=1)[0].cpu()
     predicted = int(probs.argmax())
     result = {"method": method, "predicted": _name(model, predicted), "probability": float(probs[predicted])}

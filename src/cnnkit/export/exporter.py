@@ -153,11 +153,9 @@ def export_model(
         source_sha256 = None
     else:
         from cnnkit.models import load_model
-        from cnnkit.runs import resolve_model_path
+        from cnnkit.runs import resolve_model
 
-        model_path = resolve_model_path(model)
-        if model_path.suffix == ".onnx":
-            raise ConfigError(f"{model_path} is already an ONNX export; export the .safetensors model it came from")
+        model_path = resolve_model(model).model_file("export the .safetensors model it came from")
         model = load_model(model_path)
         source_sha256 = file_sha256(model_path)
         out = out if out is not None else default_export_path(model_path, export_format, quantize)
