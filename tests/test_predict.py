@@ -244,6 +244,17 @@ def test_predictors_are_thread_safe_and_check_shapes(model_copy, digits):
             predictor.predict_proba(np.zeros((2, 3, 28, 28), np.float32))
 
 
+def test_predictors_take_the_nhwc_arrays_load_data_returns(model_copy, digits):
+    """predict_proba takes Keras' NHWC arrays (what datasets.load_data returns) as well as (B, C, H, W)."""
+    from cnnkit.inference import load_predictor
+
+    nhwc = digits[1][0][:16]  # (16, 28, 28, 1)
+    nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
+    for backend in ("torch", "onnx"):
+        predictor = load_predictor(model_copy, backend)
+        np.testing.assert_allclose(predictor.predict_proba(nhwc), predictor.predict_proba(nchw), atol=1e-6)
+
+
 def test_predict_cli_errors(model_copy, tmp_path, capsys):
     from cnnkit.cli import main
 
