@@ -156,3 +156,19 @@ def test_a_list_of_images_of_different_sizes_conforms_when_asked():
     batch = to_batch([np.zeros((4, 4, 1)), np.zeros((8, 6, 1))], (4, 4, 1), conform_arrays=True)
     assert batch.shape == (2, 1, 4, 4)
     assert to_batch([], (4, 4, 1)).shape == (0, 1, 4, 4)
+
+
+def test_explain_explains_the_prediction_predict_makes_of_a_large_photo(tmp_path):
+    """A photo many times the input size: explain's input is predict's (JPEG draft decoding, box reduction)."""
+    from cnnkit.explain.files import explain_file
+    from cnnkit.inference import TorchPredictor
+    from cnnkit.predict import predict_files
+
+    torch.manual_seed(0)
+    model = models.create_model("seed", num_classes=3, in_channels=3, input_size=32).eval()
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)).save(photo, quality=90)
+    explained = explain_file(model, photo, "saliency", out=tmp_path / "saliency.png")
+    predicted = next(predict_files(TorchPredictor(model, "cpu"), [photo], workers=0))
+    assert explained.predicted == predicted.labels[0]
+    assert explained.probability == pytest.approx(predicted.probabilities[0], abs=1e-6)

@@ -1,8 +1,8 @@
 """``cnnkit explain``: one image file, one method, one PNG.
 
 The file goes through the same decoder and the same conversion to the model's input as
-``predict`` (:func:`~cnnkit.data.decode.load_image`, then
-:func:`~cnnkit.data.transforms.to_batch`), so the explanation is of the prediction a user gets.
+``predict`` (:func:`~cnnkit.data.transforms.to_batch`), so the explanation is of the prediction
+a user gets; the picture is drawn over the image at its own size.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def explain_file(
         raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     out = Path(out) if out is not None else Path(f"{Path(image_path).stem}-{method}.png")
     height, width, channels = model.image_shape
-    image = load_image(image_path, channels)  # (h, w, C) at the file's own size
-    x = to_batch(image, (height, width, channels), conform_arrays=True)  # (1, C, H, W)
+    image = load_image(image_path, channels)  # (h, w, C) at the file's own size, to draw on
+    x = to_batch(image_path, (height, width, channels))  # (1, C, H, W): exactly what `cnnkit predict` feeds the model
     probs = torch.softmax(predict_logits(model, x).float(), dim=1)[0].cpu()
     predicted = int(probs.argmax())
     result = {"method": method, "predicted": _name(model, predicted), "probability": float(probs[predicted])}
