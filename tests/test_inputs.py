@@ -100,7 +100,9 @@ def test_every_input_kind_through_every_caller(kind, caller, tiny, pixels, refer
         got = tiny.evaluate(source, labels, verbose=0, return_dict=True)
         assert got == pytest.approx(tiny.evaluate(expected_batch, labels, verbose=0, return_dict=True), abs=1e-6)
     elif caller == "TorchPredictor":
-        np.testing.assert_allclose(predictor_for(tiny, "torch", device="cpu").predict_proba(source), expected, atol=1e-6)
+        np.testing.assert_allclose(
+            predictor_for(tiny, "torch", device="cpu").predict_proba(source), expected, atol=1e-6
+        )
     elif caller == "OnnxPredictor":
         np.testing.assert_allclose(onnx_predictor.predict_proba(source), expected, atol=1e-4)
     elif len(which) > 1:  # explain: one image at a time

@@ -143,7 +143,10 @@ def _check_backend(backend: str) -> None:
 
 
 def _predictor(
-    model: Callable[[], Model], backend: str, device: str | torch.device | None, threads: int | None,
+    model: Callable[[], Model],
+    backend: str,
+    device: str | torch.device | None,
+    threads: int | None,
     model_file: Path | None,
 ) -> Predictor:
     """The backend decision, for a model that ``model()`` gives (loaded at most once, and only if needed)."""

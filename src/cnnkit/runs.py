@@ -17,7 +17,16 @@ from typing import Literal
 
 from cnnkit.errors import ConfigError, ModelFileError
 
-__all__ = ["MODEL_FILE", "ModelSource", "create_run_dir", "resolve_model", "resolve_run"]
+__all__ = [
+    "MODEL_FILE",
+    "ONNX_SUFFIX",
+    "TORCHSCRIPT_SUFFIX",
+    "ModelKind",
+    "ModelSource",
+    "create_run_dir",
+    "resolve_model",
+    "resolve_run",
+]
 
 MODEL_FILE = "model.safetensors"
 ONNX_SUFFIX = ".onnx"  # `cnnkit export --format onnx`, and the cache next to a model file

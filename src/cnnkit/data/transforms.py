@@ -135,8 +135,10 @@ def _array_layout(shape: tuple[int, ...], input_shape: Sequence[int | None] | No
     if len(shape) not in (3, 4):
         raise ShapeError(f"cannot read an array of shape {shape} as images; give {_ACCEPTS}")
     height, width, channels = input_shape if input_shape is not None else (None, None, None)
-    if input_shape is not None and _fits(shape[-3:], (channels, height, width)) and not _fits(
-        shape[-3:], (height, width, channels)
+    if (
+        input_shape is not None
+        and _fits(shape[-3:], (channels, height, width))
+        and not _fits(shape[-3:], (height, width, channels))
     ):
         return "chw" if len(shape) == 3 else "nchw"  # already channels-first, as exports take it
     if len(shape) == 4:

@@ -25,11 +25,12 @@ from cnnkit.export.parity import FLOAT_TOLERANCE, ParityReport, check_parity
 from cnnkit.export.quantize import QUANTIZATION, QuantizationReport, compare_int8, quantize_int8
 from cnnkit.export.torchscript import TorchScriptRunner, torchscript_archive
 from cnnkit.models.model import Model
+from cnnkit.runs import ONNX_SUFFIX, TORCHSCRIPT_SUFFIX
 
 __all__ = ["FORMATS", "ExportResult", "build_onnx", "default_export_path", "export_model"]
 
 FORMATS = ("onnx", "torchscript")
-_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+_SUFFIX = {"onnx": ONNX_SUFFIX, "torchscript": TORCHSCRIPT_SUFFIX}  # the names resolve_model knows them by
 
 
 @dataclass(frozen=True)
