@@ -34,7 +34,9 @@ import torch
 
 from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
-from cnnkit.models.model import Model
+from cnnkit.modelfile import read_metadata
+from cnnkit.models import Model, load_model
+from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 
 __all__ = ["BACKENDS", "OnnxPredictor", "Predictor", "TorchPredictor", "cache_path", "load_predictor", "predictor_for"]
@@ -205,8 +207,6 @@ def load_predictor(
     """
     if isinstance(model, Model):
         return predictor_for(model, backend, device=device, threads=threads)
-    from cnnkit.runs import resolve_model
-
     source = resolve_model(model)
     if source.kind == "onnx":
         _check_backend(backend)
@@ -216,8 +216,5 @@ def load_predictor(
             )
         return OnnxPredictor(source.path, threads=threads)
     path = source.model_file("cnnkit never loads TorchScript (that runs its code); give the .safetensors model")
-    from cnnkit.modelfile import read_metadata
-    from cnnkit.models import load_model
-
     read_metadata(path)  # a missing, pickled or foreign file: its own clear error, before any hashing or export
     return _predictor(functools.cache(lambda: load_model(path)), backend, device, threads, path)
