@@ -91,6 +91,8 @@ def resolve_model(model_or_run: str | os.PathLike) -> ModelSource:
     its reader's error, and ``model.onnx`` is known to be an export before it exists.
     """
     path = Path(model_or_run)
+    # Each way of naming a model is one branch, tried in order. (Naming a run by `latest` or by the
+    # prefix of its name under runs/ would be one more, before the file kinds.)
     if path.is_dir():  # a run folder: its final model
         if not (path / MODEL_FILE).exists():
             raise ModelFileError(f"{path} is a folder without a {MODEL_FILE}: not a finished training run")
