@@ -18,9 +18,6 @@ ROOT = "cnnkit"
 # Known exceptions: edges that another branch of issue 15 removes. The lead empties each list
 # when that branch is merged; a listed edge that no longer exists fails the test below it.
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    # i15-loading (item 4): modelfile knows the file format and nothing about Model; models.load_model rebuilds.
-    ("cnnkit.modelfile", "cnnkit.models"): "i15-loading",
-    ("cnnkit.modelfile", "cnnkit.models.model"): "i15-loading",  # the type of load_model's result
 }
 KNOWN_ENGINE_EXCEPTIONS: dict[tuple[str, str], str] = {
 }

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnkit import explain
@@ -79,6 +80,17 @@ def test_gradcam_public_signature(left_half):
     np.testing.assert_array_equal(explain.gradcam(model, image), explain.gradcam(model, image, layer="conv2"))
     hwc = image.permute(1, 2, 0).numpy()  # Keras-style arrays work too
     np.testing.assert_array_equal(explain.gradcam(model, image), explain.gradcam(model, hwc))
+
+
+def test_explanations_take_a_pil_image(left_half):
+    model, image = left_half
+    pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # (16, 16, 3)
+    same = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255  # (3, 16, 16): the PIL image's values
+    pil = Image.fromarray(pixels)
+    np.testing.assert_allclose(explain.gradcam(model, pil), explain.gradcam(model, same), atol=1e-6)
+    np.testing.assert_allclose(explain.saliency(model, pil), explain.saliency(model, same), atol=1e-6)
+    maps = explain.feature_maps(model, pil)
+    assert all(np.allclose(m, explain.feature_maps(model, same)[name], atol=1e-6) for name, m in maps.items())
 
 
 def test_saliency_and_integrated_gradients_ignore_what_the_model_cannot_see(left_half):

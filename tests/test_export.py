@@ -27,7 +27,7 @@ def onnx_export(trained_seed, tmp_path_factory):
 def test_onnx_round_trip_parity_and_metadata(trained_seed, onnx_export, digits):
     import onnxruntime as ort
 
-    from cnnkit.export import file_sha256
+    from cnnkit._io import file_sha256
 
     model, path = trained_seed
     result = onnx_export

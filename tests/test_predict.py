@@ -150,13 +150,13 @@ def test_memory_stays_flat_and_batches_are_bounded(tmp_path, digits, monkeypatch
     for folder, n in ((small, 150), (large, 1500)):
         _write_digits(folder, digits, n)
     decoded = [0]
-    real_load = predict.load_input
+    real_load = predict.to_batch
 
     def counting_load(path, image_shape):
         decoded[0] += 1
         return real_load(path, image_shape)
 
-    monkeypatch.setattr(predict, "load_input", counting_load)
+    monkeypatch.setattr(predict, "to_batch", counting_load)
     peaks = {}
     for folder in (small, large):
         decoded[0] = 0
@@ -242,6 +242,17 @@ def test_predictors_are_thread_safe_and_check_shapes(model_copy, digits):
         assert predictor.predict_proba(x[:0]).shape == (0, 10)
         with pytest.raises(ShapeError, match=r"takes \(batch, 1, 28, 28\) images, got \(2, 3, 28, 28\)"):
             predictor.predict_proba(np.zeros((2, 3, 28, 28), np.float32))
+
+
+def test_predictors_take_the_nhwc_arrays_load_data_returns(model_copy, digits):
+    """predict_proba takes Keras' NHWC arrays (what datasets.load_data returns) as well as (B, C, H, W)."""
+    from cnnkit.inference import load_predictor
+
+    nhwc = digits[1][0][:16]  # (16, 28, 28, 1)
+    nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
+    for backend in ("torch", "onnx"):
+        predictor = load_predictor(model_copy, backend)
+        np.testing.assert_allclose(predictor.predict_proba(nhwc), predictor.predict_proba(nchw), atol=1e-6)
 
 
 def test_predict_cli_errors(model_copy, tmp_path, capsys):

@@ -94,7 +94,8 @@ def test_the_card_names_the_backend_and_both_serve_the_same_model(clients):
 
 
 def test_a_corrupt_onnx_cache_is_rebuilt_and_the_server_starts(model_path, tmp_path, test_images):
-    from cnnkit.export import file_sha256, open_onnx
+    from cnnkit._io import file_sha256
+    from cnnkit.export import open_onnx
     from cnnkit.inference import cache_path
 
     path = tmp_path / "model.safetensors"

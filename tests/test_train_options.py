@@ -17,8 +17,8 @@ from cnnkit.cli._options import add_options, flag_of, given_options
 from cnnkit.data.augment import OPERATIONS
 from cnnkit.errors import ConfigError
 from cnnkit.recipe.config import TrainConfig, option_of
-from cnnkit.train.settings import PRECISIONS
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
+from cnnkit.train.settings import PRECISIONS
 from conftest import SRC, run_main
 
 

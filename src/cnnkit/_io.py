@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file behind.
+"""File plumbing: atomic writes (a crash or a full disk never leaves a half-written file) and file hashes.
 
 Every file cnnkit writes goes through :func:`atomic_write`: the bytes go to a temporary
 file in the same folder, are flushed to disk, and only then renamed over the target
@@ -8,6 +8,7 @@ is untouched and the temporary file is removed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256"]
 
 
 def _read_umask() -> int:
@@ -58,3 +59,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes as hex, read 1 MiB at a time (memory stays flat for any file size).
+
+    The one file hash: it ties an export to the model file it came from, checks downloaded
+    weights, and notices a changed file in a saved split. Raises ``OSError`` as ``open`` does.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

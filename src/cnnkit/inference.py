@@ -1,10 +1,12 @@
 """Predictors: one interface over PyTorch and ONNX Runtime, for ``predict``, ``serve`` and Python.
 
 ``load_predictor(path, backend="auto")`` returns an object with ``class_names``,
-``image_shape`` ``(H, W, C)`` and ``predict_proba(images)``: ``(B, C, H, W)`` float32
-images in [0, 1] (already at ``image_shape``) -> ``(B, classes)`` probabilities. Both
-backends compute the same thing (the ONNX graph *is* the model with its softmax, checked
-against it to 1e-4), and ``predict_proba`` is safe to call from several threads at once.
+``image_shape`` ``(H, W, C)`` and ``predict_proba(images)``: images -> ``(B, classes)``
+probabilities, where images are anything :func:`cnnkit.data.transforms.to_batch` takes (files,
+PIL images, Keras' NHWC arrays, ``(B, C, H, W)`` float32 arrays or tensors in [0, 1], at
+``image_shape``). Both backends compute the same thing (the ONNX graph *is* the model with
+its softmax, checked against it to 1e-4), and ``predict_proba`` is safe to call from several
+threads at once. :func:`predictor_for` builds one from a model already loaded (the server).
 
 Backends:
 
@@ -20,19 +22,24 @@ Backends:
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
+from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
-from cnnkit.models.model import Model
+from cnnkit.modelfile import read_metadata
+from cnnkit.models import Model, load_model
+from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 
-__all__ = ["BACKENDS", "OnnxPredictor", "Predictor", "TorchPredictor", "cache_path", "load_input", "load_predictor"]
+__all__ = ["BACKENDS", "OnnxPredictor", "Predictor", "TorchPredictor", "cache_path", "load_predictor", "predictor_for"]
 
 BACKENDS = ("auto", "torch", "onnx")
 CACHE_SUFFIX = ".cache.onnx"
@@ -47,32 +54,9 @@ class Predictor(Protocol):
     image_shape: tuple[int, int, int]  # (H, W, C) of one input image
     description: str
 
-    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        """``(B, C, H, W)`` float32 images in [0, 1] -> ``(B, classes)`` float32 probabilities."""
+    def predict_proba(self, images: ImageSource) -> np.ndarray:
+        """Images (see :func:`~cnnkit.data.transforms.to_batch`) -> ``(B, classes)`` float32 probabilities."""
         ...
-
-
-def load_input(source: str | os.PathLike | bytes, image_shape: tuple[int, int, int]) -> torch.Tensor:
-    """An image file (or its bytes) as one model input ``(C, H, W)``, prepared exactly as training data
-    is: :func:`cnnkit.data.transforms.load_input` (the one decoder, JPEG draft decoding for large
-    photos, the same resizing), in the layout predictors take.
-
-    Raises :class:`~cnnkit.errors.DataError` for a file that cannot be read.
-    """
-    from cnnkit.data.transforms import load_input as load_hwc
-
-    return torch.from_numpy(load_hwc(source, image_shape)).permute(2, 0, 1).contiguous()  # (C, H, W)
-
-
-def _as_batch(images: np.ndarray | torch.Tensor, image_shape: tuple[int, int, int]) -> np.ndarray:
-    """A C-contiguous float32 ``(B, C, H, W)`` array, or a clear error naming the expected shape."""
-    if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    x = np.ascontiguousarray(images, dtype=np.float32)
-    height, width, channels = image_shape
-    if x.ndim != 4 or x.shape[1:] != (channels, height, width):
-        raise ShapeError(f"the model takes (batch, {channels}, {height}, {width}) images, got {x.shape}")
-    return x
 
 
 class TorchPredictor:
@@ -91,8 +75,8 @@ class TorchPredictor:
         self.description = f"torch {torch.__version__} eager on {self.device}"
 
     @torch.inference_mode()
-    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        x = torch.from_numpy(_as_batch(images, self.image_shape)).to(self.device)  # (B, C, H, W)
+    def predict_proba(self, images: ImageSource) -> np.ndarray:
+        x = to_batch(images, self.image_shape).to(self.device)  # (B, C, H, W)
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
         return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()  # (B, classes)
@@ -116,8 +100,8 @@ class OnnxPredictor:
         kind = "int8 " if info.quantization != "none" else ""
         self.description = f"onnx ({kind}ONNX Runtime {onnxruntime.__version__}, {self.onnx.name})"
 
-    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        x = _as_batch(images, self.image_shape)
+    def predict_proba(self, images: ImageSource) -> np.ndarray:
+        x = np.ascontiguousarray(to_batch(images, self.image_shape).cpu().numpy())  # (B, C, H, W), as ORT takes it
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
         return self.onnx.run(x)
@@ -129,14 +113,13 @@ def cache_path(model_path: str | os.PathLike) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + CACHE_SUFFIX)
 
 
-def _cached_onnx(model_path: Path, threads: int | None) -> OnnxPredictor:
-    """The model's ONNX export from the cache when it belongs to this exact model file, else built and cached."""
-    from cnnkit.export import EXPORT_VERSION, build_onnx, file_sha256
+def _cached_onnx(model_path: Path, threads: int | None, model: Callable[[], Model]) -> OnnxPredictor:
+    """The model's ONNX export from the cache when it belongs to this exact model file, else built
+    from ``model()`` (the model in that file) and cached."""
+    from cnnkit._io import atomic_write_bytes, file_sha256
+    from cnnkit.export import EXPORT_VERSION, build_onnx
     from cnnkit.export.common import reference_data
-    from cnnkit.modelfile import read_metadata
-    from cnnkit.models import load_model
 
-    read_metadata(model_path)  # a missing, pickled or foreign file: its own clear error, before any hashing
     digest = file_sha256(model_path)
     cache = cache_path(model_path)
     if cache.exists():
@@ -146,17 +129,68 @@ def _cached_onnx(model_path: Path, threads: int | None) -> OnnxPredictor:
             if info.source_sha256 == digest and info.export_version == EXPORT_VERSION and info.quantization == "none":
                 return cached
         except ModelFileError as e:  # a damaged cache is rebuilt, not trusted and not fatal
-            warnings.warn(f"rebuilding the ONNX cache: {e}", stacklevel=3)
-    model = load_model(model_path)
-    payload, _ = build_onnx(model, source_sha256=digest, reference=reference_data(model))
+            warnings.warn(f"rebuilding the ONNX cache: {e}", stacklevel=4)
+    payload, _ = build_onnx(model(), source_sha256=digest, reference=reference_data(model()))
     try:
-        from cnnkit._io import atomic_write_bytes
-
         atomic_write_bytes(cache, payload)
         return OnnxPredictor(cache, threads=threads)
     except OSError as e:  # a read-only model folder: run from memory, export again next time
-        warnings.warn(f"cannot cache the ONNX export at {cache} ({e.strerror}); using it from memory", stacklevel=3)
+        warnings.warn(f"cannot cache the ONNX export at {cache} ({e.strerror}); using it from memory", stacklevel=4)
         return OnnxPredictor(payload, name=f"the ONNX export of {model_path}", threads=threads)
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+def _predictor(
+    model: Callable[[], Model],
+    backend: str,
+    device: str | torch.device | None,
+    threads: int | None,
+    model_file: Path | None,
+) -> Predictor:
+    """The backend decision, for a model that ``model()`` gives (loaded at most once, and only if needed)."""
+    _check_backend(backend)
+    resolved = resolve_device(device)
+    if backend == "onnx" and resolved.type != "cpu" and device not in (None, "auto"):
+        raise ConfigError(f"the onnx backend runs on the CPU, not {resolved}; use --backend torch for the GPU")
+    # auto: ONNX Runtime on a CPU when there is a model file to cache the export next to; a model
+    # object alone would be exported on every call, so it runs in PyTorch.
+    if backend == "torch" or (backend == "auto" and (resolved.type != "cpu" or model_file is None)):
+        return TorchPredictor(model(), resolved)
+    try:
+        if model_file is not None:
+            return _cached_onnx(model_file, threads, model)
+        from cnnkit.export import build_onnx
+        from cnnkit.export.common import reference_data
+
+        payload, _ = build_onnx(model(), source_sha256=None, reference=reference_data(model()))
+        return OnnxPredictor(payload, name=f"the ONNX export of {model().name!r}", threads=threads)
+    except ExportError as e:
+        if backend == "onnx":
+            raise
+        warnings.warn(f"{e}; predicting with PyTorch instead", stacklevel=3)
+        return TorchPredictor(model(), resolved)
+
+
+def predictor_for(
+    model: Model,
+    backend: str = "auto",
+    *,
+    model_file: str | os.PathLike | None = None,
+    device: str | torch.device | None = "auto",
+    threads: int | None = None,
+) -> Predictor:
+    """A predictor over a model already loaded, without loading it again.
+
+    ``model_file``: the file ``model`` was loaded from (unchanged since); the ONNX export is then
+    cached next to it, tied to its SHA-256, and ``auto`` runs ONNX Runtime on a CPU as for a path.
+    Without it, ``auto`` runs PyTorch and ``onnx`` exports in memory. Other arguments as
+    :func:`load_predictor`.
+    """
+    return _predictor(lambda: model, backend, device, threads, None if model_file is None else Path(model_file))
 
 
 def load_predictor(
@@ -171,36 +205,16 @@ def load_predictor(
     ``backend``: ``"auto"`` (ONNX Runtime on a CPU, PyTorch on a GPU), ``"torch"`` or ``"onnx"``.
     ``threads`` caps ONNX Runtime's threads (default: one per core).
     """
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if isinstance(model, Model):
-        if backend == "onnx":
-            from cnnkit.export import build_onnx
-            from cnnkit.export.common import reference_data
-
-            payload, _ = build_onnx(model, source_sha256=None, reference=reference_data(model))
-            return OnnxPredictor(payload, name=f"the ONNX export of {model.name!r}", threads=threads)
-        return TorchPredictor(model, device)
-    from cnnkit.runs import resolve_model_path
-
-    path = resolve_model_path(model)
-    if path.suffix == ".onnx":
+        return predictor_for(model, backend, device=device, threads=threads)
+    source = resolve_model(model)
+    if source.kind == "onnx":
+        _check_backend(backend)
         if backend == "torch":
-            raise ConfigError(f"{path} is an ONNX export: it runs on the onnx backend; give the .safetensors model")
-        return OnnxPredictor(path, threads=threads)
-    resolved = resolve_device(device)
-    if backend == "onnx" and resolved.type != "cpu" and device not in (None, "auto"):
-        raise ConfigError(f"the onnx backend runs on the CPU, not {resolved}; use --backend torch for the GPU")
-    if backend == "torch" or (backend == "auto" and resolved.type != "cpu"):
-        from cnnkit.models import load_model
-
-        return TorchPredictor(load_model(path), resolved)
-    try:
-        return _cached_onnx(path, threads)
-    except ExportError as e:
-        if backend == "onnx":
-            raise
-        warnings.warn(f"{e}; predicting with PyTorch instead", stacklevel=2)
-        from cnnkit.models import load_model
-
-        return TorchPredictor(load_model(path), resolved)
+            raise ConfigError(
+                f"{source.path} is an ONNX export: it runs on the onnx backend; give the .safetensors model"
+            )
+        return OnnxPredictor(source.path, threads=threads)
+    path = source.model_file("cnnkit never loads TorchScript (that runs its code); give the .safetensors model")
+    read_metadata(path)  # a missing, pickled or foreign file: its own clear error, before any hashing or export
+    return _predictor(functools.cache(lambda: load_model(path)), backend, device, threads, path)

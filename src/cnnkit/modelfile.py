@@ -5,6 +5,10 @@ The safetensors header's ``__metadata__`` holds ``format`` (``"cnnkit"``),
 names, input shape, normalization, compile settings, training summary, library versions
 and a SHA-256 of the weights. Loading reads only JSON and raw tensors, so a model file can
 never run code; a pickle (``torch.save``) file is refused with an explanation.
+
+This module knows the format and nothing about models: :func:`write_model_file` takes a
+state dict and the metadata a model composed (``Model.save``), :func:`read_model_file`
+gives them back checked, and :func:`cnnkit.models.load_model` rebuilds the model from them.
 """
 
 from __future__ import annotations
@@ -16,20 +20,16 @@ import platform
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cnnkit._io import atomic_write
-from cnnkit.errors import CnnkitError, ModelFileError
-from cnnkit.runtime import prefer_channels_last
+from cnnkit.errors import ModelFileError
 
-if TYPE_CHECKING:
-    from cnnkit.models.model import Model
-
-__all__ = ["FORMAT_VERSION", "load_model", "read_metadata", "read_weights", "save_model"]
+__all__ = ["FORMAT_VERSION", "read_metadata", "read_model_file", "read_weights", "write_model_file"]
 
 FORMAT = "cnnkit"
 FORMAT_VERSION = 1
@@ -52,21 +52,19 @@ def _versions() -> dict[str, str]:
     return {"cnnkit": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
 
-def save_model(model: Model, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically (the previous file survives any failure)."""
+def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write ``tensors`` (a state dict) and ``metadata`` to ``path`` atomically (the previous file survives
+    any failure).
+
+    ``metadata`` is what the model says about itself (it must have an ``architecture``); the file
+    adds the library versions, the time it was written and the SHA-256 of the weights.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ModelFileError(f"{path}: model files end in .safetensors")
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     metadata = {
-        "name": model.name,
-        "architecture": model.get_config(),
-        "class_names": model.class_names,
-        "input_shape": list(model.image_shape) if model.image_shape is not None else None,
-        "normalization": model.normalization,
-        "output_activation": model.output_activation,
-        "compile": model.compile_config(),
-        "training": model.training_summary,
+        **metadata,
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "weights_sha256": _weights_digest(tensors),
@@ -100,15 +98,8 @@ def _check_container(path: Path) -> None:
     raise ModelFileError(f"{path} is not a safetensors model file")
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The JSON metadata of a cnnkit model file, without loading the weights."""
-    path = Path(path)
-    _check_container(path)
-    try:
-        with safe_open(path, framework="pt") as f:
-            header = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ModelFileError(f"{path} is damaged (truncated or modified): {e}") from None
+def _metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    """The cnnkit metadata in a safetensors header, or a clear error saying why it is not there."""
     if header.get("format") != FORMAT:
         raise ModelFileError(
             f"{path} is a safetensors file but not a cnnkit model (no cnnkit metadata); "
@@ -132,6 +123,18 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a cnnkit model file, without loading the weights."""
+    path = Path(path)
+    _check_container(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{path} is damaged (truncated or modified): {e}") from None
+    return _metadata(path, header)
+
+
 def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file (no code runs; pickles are refused)."""
     path = Path(path)
@@ -143,34 +146,17 @@ def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"{path} is damaged (truncated or modified): {e}") from None
 
 
-def load_model(path: str | os.PathLike) -> Model:
-    """Rebuild a model from a cnnkit model file, checking its weights against their checksum.
-
-    The model comes back in eval mode, its convolution weights in channels-last memory.
-    """
-    from cnnkit.models import model_from_config
-
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """A cnnkit model file's metadata and tensors, in one read, the tensors checked against their checksum."""
     path = Path(path)
-    metadata = read_metadata(path)
-    tensors = read_weights(path)
+    _check_container(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+            metadata = _metadata(path, header)  # a foreign or newer file: said before any tensor is read
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{path} is damaged (truncated or modified): {e}") from None
     if metadata.get("weights_sha256") != _weights_digest(tensors):
         raise ModelFileError(f"{path} is damaged: its weights do not match their checksum (modified or corrupted)")
-    try:
-        model = model_from_config(metadata["architecture"])
-        model.load_state_dict(tensors, strict=True)
-    except CnnkitError as e:
-        raise ModelFileError(f"{path}: cannot rebuild the model: {e}") from None
-    except RuntimeError as e:  # load_state_dict: missing/unexpected keys or shapes
-        raise ModelFileError(f"{path}: weights do not fit the stored architecture: {e}") from None
-    model.name = metadata.get("name", model.name)
-    model.class_names = metadata.get("class_names")
-    if metadata.get("input_shape") and not model.built:
-        model.build(metadata["input_shape"])
-    model.set_normalization(metadata.get("normalization"))
-    model.training_summary = metadata.get("training") or {}
-    compiled = metadata.get("compile")
-    if compiled and compiled.get("loss"):
-        model.compile(optimizer=compiled["optimizer"], loss=compiled["loss"], metrics=compiled["metrics"])
-    prefer_channels_last(model)  # a layout, not a value: what inference and training run fastest on
-    model.eval()
-    return model
+    return metadata, tensors

@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnnkit.data.decode import is_image_path
+from cnnkit.data.transforms import to_batch
 from cnnkit.errors import DataError
-from cnnkit.inference import Predictor, TorchPredictor, load_input
+from cnnkit.inference import Predictor, TorchPredictor
 from cnnkit.models.model import Model
 
 __all__ = ["Prediction", "default_workers", "expand_paths", "predict_files"]
@@ -109,7 +110,7 @@ class _Decoder(Dataset):
 
     def __getitem__(self, path: str) -> tuple[str, torch.Tensor | None, str | None]:
         try:
-            return path, load_input(path, self.image_shape), None  # (C, H, W)
+            return path, to_batch(path, self.image_shape)[0], None  # (C, H, W)
         except DataError as e:
             return path, None, str(e).removeprefix(f"{path}: ")
 
@@ -133,7 +134,7 @@ def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[str]]:
 
 def _probabilities(predictor: Predictor, images: torch.Tensor, tta: bool) -> np.ndarray:
     """``(n, classes)`` probabilities; with ``tta``, averaged with those of the left-right mirror images."""
-    x = images.numpy()  # (n, C, H, W)
+    x = images.numpy()  # (n, C, H, W): the layout every predictor takes
     if not tta:
         return predictor.predict_proba(x)
     both = predictor.predict_proba(np.concatenate([x, x[..., ::-1]]))  # one batch of 2n: better throughput

@@ -81,9 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.explain.registry import DEFAULT_METHOD
     from cnnkit.models import load_model
     from cnnkit.report.explanation import explain_file
-    from cnnkit.runs import resolve_model_path
+    from cnnkit.runs import resolve_model
 
-    model = load_model(resolve_model_path(args.model))
+    path = resolve_model(args.model).model_file("explain the .safetensors model file it came from (no gradients)")
+    model = load_model(path)
     method = args.method or DEFAULT_METHOD
     result = explain_file(model, args.image, method, layer=args.layer, target=args.target, out=args.out)
     if args.json:

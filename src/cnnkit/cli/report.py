@@ -20,9 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnkit.errors import CnnkitError
     from cnnkit.report import write_report
+    from cnnkit.runs import resolve_run
 
     if args.samples < 1:
         raise CnnkitError("--samples must be at least 1")
-    path = write_report(args.run_dir, samples=args.samples)
+    path = write_report(resolve_run(args.run_dir), samples=args.samples)
     console.print(f"report written to {path}")
     return 0

@@ -8,7 +8,6 @@ used silently). :func:`evaluation_data` picks the images ``cnnkit evaluate`` sco
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit._io import file_sha256
 from cnnkit.data.catalog import ImageArrays, load_registered, resolve_data
 from cnnkit.data.folders import ImageIndex, index_path
 from cnnkit.errors import DataError
@@ -60,7 +60,7 @@ class SavedSplit:
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 

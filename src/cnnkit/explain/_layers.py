@@ -14,11 +14,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from cnnkit.data.transforms import conform
+from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -179,29 +178,16 @@ def capture(modules: dict[str, nn.Module], *, for_gradients: bool = False) -> It
             handle.remove()
 
 
-def prepare_image(model: nn.Module, image: torch.Tensor | np.ndarray) -> torch.Tensor:
+def prepare_image(model: nn.Module, image: ImageSource) -> torch.Tensor:
     """One image as a ``(1, C, H, W)`` float32 tensor on the model's device, at its input shape.
 
-    Tensors are ``(C, H, W)`` or ``(1, C, H, W)``; NumPy arrays are Keras-style ``(H, W, C)``
-    or ``(H, W)``. Values are in [0, 1] (the model normalizes inside ``forward``).
+    Anything :func:`~cnnkit.data.transforms.to_batch` reads (a file, a PIL image, a Keras-style
+    ``(H, W, C)`` or ``(H, W)`` array, a ``(C, H, W)`` or ``(1, C, H, W)`` tensor), conformed to
+    the model's input shape (channels, size). Values are in [0, 1] (the model normalizes inside ``forward``).
     """
-    if isinstance(image, np.ndarray):
-        array = image[..., None] if image.ndim == 2 else image
-        if array.ndim != 3:
-            raise ShapeError(f"an image array must be (H, W, C) or (H, W), got {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
-    elif isinstance(image, torch.Tensor):
-        x = image
-    else:
-        raise ShapeError(f"expected an image tensor or array, got {type(image).__name__}")
-    if x.ndim == 3:
-        x = x[None]
-    if x.ndim != 4 or x.shape[0] != 1:
+    x = to_batch(image, getattr(model, "image_shape", None), conform_arrays=True)
+    if x.shape[0] != 1:
         raise ShapeError(f"explain one image at a time: (C, H, W) or (1, C, H, W), got {tuple(x.shape)}")
-    x = x.detach().float()
-    shape = getattr(model, "image_shape", None)
-    if shape is not None:
-        x = conform(x, shape)  # (1, C, H, W) at the model's input shape; a no-op if it already is
     return x.to(model_device(model))
 
 

@@ -98,8 +98,9 @@ def gradcam(
 
     Args:
         model: a classifier returning logits (any cnnkit model or ``nn.Module``).
-        image: ``(C, H, W)`` or ``(1, C, H, W)`` tensor in [0, 1] at the model's input shape
-            (a NumPy array is read as ``(H, W, C)``).
+        image: one image: a ``(C, H, W)`` or ``(1, C, H, W)`` tensor in [0, 1], a NumPy array
+            ``(H, W, C)``, a PIL image or an image file (see :func:`~cnnkit.data.transforms.to_batch`),
+            brought to the model's input shape.
         target: a class index (or class name); ``None`` explains the predicted class.
         layer: a layer name (see :func:`conv_layer_names`); ``None`` takes the last convolution.
     """

@@ -9,7 +9,7 @@ probabilities; class names, input shape and normalization travel in its metadata
 
 from __future__ import annotations
 
-from cnnkit.export.common import EXPORT_VERSION, ExportInfo, file_sha256
+from cnnkit.export.common import EXPORT_VERSION, ExportInfo
 from cnnkit.export.exporter import FORMATS, ExportResult, build_onnx, default_export_path, export_model
 from cnnkit.export.onnx import OnnxModel, open_onnx
 from cnnkit.export.parity import FLOAT_TOLERANCE, ParityError, ParityReport
@@ -28,6 +28,5 @@ __all__ = [
     "build_onnx",
     "default_export_path",
     "export_model",
-    "file_sha256",
     "open_onnx",
 ]

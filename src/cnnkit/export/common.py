@@ -15,9 +15,7 @@ JSON) and a ``cnnkit.json`` extra file in TorchScript archives.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +35,6 @@ __all__ = [
     "Probabilities",
     "ReferenceData",
     "export_metadata",
-    "file_sha256",
     "fixed_image_shape",
     "parse_metadata",
     "reference_data",
@@ -71,15 +68,6 @@ def fixed_image_shape(model: Model) -> tuple[int, int, int]:
     if shape is None or any(n is None for n in shape):
         raise ExportError(f"model {model.name!r} has no fixed input shape (got {shape}); build it first")
     return tuple(int(n) for n in shape)  # type: ignore[return-value]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes: the key that ties an export to the model file it came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def export_metadata(

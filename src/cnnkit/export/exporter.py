@@ -17,19 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnkit._io import atomic_write_bytes
+from cnnkit._io import atomic_write_bytes, file_sha256
 from cnnkit.errors import ConfigError
-from cnnkit.export.common import Probabilities, ReferenceData, export_metadata, file_sha256, reference_data
+from cnnkit.export.common import Probabilities, ReferenceData, export_metadata, reference_data
 from cnnkit.export.onnx import DEFAULT_OPSET, onnx_graph, open_onnx, with_metadata
 from cnnkit.export.parity import FLOAT_TOLERANCE, ParityReport, check_parity
 from cnnkit.export.quantize import QUANTIZATION, QuantizationReport, compare_int8, quantize_int8
 from cnnkit.export.torchscript import TorchScriptRunner, torchscript_archive
 from cnnkit.models.model import Model
+from cnnkit.runs import ONNX_SUFFIX, TORCHSCRIPT_SUFFIX
 
 __all__ = ["FORMATS", "ExportResult", "build_onnx", "default_export_path", "export_model"]
 
 FORMATS = ("onnx", "torchscript")
-_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+_SUFFIX = {"onnx": ONNX_SUFFIX, "torchscript": TORCHSCRIPT_SUFFIX}  # the names resolve_model knows them by
 
 
 @dataclass(frozen=True)
@@ -153,11 +154,9 @@ def export_model(
         source_sha256 = None
     else:
         from cnnkit.models import load_model
-        from cnnkit.runs import resolve_model_path
+        from cnnkit.runs import resolve_model
 
-        model_path = resolve_model_path(model)
-        if model_path.suffix == ".onnx":
-            raise ConfigError(f"{model_path} is already an ONNX export; export the .safetensors model it came from")
+        model_path = resolve_model(model).model_file("export the .safetensors model it came from")
         model = load_model(model_path)
         source_sha256 = file_sha256(model_path)
         out = out if out is not None else default_export_path(model_path, export_format, quantize)

@@ -4,7 +4,7 @@
 images to logits Keras' ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``save``;
 :class:`~cnnkit.models.Sequential` is the Keras-layer subclass. As a torch module,
 ``model(x)`` takes ``(B, C, H, W)`` images in [0, 1] and returns logits; ``predict``
-takes Keras' NHWC arrays and returns probabilities.
+takes Keras' NHWC arrays (or files, PIL images, tensors) and returns probabilities.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from cnnkit.data.transforms import images_to_tensor
+from cnnkit.data.transforms import images_to_tensor, to_batch
 from cnnkit.errors import ConfigError, DataError, ShapeError
 from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
 from cnnkit.runtime import resolve_device
@@ -255,8 +255,8 @@ class Model(nn.Module):
         self, x: Any = None, y: Any = None, batch_size: int | None = None, verbose: int | str = "auto",
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
-        """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras."""
-        x_t, y_t = images_to_tensor(x), _to_labels(y)
+        """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras; x as for predict."""
+        x_t, y_t = to_batch(x, self.image_shape), _to_labels(y)
         self._check_images(x_t)
         results = evaluate_tensors(self, x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch_size or 32)
         if verbose not in (0, "0"):
@@ -266,8 +266,12 @@ class Model(nn.Module):
         return results["loss"] if len(results) == 1 else list(results.values())
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: int | str = "auto") -> np.ndarray:
-        """Probabilities ``(N, classes)`` for NHWC images ``x`` (rows sum to 1 after softmax)."""
-        x_t = images_to_tensor(x)
+        """Probabilities ``(N, classes)`` for images ``x`` (rows sum to 1 after softmax).
+
+        ``x``: Keras' NHWC arrays, or anything :func:`~cnnkit.data.transforms.to_batch` takes
+        (image files, PIL images, ``(N, C, H, W)`` tensors, lists of them).
+        """
+        x_t = to_batch(x, self.image_shape)
         self._check_images(x_t)
         logits = predict_logits(self, x_t, batch_size or 32).float()
         if self.output_activation == "softmax":
@@ -291,10 +295,23 @@ class Model(nn.Module):
         return self.architecture
 
     def save(self, filepath: str | os.PathLike) -> None:
-        """Write the model (weights and everything needed to rebuild it) to one ``.safetensors`` file."""
-        from cnnkit.modelfile import save_model
+        """Write the model (weights and everything needed to rebuild it) to one ``.safetensors`` file.
 
-        save_model(self, filepath)
+        :func:`cnnkit.models.load_model` reads it back; every field below is put back there.
+        """
+        from cnnkit.modelfile import write_model_file
+
+        metadata = {
+            "name": self.name,
+            "architecture": self.get_config(),
+            "class_names": self.class_names,
+            "input_shape": list(self.image_shape) if self.image_shape is not None else None,
+            "normalization": self.normalization,
+            "output_activation": self.output_activation,
+            "compile": self.compile_config(),
+            "training": self.training_summary,
+        }
+        write_model_file(filepath, self.state_dict(), metadata)
 
     def save_weights(self, filepath: str | os.PathLike) -> None:
         """Write only the weights, as a plain safetensors state dict."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cnnkit._io import atomic_write
+from cnnkit._io import atomic_write, file_sha256
 from cnnkit.errors import ConfigError, ModelFileError
 from cnnkit.models._registry import get_model_entry, list_models
 
@@ -81,14 +81,6 @@ def imagenet_weights(model_name: str) -> ImagenetWeights:
     )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _torch_hub_copy(filename: str) -> Path:
     """Where torchvision itself would have cached the file (``$TORCH_HOME/hub/checkpoints``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
@@ -98,7 +90,7 @@ def fetch_imagenet_weights(weights: ImagenetWeights, *, verbose: bool = True) ->
     """The local path of ``weights``' file, downloading it into the cache first if needed."""
     target = cache_dir() / "weights" / weights.filename
     for candidate in (target, _torch_hub_copy(weights.filename)):
-        if candidate.is_file() and _sha256(candidate).startswith(weights.sha256_prefix):
+        if candidate.is_file() and file_sha256(candidate).startswith(weights.sha256_prefix):
             return candidate
     # A damaged or tampered-with cached file fails its checksum: a good download replaces it atomically.
     reason = f"the cached {target} fails its checksum" if target.exists() else "not downloaded yet"

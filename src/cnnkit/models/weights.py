@@ -31,6 +31,7 @@ from torch import nn
 from cnnkit import modelfile
 from cnnkit.errors import ConfigError, ModelFileError
 from cnnkit.models._registry import get_model_entry
+from cnnkit.models.loading import load_model
 from cnnkit.models.model import Model
 from cnnkit.models.pretrained import fetch_imagenet_weights, imagenet_weights
 
@@ -106,7 +107,7 @@ def _read_safetensors(path: Path) -> PretrainedWeights:
         raise ModelFileError(f"{path} is damaged (truncated or modified): {e}") from None
     if header.get("format") != "cnnkit":
         return PretrainedWeights(_strip_module_prefix(modelfile.read_weights(path)), str(path))
-    source = modelfile.load_model(path)  # checks the checksum and rebuilds the architecture
+    source = load_model(path)  # checks the checksum and rebuilds the architecture
     name = source.training_summary.get("model") or source.name
     return PretrainedWeights(
         tensors=dict(source.state_dict()), origin=str(path), normalization=source.normalization,

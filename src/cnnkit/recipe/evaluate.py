@@ -19,7 +19,7 @@ from cnnkit.data.saved_split import evaluation_data
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate import Comparison, Evaluation, compare_models, evaluate_model
 from cnnkit.models import load_model
-from cnnkit.runs import resolve_model_path
+from cnnkit.runs import resolve_model
 
 __all__ = ["SavedEvaluation", "evaluate_saved"]
 
@@ -55,7 +55,7 @@ def evaluate_saved(
     first_run = None  # with two models, "the run's own test split" is model A's, for both models
     evaluations, where, images = [], "", None
     for path in models:
-        model_path = resolve_model_path(path)
+        model_path = resolve_model(path).model_file("evaluate the .safetensors model file it came from")
         model = load_model(model_path)
         own_run = model_path.parent if (model_path.parent / "split.json").exists() else None
         arrays, where = evaluation_data(data, class_names=list(model.class_names or []) or None,

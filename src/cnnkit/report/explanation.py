@@ -6,8 +6,8 @@ or the feature maps (:mod:`cnnkit.report.inside`). It lives with the report's fi
 :mod:`cnnkit.explain`, so explain never imports the report that draws it.
 
 The file goes through the same decoder and the same conversion to the model's input as
-``predict`` (:func:`~cnnkit.data.decode.load_image`, then
-:func:`~cnnkit.data.transforms.conform`), so the explanation is of the prediction a user gets.
+``predict`` (:func:`~cnnkit.data.transforms.to_batch`), so the explanation is of the prediction
+a user gets; the picture is drawn over the image at its own size.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from PIL import Image
 
 from cnnkit._io import atomic_write
 from cnnkit.data.decode import load_image
-from cnnkit.data.transforms import conform
+from cnnkit.data.transforms import to_batch
 from cnnkit.errors import ConfigError
 from cnnkit.evaluate.core import predict_logits
 from cnnkit.explain import DEFAULT_METHOD, first_conv, get_method, heatmap, overlay, to_pil
@@ -78,8 +78,8 @@ def explain_file(
     entry = get_method(method)
     out = Path(out) if out is not None else Path(f"{Path(image_path).stem}-{method}.png")
     height, width, channels = model.image_shape
-    image = load_image(image_path, channels)  # (h, w, C) at the file's own size
-    x = conform(torch.from_numpy(image).permute(2, 0, 1)[None], (height, width, channels))  # (1, C, H, W)
+    image = load_image(image_path, channels)  # (h, w, C) at the file's own size, to draw on
+    x = to_batch(image_path, (height, width, channels))  # (1, C, H, W): exactly what `cnnkit predict` feeds the model
     probs = torch.softmax(predict_logits(model, x).float(), dim=1)[0].cpu()
     predicted = int(probs.argmax())
     result = {"method": method, "predicted": _name(model, predicted), "probability": float(probs[predicted])}

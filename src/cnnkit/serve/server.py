@@ -49,7 +49,11 @@ def _threads_per_worker(config: ServeConfig) -> int:
 def _resolve_backend(path: os.PathLike, config: ServeConfig) -> str:
     """The backend the workers will run, decided once: the ONNX export is built and cached here, so
     the workers find it (instead of each exporting it), and a model that does not export is one
-    error (``onnx``) or one warning (``auto``: the workers run torch), not one per worker."""
+    error (``onnx``) or one warning (``auto``: the workers run torch), not one per worker.
+
+    ``path``: the model file (already resolved). Each worker then loads it once and builds its
+    predictor from the model it loaded (:meth:`~cnnkit.serve.service.ModelService.load`).
+    """
     from cnnkit.inference import load_predictor
     from cnnkit.runtime import resolve_device
 
@@ -77,9 +81,9 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
     }
     if config.workers > 1:
         from cnnkit.modelfile import read_metadata
-        from cnnkit.runs import resolve_model_path
+        from cnnkit.serve.service import resolve_served_model
 
-        path = resolve_model_path(model)
+        path = resolve_served_model(model)  # resolved once, here: the workers get the file itself
         read_metadata(path)  # a bad model file is one clear error here, not one per worker
         config = replace(config, backend=_resolve_backend(path, config))
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})

@@ -1,17 +1,19 @@
 """The model behind the server: decoding uploads as training does, batching, the predictor, the card.
 
-Every upload goes through :func:`cnnkit.data.transforms.read_input`, the function that
-prepares training images and ``cnnkit predict``'s files (the one decoder with its pixel cap,
-JPEG draft decoding, the same resizing), so an image gets the same answer from the server
-as from the command line. Forward passes run through a :mod:`cnnkit.inference` predictor
-(PyTorch or ONNX Runtime, ``ServeConfig.backend``) on the batcher's model thread.
+Every upload goes through :func:`cnnkit.data.transforms.open_input` and
+:func:`~cnnkit.data.transforms.to_batch`, the functions that prepare training images and
+``cnnkit predict``'s files (the one decoder with its pixel cap, JPEG draft decoding, the same
+resizing), so an image gets the same answer from the server as from the command line.
+Forward passes run through a :mod:`cnnkit.inference` predictor (PyTorch or ONNX Runtime,
+``ServeConfig.backend``) on the batcher's model thread.
 
 Heat maps need gradients, which only PyTorch gives: the PyTorch model is kept for
-``/v1/explain`` whatever the backend. It is loaded at start, not on the first explain
-request, so a model file that cannot be loaded fails the start rather than a request, the
-card (parameters, whether it can be explained) is known at once, and the first heat map
-is as quick as the next. The cost is one more copy of the weights in memory with the ONNX
-backend (0.4 MB for the article's model, 45 MB for a ResNet-18).
+``/v1/explain`` whatever the backend, and the predictor is built from it (the model file is
+resolved once and read once; a cached ONNX export is tied to that file's SHA-256). It is
+loaded at start, not on the first explain request, so a model file that cannot be loaded
+fails the start rather than a request, the card (parameters, whether it can be explained)
+is known at once, and the first heat map is as quick as the next. The cost is one more copy
+of the weights in memory with the ONNX backend (0.4 MB for the article's model, 45 MB for a ResNet-18).
 """
 
 from __future__ import annotations
@@ -25,23 +27,24 @@ import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import torch
 from PIL import Image
 
-from cnnkit.data.transforms import read_input
-from cnnkit.errors import CnnkitError, ConfigError, DataError, ImageTooLargeError, UnsupportedImageError
+from cnnkit.data.transforms import open_input, to_batch
+from cnnkit.errors import CnnkitError, DataError, ImageTooLargeError, UnsupportedImageError
 from cnnkit.explain import DEFAULT_METHOD, conv_layer_names, get_method, heatmap, list_methods, overlay
-from cnnkit.inference import Predictor, TorchPredictor, load_predictor
-from cnnkit.models import Model, load_model
+from cnnkit.inference import Predictor, TorchPredictor, predictor_for
+from cnnkit.models import Model, load_model_file
 from cnnkit.serve.batching import Batcher, BatchStats
 from cnnkit.serve.config import ServeConfig
 from cnnkit.serve.limits import Admission, ApiError, describe
 from cnnkit.serve.uploads import Upload
 
-__all__ = ["ModelService", "image_error", "png_base64", "tensor_to_png"]
+__all__ = ["ModelService", "image_error", "png_base64", "resolve_served_model", "tensor_to_png"]
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own lines
 
@@ -79,7 +82,7 @@ class ModelService:
     """One loaded model, its predictor, batcher and card; shared by every request of a server process.
 
     Args:
-        predictor: what runs the forward passes (:func:`cnnkit.inference.load_predictor`).
+        predictor: what runs the forward passes (:func:`cnnkit.inference.predictor_for`).
         model: the PyTorch model, for heat maps and the card (with the torch backend, the predictor's own).
         config: the server's settings.
         metadata: the model file's metadata, for the card.
@@ -111,7 +114,7 @@ class ModelService:
     def load(cls, model: Model | str | os.PathLike, config: ServeConfig) -> ModelService:
         """From a loaded model, or a model file / run folder, on ``config.backend``.
 
-        What :func:`~cnnkit.inference.load_predictor` warns about (a damaged ONNX cache rebuilt, a
+        What :func:`~cnnkit.inference.predictor_for` warns about (a damaged ONNX cache rebuilt, a
         model that does not export served by PyTorch) is kept in ``notes``, for the log at start.
         """
         with warnings.catch_warnings(record=True) as caught:
@@ -152,12 +155,10 @@ class ModelService:
     def prepare(self, upload: Upload) -> tuple[torch.Tensor, tuple[int, int]]:
         """One upload as the model input ``(1, C, H, W)``, prepared as training data is, and its (width, height)."""
         try:
-            array, size = read_input(
-                upload.data, self.input_shape, max_pixels=self.config.max_pixels, name=upload.name
-            )  # (H, W, C) in [0, 1]
+            decoded = open_input(upload.data, self.input_shape, max_pixels=self.config.max_pixels, name=upload.name)
         except DataError as e:
             raise image_error(upload, e) from None
-        return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous(), size  # (1, C, H, W)
+        return to_batch(decoded.image, self.input_shape), decoded.size  # (1, C, H, W) in [0, 1]
 
     async def prepare_all(self, uploads: list[Upload]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Decode every upload off the event loop; ``(n, C, H, W)`` and their sizes."""
@@ -308,24 +309,30 @@ class ModelService:
 
 
 def _load(source: Model | str | os.PathLike, config: ServeConfig) -> tuple[Predictor, Model, dict[str, Any]]:
-    """The predictor that serves, the PyTorch model heat maps need, and the model file's metadata."""
+    """The predictor that serves, the PyTorch model heat maps need, and the model file's metadata.
+
+    A model file is resolved once and read once; the predictor is built from the model read
+    (the ONNX backend exports it, or finds its export cached next to the file).
+    """
     options = {"device": config.device, "threads": config.threads}
     if isinstance(source, Model):
-        return load_predictor(source, config.backend, **options), source, {}
-    from cnnkit.modelfile import read_metadata
-    from cnnkit.runs import resolve_model_path
-
-    path = resolve_model_path(source)
-    if path.suffix == ".onnx":
-        raise ConfigError(
-            f"{path}: serve the .safetensors model file (heat maps need it); "
-            "--backend onnx exports, checks and caches the ONNX file next to it"
-        )
-    metadata = read_metadata(path)  # a missing, pickled or damaged file: its own clear error, first
-    predictor = load_predictor(path, config.backend, **options)
+        return predictor_for(source, config.backend, **options), source, {}
+    path = resolve_served_model(source)
+    model, metadata = load_model_file(path)  # a missing, pickled or damaged file: its own clear error, first
+    predictor = predictor_for(model, config.backend, model_file=path, **options)
     if isinstance(predictor, TorchPredictor):
         return predictor, predictor.model, metadata
-    return predictor, load_model(path), metadata  # on the CPU, beside ONNX Runtime: for heat maps only
+    return predictor, model, metadata  # on the CPU, beside ONNX Runtime: for heat maps only
+
+
+def resolve_served_model(model: str | os.PathLike) -> Path:
+    """The model file a server serves: a model file or run folder (an export has no gradients for heat maps)."""
+    from cnnkit.runs import resolve_model
+
+    return resolve_model(model).model_file(
+        "serve the .safetensors model file (heat maps need it); "
+        "--backend onnx exports, checks and caches the ONNX file next to it"
+    )
 
 
 def _device_of(model: Model) -> torch.device:

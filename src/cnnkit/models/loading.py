@@ -1,0 +1,95 @@
+"""Rebuilding models: from an architecture config, an architecture JSON file, or a model file.
+
+:mod:`cnnkit.modelfile` knows the file format (metadata and tensors, checked); this module
+turns what it reads back into a :class:`~cnnkit.models.Model`, the inverse of ``Model.save``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
+from cnnkit.modelfile import read_model_file
+from cnnkit.models._registry import create_model
+from cnnkit.models.model import Model
+from cnnkit.models.sequential import Sequential
+from cnnkit.runtime import prefer_channels_last
+
+__all__ = ["load_architecture", "load_model", "load_model_file", "model_from_config"]
+
+
+def model_from_config(architecture: dict[str, Any]) -> Model:
+    """Rebuild a model (untrained) from the architecture config a model file stores."""
+    if not isinstance(architecture, dict):
+        raise ConfigError(f"an architecture is a JSON object, got {type(architecture).__name__}")
+    kind = architecture.get("class_name")
+    if kind == "Sequential":
+        return Sequential.from_config(architecture)
+    if kind == "registry":
+        config = dict(architecture.get("config", {}))
+        return create_model(config.pop("name", ""), **config)
+    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential or a registry model config")
+
+
+def load_architecture(path: str | os.PathLike) -> Model:
+    """An untrained model from an architecture JSON file (a hand-written or saved Sequential config).
+
+    Errors name the file, and for a layer its index in ``layers``, its name and the field.
+    """
+    path = Path(path)
+    try:
+        architecture = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such architecture file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read it ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return model_from_config(architecture)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    except CnnkitError as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def load_model_file(filepath: str | os.PathLike) -> tuple[Model, dict[str, Any]]:
+    """The model in a model file and the file's metadata (for a model card), from one read of the file.
+
+    See :func:`load_model`.
+    """
+    path = Path(filepath)
+    metadata, tensors = read_model_file(path)  # checked: format, version, checksum
+    try:
+        model = model_from_config(metadata["architecture"])
+        model.load_state_dict(tensors, strict=True)
+    except CnnkitError as e:
+        raise ModelFileError(f"{path}: cannot rebuild the model: {e}") from None
+    except RuntimeError as e:  # load_state_dict: missing/unexpected keys or shapes
+        raise ModelFileError(f"{path}: weights do not fit the stored architecture: {e}") from None
+    # What Model.save wrote beside the architecture, put back.
+    model.name = metadata.get("name", model.name)
+    model.class_names = metadata.get("class_names")
+    if metadata.get("input_shape") and not model.built:
+        model.build(metadata["input_shape"])
+    model.set_normalization(metadata.get("normalization"))
+    model.training_summary = metadata.get("training") or {}
+    compiled = metadata.get("compile")
+    if compiled and compiled.get("loss"):
+        model.compile(optimizer=compiled["optimizer"], loss=compiled["loss"], metrics=compiled["metrics"])
+    prefer_channels_last(model)  # a layout, not a value: what inference and training run fastest on
+    model.eval()
+    return model, metadata
+
+
+def load_model(filepath: str | os.PathLike) -> Model:
+    """Load a model saved with ``model.save()`` (a ``.safetensors`` model file); never unpickles.
+
+    The weights are checked against their checksum. The model comes back in eval mode, its
+    convolution weights in channels-last memory (the layout PyTorch runs convolutions fastest
+    in on CPUs and GPUs; the values are as saved).
+    """
+    return load_model_file(filepath)[0]
