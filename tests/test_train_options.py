@@ -132,3 +132,22 @@ def test_a_plain_field_is_a_flag_of_its_type():
     assert given_options(parser.parse_args(["--maybe", "0.5"]), Config) == {"maybe": 0.5}
     with pytest.raises(SystemExit):
         parser.parse_args(["--plain-number", "five"])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["models", "--help"]])
+def test_the_generated_flags_cost_no_start_up_until_their_command_runs(argv):
+    """Generating train's flags imports the config, hence torch: `cnnkit --help` must not pay for that."""
+    code = ("import sys\nfrom cnnkit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_lazy_parser_has_the_whole_train_command_once_it_is_used(capsys):
+    parser = build_parser(lazy=True)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    shown = capsys.readouterr().out
+    assert "--label-smoothing" in shown and "under torchrun" in shown and "--sync-bn" in shown
+    args = build_parser(lazy=True).parse_args(["train", "--epochs", "3", "--no-report"])
+    assert given_options(args, TrainConfig) == {"epochs": 3, "report": False}

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from cnnkit import __version__
 from cnnkit.cli import check_data, evaluate, explain, export, listings, lr_find, predict, report, serve, train
+from cnnkit.cli._options import LazyParser
 from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
@@ -21,18 +22,23 @@ __all__ = ["build_parser", "main"]
 SUBCOMMANDS = (train, lr_find, evaluate, predict, explain, report, export, serve, listings, check_data)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
+    """The ``cnnkit`` parser; ``lazy``: a subcommand's arguments are added only when it is used
+    (what ``main`` does, so ``cnnkit --help`` does not import torch for ``train``'s flags)."""
     parser = argparse.ArgumentParser(prog="cnnkit", description="Image recognition with convolutional neural networks.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
+    if not lazy:
+        for command in sub.choices.values():
+            command.complete()
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cnnkit`` command line; return the exit status."""
-    parser = build_parser()
+    parser = build_parser(lazy=True)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

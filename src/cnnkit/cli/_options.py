@@ -12,11 +12,47 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cnnkit.recipe.config import Option, field_type, option_of
+if TYPE_CHECKING:
+    from cnnkit.recipe.config import Option
 
-__all__ = ["add_options", "flag_of", "given_options"]
+
+__all__ = ["LazyParser", "add_options", "flag_of", "given_options"]
+
+
+class LazyParser(argparse.ArgumentParser):
+    """A subcommand's parser that adds its arguments (``arguments(parser)``) when it is first used.
+
+    ``cnnkit train``'s flags are generated from :class:`~cnnkit.recipe.config.TrainConfig`, and
+    importing it imports torch (seconds on a cold start): ``cnnkit --help``, ``--version`` and the
+    other subcommands should not pay for that. Parsing the subcommand, or printing its help or
+    usage, adds the arguments first; :func:`cnnkit.cli.build_parser` completes every parser unless
+    asked to stay lazy, so what a caller inspects is always the whole parser.
+    """
+
+    def __init__(self, *args: Any, arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self._pending = arguments
+
+    def complete(self) -> None:
+        """Add the deferred arguments now (once)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending(self)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        self.complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self.complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.complete()
+        return super().format_help()
 
 
 def _option_fields(config_class: type, names: Collection[str] | None) -> list[dataclasses.Field]:
@@ -38,6 +74,8 @@ def _flags(f: dataclasses.Field, spec: Option) -> tuple[str, ...]:
 
 def flag_of(config_class: type, name: str) -> str:
     """The flag a user types for option ``name`` of ``config_class`` (its long form)."""
+    from cnnkit.recipe.config import option_of
+
     (f,) = _option_fields(config_class, [name])
     return _flags(f, option_of(f))[-1]
 
@@ -63,6 +101,8 @@ def _help(f: dataclasses.Field, spec: Option) -> str:
 
 def _argument(f: dataclasses.Field) -> tuple[tuple[str, ...], dict[str, Any]]:
     """The flags and ``add_argument`` settings of field ``f``; None stays the default: "not given"."""
+    from cnnkit.recipe.config import field_type, option_of  # the config imports torch: only when flags are made
+
     spec = option_of(f)
     value_type, _ = field_type(f)
     settings: dict[str, Any] = {"dest": f.name, "default": None, "help": _help(f, spec)}
@@ -79,6 +119,8 @@ def _argument(f: dataclasses.Field) -> tuple[tuple[str, ...], dict[str, Any]]:
 def add_options(parser: argparse.ArgumentParser, config_class: type,
                 names: Collection[str] | None = None) -> None:  # fmt: skip
     """Add a flag to ``parser`` for each field of ``config_class`` (only those in ``names`` when given)."""
+    from cnnkit.recipe.config import option_of
+
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in _option_fields(config_class, names):
         flags, settings = _argument(f)

@@ -6,7 +6,6 @@ import argparse
 
 from cnnkit.cli._common import console
 from cnnkit.cli._options import add_options, given_options
-from cnnkit.recipe.config import TrainConfig
 
 __all__ = ["OPTIONS", "add_parser", "run"]
 
@@ -18,14 +17,21 @@ OPTIONS = ("model", "data", "data_dir", "max_bad_files", "workers", "batch_size"
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("lr-find", help="find a good learning rate (plot + suggestion)",
                        description="Sweep the learning rate over a few batches of the training data, "
-                       "with the model and optimizer `cnnkit train` would use, and suggest a peak rate.")  # fmt: skip
-    add_options(p, TrainConfig, OPTIONS)
-    p.add_argument("--steps", type=int, default=100, help="at most this many batches (default: 100)")
-    p.add_argument("--out", default="lr_find.png", help="where to save the plot (default: lr_find.png)")
+                       "with the model and optimizer `cnnkit train` would use, and suggest a peak rate.",
+                       arguments=_arguments)  # fmt: skip
     p.set_defaults(run=run)
 
 
+def _arguments(p: argparse.ArgumentParser) -> None:
+    from cnnkit.recipe.config import TrainConfig
+
+    add_options(p, TrainConfig, OPTIONS)
+    p.add_argument("--steps", type=int, default=100, help="at most this many batches (default: 100)")
+    p.add_argument("--out", default="lr_find.png", help="where to save the plot (default: lr_find.png)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from cnnkit.recipe.config import TrainConfig
     from cnnkit.recipe.lr_find import find_learning_rate
 
     config = TrainConfig().replace(**given_options(args, TrainConfig, OPTIONS))

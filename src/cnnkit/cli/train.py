@@ -16,7 +16,6 @@ import traceback
 from cnnkit.cli._common import console
 from cnnkit.cli._options import add_options, flag_of, given_options
 from cnnkit.errors import CnnkitError, ConfigError
-from cnnkit.recipe.config import TrainConfig
 
 __all__ = ["add_parser", "run"]
 
@@ -28,11 +27,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train a model. Flags override --config, which overrides the defaults. The same command "
         "trains data-parallel under torchrun: torchrun --nproc-per-node N -m cnnkit train ... (one process per "
         "GPU; see recipes/README.md). Only rank 0 writes the run folder.",
+        arguments=_arguments,
     )
+    p.set_defaults(run=run)
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    from cnnkit.recipe.config import TrainConfig
+
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
     add_options(p, TrainConfig)  # one flag per field of TrainConfig
-    p.set_defaults(run=run)
 
 
 def _stop_on_sigterm() -> None:
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, main: bool = True) -> int:
-    from cnnkit.recipe import train
+    from cnnkit.recipe import TrainConfig, train
 
     given = given_options(args, TrainConfig)
     if args.resume:
