@@ -68,7 +68,6 @@ def cnnkit_fit(a):
 
 def _without(change: str) -> None:
     """Switch one of the engine's speed-ups off in this process, for train_ablation.py."""
-    import functools
 
     from cnnkit.kernels import fusion
     from cnnkit.train import loop, optimizers

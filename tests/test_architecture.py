@@ -24,10 +24,7 @@ KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
 }
 KNOWN_ENGINE_EXCEPTIONS: dict[tuple[str, str], str] = {
 }
-KNOWN_KERNEL_IMPORTS: dict[tuple[str, str], str] = {
-    # i15-kernels (item 1): the C kernels become an explicit pass (kernels.fuse), applied outside Sequential.
-    ("cnnkit.models.sequential", "cnnkit.kernels"): "i15-kernels",
-}
+KNOWN_KERNEL_IMPORTS: dict[tuple[str, str], str] = {}
 
 ENGINE = "cnnkit.train"
 # What the engine may import (ENGINEERING.md: engine <- models <- recipe <- surfaces): itself, and below it.
