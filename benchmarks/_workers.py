@@ -68,13 +68,12 @@ def cnnkit_fit(a):
 
 def _without(change: str) -> None:
     """Switch one of the engine's speed-ups off in this process, for train_ablation.py."""
-    import functools
 
-    from cnnkit.models import sequential
+    from cnnkit.kernels import fusion
     from cnnkit.train import loop, optimizers
 
-    if change == "pool-first":  # activation before pooling, on the full-size maps (Keras' order)
-        sequential._forward_pool_first = lambda layers, x: functools.reduce(lambda h, layer: layer(h), layers, x)
+    if change == "pool-first":  # activation before pooling, on the full-size maps (Keras' order): no block fuses
+        fusion._MONOTONE = frozenset()
     elif change == "native-kernels":  # conv -> pool -> ReLU blocks as torch operators
         os.environ["CNNKIT_NATIVE"] = "0"
     elif change == "channels-last":  # what fit's default (auto) resolves to: the layout as it is, NCHW

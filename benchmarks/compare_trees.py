@@ -158,8 +158,10 @@ def main() -> None:
         after = results["after"][key]
         b, a = statistics.median(before), statistics.median(after)
         digits = 2 if b < 10 else 0
-        print(f"| {key:<40} | {b:>10,.{digits}f} | {a:>10,.{digits}f} | {a / b:>11.2f}x | "
-              f"{min(after):,.{digits}f}-{max(after):,.{digits}f} |")
+        print(
+            f"| {key:<40} | {b:>10,.{digits}f} | {a:>10,.{digits}f} | {a / b:>11.2f}x | "
+            f"{min(after):,.{digits}f}-{max(after):,.{digits}f} |"
+        )
 
 
 if __name__ == "__main__":

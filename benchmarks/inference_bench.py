@@ -38,6 +38,7 @@ from cnnkit.export.exporter import build_onnx, torch_probabilities  # noqa: E402
 from cnnkit.export.onnx import open_onnx, with_metadata  # noqa: E402
 from cnnkit.export.quantize import compare_int8, quantize_int8  # noqa: E402
 from cnnkit.export.torchscript import TorchScriptRunner, torchscript_archive  # noqa: E402
+from cnnkit.inference import TorchPredictor  # noqa: E402
 from cnnkit.runtime import prefer_channels_last  # noqa: E402
 
 
@@ -94,11 +95,9 @@ def exports(model: models.Model) -> tuple[bytes, bytes, bytes, str]:
 
 
 def plain_eager(model: models.Model):
-    """The model in eager PyTorch without cnnkit's inference speed-ups: weights in NCHW memory and,
-    for a Sequential model, every layer on torch's operators (a forward hook makes it run them so)."""
+    """The model in eager PyTorch without cnnkit's inference speed-ups: weights in NCHW memory and
+    every layer on torch's operators (the model as written, without the ``kernels.fuse`` pass)."""
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    if isinstance(plain, models.Sequential):
-        plain.layers[0].register_forward_hook(lambda *args: None)
     return torch_probabilities(plain)
 
 
@@ -108,7 +107,7 @@ def runners(model: models.Model, built: tuple[bytes, bytes, bytes, str], threads
     torch.set_num_threads(threads)  # eager and TorchScript
     prefer_channels_last(model)  # as load_model and fit leave a model
     return {
-        "PyTorch eager": torch_probabilities(model),
+        "PyTorch eager": TorchPredictor(model, "cpu").predict_proba,  # as cnnkit runs it: through kernels.fuse
         "PyTorch eager, plain (NCHW, torch ops only)": plain_eager(model),
         "TorchScript": TorchScriptRunner(archive).run,
         "ONNX Runtime": open_onnx(float_bytes, threads=threads).run,

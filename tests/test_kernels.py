@@ -1,4 +1,5 @@
-"""The fused Conv2D -> MaxPooling2D -> activation kernel against torch's operators, and its build."""
+"""The fused Conv2D -> MaxPooling2D -> activation kernels against torch's operators, their build, and the
+``kernels.fuse`` pass that feeds them a model's blocks (while the model's own forward runs every layer)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,20 @@ def keras_order(conv, pool, x):
     return pool(conv(x))
 
 
+def through_kernel(conv, pool, x, activation):
+    """The block through the kernel, as the pass calls it: the layers' settings as integers, or None."""
+    arguments = kernels.kernel_arguments(conv, pool)
+    if arguments is None or activation not in ("relu", "linear"):
+        return None
+    return kernels.fused_conv_pool(x, conv.conv.weight, conv.conv.bias, relu=activation == "relu", **arguments)
+
+
+def kernel_for(conv, pool, x):
+    """Which kernel computes the block for input ``x`` (None: the pass or the kernel refuses it)."""
+    arguments = kernels.kernel_arguments(conv, pool)
+    return None if arguments is None else kernels.supports(x, conv.conv.weight, arguments["pool"])
+
+
 def grads(y, conv, upstream):
     return torch.autograd.grad(y, (conv.conv.weight, conv.conv.bias), upstream)
 
@@ -51,7 +66,7 @@ def test_matches_torch(channels, filters, k, p, padding, activation, size):
     torch.manual_seed(0)
     conv, pool = make_block(channels, filters, k, p, padding, activation, size)
     x = torch.randn(5, channels, *size)  # an odd batch: the threads' shares differ
-    fused = kernels.fused_conv_pool(conv, pool, x, activation)
+    fused = through_kernel(conv, pool, x, activation)
     expected = keras_order(conv, pool, x)
     assert fused is not None and fused.shape == expected.shape
     assert fused.is_contiguous(memory_format=torch.channels_last)
@@ -75,8 +90,8 @@ def test_sparse_backward_matches_torch(channels, filters, k, p, padding, activat
     torch.manual_seed(0)
     conv, pool = make_block(channels, filters, k, p, padding, activation, size)
     x = torch.randn(5, channels, *size).requires_grad_(input_grad)
-    assert kernels.supports(conv, pool, x) == "conv_pool_grad"
-    fused = kernels.fused_conv_pool(conv, pool, x, activation)
+    assert kernel_for(conv, pool, x) == "conv_pool_grad"
+    fused = through_kernel(conv, pool, x, activation)
     expected = keras_order(conv, pool, x)
     assert fused is not None
     torch.testing.assert_close(fused, expected, rtol=1e-5, atol=1e-5)
@@ -91,10 +106,10 @@ def test_which_kernel_each_block_gets():
     first, pool = make_block(1, 32, 3, 2)
     second, _ = make_block(32, 64, 3, 2, size=(13, 13))
     image, features = torch.rand(2, 1, 28, 28), torch.rand(2, 32, 13, 13, requires_grad=True)
-    assert kernels.supports(first, pool, image) == "conv_pool"  # the model's input: all in one pass
-    assert kernels.supports(second, pool, features) == "conv_pool_grad"  # inside: the backward only
+    assert kernel_for(first, pool, image) == "conv_pool"  # the model's input: all in one pass
+    assert kernel_for(second, pool, features) == "conv_pool_grad"  # inside: the backward only
     with torch.no_grad():  # nothing to speed up without a backward pass
-        assert kernels.supports(second, pool, features) is None
+        assert kernel_for(second, pool, features) is None
 
 
 @needs_compiler
@@ -108,7 +123,7 @@ def test_ties_go_to_the_first_cell_as_in_torch(channels):
         conv.conv.weight.fill_(1.0)
         conv.conv.bias.zero_()
     x = torch.randint(0, 3, (6, channels, 12, 12)).float().requires_grad_(channels == 8)
-    fused, expected = kernels.fused_conv_pool(conv, pool, x, "linear"), keras_order(conv, pool, x)
+    fused, expected = through_kernel(conv, pool, x, "linear"), keras_order(conv, pool, x)
     upstream = torch.randint(-3, 4, expected.shape).float()
     assert torch.equal(fused, expected)
     wrt = (conv.conv.weight, conv.conv.bias) + ((x,) if x.requires_grad else ())
@@ -121,7 +136,7 @@ def test_nan_propagates_as_in_torch():
     conv, pool = make_block(1, 8, 3, 2, size=(10, 10))
     x = torch.rand(2, 1, 10, 10)
     x[0, 0, 4, 4] = float("nan")
-    fused, expected = kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x)
+    fused, expected = through_kernel(conv, pool, x, "relu"), keras_order(conv, pool, x)
     assert fused.isnan().any()
     torch.testing.assert_close(fused, expected, equal_nan=True)
 
@@ -136,7 +151,7 @@ def test_repeatable_and_thread_count_independent():
         runs = []
         for n in (threads, threads, 1):
             torch.set_num_threads(n)
-            runs.append(grads(kernels.fused_conv_pool(conv, pool, x, "relu"), conv, upstream))
+            runs.append(grads(through_kernel(conv, pool, x, "relu"), conv, upstream))
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))  # the same threads: bit for bit
@@ -164,8 +179,8 @@ def test_refuses_what_it_does_not_compute(change):
     x = torch.rand(2, channels, 16, 16, dtype=torch.float64 if change == "float64" else torch.float32)
     x.requires_grad_(change == "needs_grad")
     with torch.autocast("cpu", enabled=change == "autocast"):
-        assert not kernels.supports(conv, pool, x)
-        assert kernels.fused_conv_pool(conv, pool, x, "relu") is None
+        assert not kernel_for(conv, pool, x)
+        assert through_kernel(conv, pool, x, "relu") is None
 
 
 def article_model():
@@ -237,7 +252,7 @@ def test_a_damaged_cached_library_is_rebuilt(fresh):
     path.write_bytes(b"not a shared library")
     conv, pool = make_block(1, 8, 3, 3, size=(11, 11))
     x = torch.rand(3, 1, 11, 11)
-    torch.testing.assert_close(kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x))
+    torch.testing.assert_close(through_kernel(conv, pool, x, "relu"), keras_order(conv, pool, x))
     assert build.status()[build._name("conv_pool.c", shape)] == f"loaded {path}"
     assert path.stat().st_size > 1000
 
@@ -249,7 +264,7 @@ def test_a_library_that_disagrees_with_torch_is_not_used(fresh, monkeypatch):
 
     monkeypatch.setattr(conv_pool.F, "max_pool2d", lambda x, p: F.avg_pool2d(x, p))
     conv, pool = make_block(1, 8, 3, 2, size=(12, 12))
-    assert kernels.fused_conv_pool(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
+    assert through_kernel(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
     assert list(kernels.status().values()) == ["off: it failed its check against torch"]
 
 
@@ -262,17 +277,12 @@ def test_a_check_that_raises_turns_the_kernel_off_and_the_block_runs_on_torch(fr
 
     monkeypatch.setattr(conv_pool.F, "max_pool2d", broken)
     conv, pool = make_block(1, 8, 3, 2, size=(12, 12))
-    assert kernels.fused_conv_pool(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
+    assert through_kernel(conv, pool, torch.rand(2, 1, 12, 12), "relu") is None
     assert list(kernels.status().values()) == ["off: its check against torch raised RuntimeError: reference broke"]
 
 
-def layer_by_layer(model, x):
-    """The model's output with every layer run on its own, on torch's operators (a hook forces that)."""
-    handle = model.layers[0].register_forward_hook(lambda *args: None)
-    try:
-        return model(x)
-    finally:
-        handle.remove()
+def loaded_kernels():
+    return sorted(name.split("-")[0] for name, state in kernels.status().items() if state.startswith("loaded"))
 
 
 @needs_compiler
@@ -284,11 +294,11 @@ def test_predictions_run_the_first_block_kernel_in_any_grad_mode(fresh, mode, tr
     model = models.create_model("seed").train(training)
     x = torch.rand(5, 1, 28, 28)
     with mode():
-        fast = model(x)
-        plain = layer_by_layer(model, x)
-    assert [name.split("-")[0] for name, state in kernels.status().items() if state.startswith("loaded")] == [
-        "conv_pool"
-    ], kernels.status()  # without gradients the deeper blocks' forward is torch's anyway
+        plain = model(x)  # the model as written: every layer on torch's operators
+        assert kernels.status() == {}
+        fast = kernels.fuse(model)(x)
+    # without gradients the deeper blocks' forward is torch's anyway
+    assert loaded_kernels() == ["conv_pool"], kernels.status()
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
 
 
@@ -301,8 +311,9 @@ def test_a_hook_on_a_layer_or_on_a_module_inside_one_sees_its_output(fresh):
         handle = module.register_forward_hook(lambda m, inputs, out: seen.append((m, tuple(out.shape))))
         with torch.no_grad():
             model(torch.rand(2, 1, 28, 28))
+            kernels.fuse(model)(torch.rand(2, 1, 28, 28))  # fused while hooked: the hooked block runs as written
         handle.remove()
-    assert seen == [(model.layers[0], (2, 32, 26, 26)), (model.layers[0].conv, (2, 32, 26, 26))]
+    assert seen == [(model.layers[0], (2, 32, 26, 26))] * 2 + [(model.layers[0].conv, (2, 32, 26, 26))] * 2
 
 
 @needs_compiler
@@ -315,8 +326,145 @@ def test_a_traced_graph_runs_the_layers_not_the_kernels(fresh):
         assert kernels.status() == {}  # nothing was even built while tracing
         assert str(traced.inlined_graph).count("aten::_convolution") == 3
         x = torch.rand(4, 1, 28, 28)
-        torch.testing.assert_close(traced(x), model(x), rtol=1e-4, atol=1e-5)  # the eager call: the kernel
+        torch.testing.assert_close(traced(x), kernels.fuse(model)(x), rtol=1e-4, atol=1e-5)  # the fast path: the kernel
     assert kernels.status()
+
+
+def by_hand(model, x):
+    """The model layer by layer in torch.nn.functional: what each of its modules outputs."""
+    out, h = {}, x
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):  # (all 'valid', stride 1 here)
+            out[layer.conv] = z = F.conv2d(h, layer.conv.weight, layer.conv.bias)
+        elif isinstance(layer, layers.MaxPooling2D):
+            z = F.max_pool2d(h, layer.pool_size)
+        elif isinstance(layer, layers.Flatten):
+            z = h.permute(0, 2, 3, 1).flatten(1)  # Keras' (H, W, C) order
+        else:
+            out[layer.linear] = z = F.linear(h, layer.linear.weight, layer.linear.bias)
+        if layer is model.layers[-1]:  # the logits: forward does not call the last layer's softmax
+            return out
+        h = torch.relu(z) if layer.activation_name == "relu" else z
+        out[layer] = out[layer.activation] = h
+
+
+@needs_compiler
+def test_a_hook_on_any_module_sees_the_plain_forward_while_training_ran_the_kernels(digits, fresh):
+    model = train_briefly(digits)  # fit: the fused module, through both kernels
+    assert loaded_kernels() == ["conv_pool", "conv_pool_grad"], kernels.status()
+    (_, _), (xt, _) = digits
+    x = torch.from_numpy(xt[:6]).permute(0, 3, 1, 2).contiguous()
+    model.eval()
+    with torch.no_grad():
+        expected = by_hand(model, x)
+        fused = kernels.fuse(model)
+        assert fused.blocks == ("conv2d+max_pooling2d", "conv2d_1+max_pooling2d_1")
+        torch.testing.assert_close(fused(x), expected[model.layers[-1].linear], rtol=1e-4, atol=1e-5)
+        # every module but the model, its ModuleList, the last layer and its softmax
+        assert len(expected) == len(list(model.modules())) - 4
+        for name, module in model.named_modules():
+            if module is model or module is model.layers:
+                continue
+            seen = []
+            handle = module.register_forward_hook(lambda m, inputs, out, seen=seen: seen.append(out))
+            try:
+                logits = model(x)
+                hooked = kernels.fuse(model)(x)  # fused while hooked: that block (if any) runs as written
+            finally:
+                handle.remove()
+            torch.testing.assert_close(hooked, logits, rtol=1e-4, atol=1e-5)
+            if module in expected:
+                assert len(seen) == 2, name
+                for out in seen:
+                    torch.testing.assert_close(out, expected[module], rtol=1e-4, atol=1e-5, msg=name)
+            else:
+                assert seen == [], name
+
+
+@needs_compiler
+def test_fit_with_a_hooked_block_trains_it_as_written_and_fuses_the_rest(digits, fresh):
+    # A user's hook on the second convolution fires in every training step and validation pass;
+    # the first block still goes through its kernel.
+    (x, y), _ = digits
+    torch.manual_seed(0)
+    model = article_model()
+    calls = []
+    model.layers[2].conv.register_forward_hook(lambda m, inputs, out: calls.append(tuple(out.shape)))
+    model.fit(x[:128], y[:128], epochs=1, batch_size=64, validation_data=(x[128:160], y[128:160]), verbose=0)
+    assert calls == [(64, 64, 11, 11), (64, 64, 11, 11), (32, 64, 11, 11)]
+    assert loaded_kernels() == ["conv_pool"], kernels.status()  # the hooked block's kernel was never asked for
+
+
+def test_fuse_shares_the_models_parameters_and_trains_them():
+    torch.manual_seed(0)
+    model = article_model().train()
+    fused = kernels.fuse(model)
+    assert fused is not model
+    assert all(a is b for a, b in zip(fused.parameters(), model.parameters(), strict=True))
+    model.eval()
+    assert not fused.training  # one flag: the model's
+    fused.train()
+    assert model.training
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    params = list(model.parameters())
+    plain = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    mine = torch.autograd.grad(F.cross_entropy(fused(x), y), params)
+    for a, b in zip(mine, plain):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    before = [p.detach().clone() for p in params]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    F.cross_entropy(fused(x), y).backward()
+    optimizer.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, params))
+
+
+def test_fuse_returns_the_model_where_nothing_applies(monkeypatch):
+    from torch import nn
+
+    wrapped = models.Model(nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                         nn.Linear(8 * 13 * 13, 2)), input_shape=(28, 28, 1))  # fmt: skip
+    dense = models.Sequential([layers.Input((4, 4, 1)), layers.Flatten(), layers.Dense(3, activation="softmax")])
+    unbuilt = models.Sequential([layers.Conv2D(8, 3, activation="relu"), layers.MaxPooling2D(2), layers.Flatten(),
+                                 layers.Dense(2)])  # fmt: skip
+    on_meta = article_model().to("meta")  # as on a GPU: parameters off the CPU
+    hooked = article_model()
+    hooked.register_forward_pre_hook(lambda *args: None)  # a hook on the model sees the model's own call
+    for model in (wrapped, dense, unbuilt, on_meta, hooked, nn.Linear(2, 2)):
+        assert kernels.fuse(model) is model
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
+    try:
+        model = article_model()
+        assert kernels.fuse(model) is model  # a global hook fires on every module: nothing is fused
+    finally:
+        handle.remove()
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert kernels.fuse(model) is model
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])
+def test_a_pooling_with_its_own_activation_keeps_the_order_as_written(activation):
+    # relu(sigmoid(max(z))) is not sigmoid(max(relu(z))): such a pooling is no pool-first block.
+    torch.manual_seed(0)
+    model = models.Sequential([
+        layers.Input((12, 12, 1)), layers.Conv2D(8, 3, activation=activation), layers.MaxPooling2D(2, activation="sigmoid"),
+        layers.Flatten(), layers.Dense(3),
+    ])  # fmt: skip
+    x = torch.randn(4, 1, 12, 12)
+    fused = kernels.fuse(model)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x))
+
+
+@needs_compiler
+def test_the_kernel_takes_tensors_and_integers():
+    torch.manual_seed(0)
+    x, weight, bias = torch.rand(3, 2, 11, 12), torch.randn(16, 2, 4, 4), torch.randn(16)
+    padding = (1, 2, 1, 2)  # 'same' for a 4x4 kernel: the odd pixel at the bottom/right
+    assert kernels.supports(x, weight, 2) == "conv_pool"
+    y = kernels.fused_conv_pool(x, weight, bias, 2, padding, relu=True)
+    torch.testing.assert_close(y, torch.relu(F.max_pool2d(F.conv2d(F.pad(x, padding), weight, bias), 2)))
+    assert kernels.fused_conv_pool(x, weight[:, :1], bias, 2) is None  # groups: the channels do not match
+    assert kernels.fused_conv_pool(x, weight, None, 4) is None  # a 4x4 pooling: not one it computes
 
 
 @needs_compiler
@@ -327,6 +475,6 @@ def test_an_unwritable_cache_builds_for_the_process_only(fresh, monkeypatch, tmp
     monkeypatch.setattr(build, "_private", None)
     conv, pool = make_block(1, 8, 3, 2, size=(10, 10))
     x = torch.rand(3, 1, 10, 10)
-    torch.testing.assert_close(kernels.fused_conv_pool(conv, pool, x, "relu"), keras_order(conv, pool, x))
+    torch.testing.assert_close(through_kernel(conv, pool, x, "relu"), keras_order(conv, pool, x))
     (state,) = kernels.status().values()
     assert state.startswith(f"loaded {build._private}")

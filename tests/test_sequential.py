@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit import callbacks, layers, losses, models, optimizers
+from cnnkit import callbacks, kernels, layers, losses, models, optimizers
 from cnnkit.errors import ConfigError, DataError, ShapeError
 
 # Figures printed by Keras 3.15.1 on TensorFlow 2.21 (`layer.name`, `layer.output.shape`,
@@ -310,7 +310,7 @@ def test_class_weight_weighs_the_loss(rng):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid"])
 def test_training_applies_activations_after_max_pooling_with_identical_results(activation):
-    """The fast training path pools before a monotone activation; values and gradients are unchanged."""
+    """The fast training path (kernels.fuse) pools before a monotone activation; values and gradients are unchanged."""
     model = models.Sequential([
         layers.Input((12, 12, 2)), layers.Conv2D(4, 3, activation=activation), layers.MaxPooling2D(2),
         layers.Conv2D(4, 3, activation=activation, padding="same"), layers.MaxPooling2D(3, strides=2, padding="same"),
@@ -319,15 +319,26 @@ def test_training_applies_activations_after_max_pooling_with_identical_results(a
     model.train()
     x, y = torch.randn(6, 2, 12, 12), torch.randint(0, 3, (6,))
     params = list(model.parameters())
+    fused = kernels.fuse(model)
+    assert len(fused.blocks) == 2  # both blocks run pool-first
 
-    def loss_and_grads():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+    def loss_and_grads(forward):
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
         return loss, torch.autograd.grad(loss, params)
 
-    fast_loss, fast_grads = loss_and_grads()
-    hook = model.layers[0].register_forward_hook(lambda *args: None)  # a hook forces the layer-by-layer path
-    plain_loss, plain_grads = loss_and_grads()
-    hook.remove()
+    fast_loss, fast_grads = loss_and_grads(fused)
+    plain_loss, plain_grads = loss_and_grads(model)  # forward: every layer as written
     torch.testing.assert_close(fast_loss, plain_loss)
     for fast, plain in zip(fast_grads, plain_grads):
         torch.testing.assert_close(fast, plain)
+
+
+def test_sequential_does_not_know_the_kernels_exist():
+    # The fast path is a pass over the model (kernels.fuse), applied by the engine and the predictors;
+    # tests/test_architecture.py checks the imports, this the words.
+    import inspect
+
+    from cnnkit.models import sequential
+
+    source = inspect.getsource(sequential)
+    assert "kernels" not in source and "fuse" not in source and "pool_first" not in source

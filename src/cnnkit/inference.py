@@ -34,6 +34,7 @@ import torch
 
 from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
+from cnnkit.kernels import fuse
 from cnnkit.modelfile import read_metadata
 from cnnkit.models import Model, load_model
 from cnnkit.runs import resolve_model
@@ -69,6 +70,7 @@ class TorchPredictor:
             raise ShapeError(f"model {model.name!r} has no fixed input shape; build it first")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self._forward = fuse(self.model)  # the C kernels where they apply; self.model stays the model as written
         self.image_shape: tuple[int, int, int] = tuple(int(n) for n in model.image_shape)  # type: ignore[assignment]
         self.num_classes = model._num_outputs()
         self.class_names = list(model.class_names) if model.class_names else [str(i) for i in range(self.num_classes)]
@@ -79,7 +81,7 @@ class TorchPredictor:
         x = to_batch(images, self.image_shape).to(self.device)  # (B, C, H, W)
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
-        return torch.softmax(self.model(x).float(), dim=1).cpu().numpy()  # (B, classes)
+        return torch.softmax(self._forward(x).float(), dim=1).cpu().numpy()  # (B, classes)
 
 
 class OnnxPredictor:

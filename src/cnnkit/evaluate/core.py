@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
+from cnnkit.kernels import fuse
 from cnnkit.runtime import tune_cpu_allocator
 
 __all__ = [
@@ -116,6 +117,7 @@ def image_logits(model: nn.Module, images: np.ndarray, *, batch_size: int = 256,
     mirror and returns their log, so losses stay comparable.
     """
     x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
+    model = fuse(model)  # the C kernels' fast path where it applies
     logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
     if tta:
         mirrored = predict_logits(model, x.flip(3), batch_size).float().cpu()

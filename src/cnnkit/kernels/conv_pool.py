@@ -12,11 +12,11 @@ Two kernels, picked by the block's input:
   pooling's sparsity (:mod:`cnnkit.kernels.conv_pool_grad`): ~4 ms instead of ~13 ms for the
   article's second block.
 
-``Sequential`` calls :func:`fused_conv_pool` for each Conv2D -> MaxPooling2D pair (its
-activation moved after the pooling), in training and in prediction (where the first kernel's
-forward is what speeds it up), and runs the layers as usual where it returns ``None``: results
-agree with torch's operators up to float rounding, ties and NaNs included. Layers with hooks
-(feature maps, Grad-CAM) and traced graphs (ONNX, TorchScript) always run the layers.
+:func:`fused_conv_pool` takes tensors and integers (the input, the convolution's weight and
+bias, the pooling size, the padding, whether ReLU is fused) and returns ``None`` where no
+kernel applies: the caller then runs torch's operators. Results agree with torch's up to float rounding, ties and
+NaNs included. Which layers feed them, and when, is the pass :func:`cnnkit.kernels.fuse`'s
+business: the layers themselves never call a kernel.
 """
 
 from __future__ import annotations
@@ -35,57 +35,63 @@ _MAX_IN_CHANNELS = 4  # the first-block kernel's limit: with more, its convoluti
 _POINTER, _INT = ctypes.c_void_p, ctypes.c_int
 
 
-def supports(conv, pool, x: torch.Tensor) -> str | None:
-    """Which kernel can compute ``pool(conv(x))``: ``"conv_pool"``, ``"conv_pool_grad"`` or ``None``."""
-    from cnnkit.layers import Conv2D, MaxPooling2D  # layers import this package's callers
+def supports(x: torch.Tensor, weight: torch.Tensor, pool: int) -> str | None:
+    """Which kernel computes ``max_pool(conv2d(x, weight), pool)``: ``"conv_pool"``, ``"conv_pool_grad"`` or ``None``.
 
-    if not (isinstance(conv, Conv2D) and isinstance(pool, MaxPooling2D) and conv.built):
-        return None
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+    The convolution is stride-1 and undilated, with one group; the pooling has a square
+    ``pool`` x ``pool`` window and stride ``pool``. ``weight`` is ``(filters, channels, K, K)``.
+    """
+    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or weight.dtype != torch.float32:
         return None
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return None  # torch.compile traces torch ops, not a ctypes call; autocast wants bf16
-    k, p = conv.kernel_size, pool.pool_size
-    block = (
-        k[0] == k[1] <= 7
-        and conv.strides == (1, 1) and conv.dilation_rate == (1, 1) and conv.groups == 1
-        and conv.padding in ("valid", "same")
-        and p[0] == p[1] and 2 <= p[0] <= 3 and pool.strides == p and pool.padding == "valid"
-    )  # fmt: skip
-    channels = x.shape[1]
-    if not block:
+    filters, channels, k, k2 = weight.shape
+    if not (k == k2 <= 7 and 2 <= pool <= 3 and channels == x.shape[1]):
         return None
-    if not x.requires_grad and channels <= _MAX_IN_CHANNELS and conv.filters % 8 == 0:
+    if not x.requires_grad and channels <= _MAX_IN_CHANNELS and filters % 8 == 0:
         return "conv_pool"
     if channels % 8 == 0 and torch.is_grad_enabled():  # without gradients, torch's forward is all there is
         return "conv_pool_grad"
     return None
 
 
-def fused_conv_pool(conv, pool, x: torch.Tensor, activation: str) -> torch.Tensor | None:
-    """``act(pool(conv(x)))`` with ReLU fused (``activation="relu"``) or none (``"linear"``).
+def fused_conv_pool(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    pool: int,
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+    relu: bool = False,
+) -> torch.Tensor | None:
+    """``relu?(max_pool(conv2d(pad(x), weight, bias), pool))`` by a C kernel, or ``None`` where none applies.
 
-    ``x`` is ``(B, C, H, W)``; the result is ``(B, filters, H', W')`` in channels-last memory.
-    Returns ``None`` when no kernel applies or it cannot be built: the caller then runs the
-    layers itself.
+    Args:
+        x: ``(B, C, H, W)`` images or feature maps.
+        weight: ``(filters, C, K, K)``; the convolution is stride-1, undilated, one group.
+        bias: ``(filters,)`` or ``None``.
+        pool: the max pooling's window and stride, ``pool`` x ``pool``.
+        padding: zeros around ``x`` before the convolution, ``(left, right, top, bottom)`` as
+            ``F.pad`` takes them (TensorFlow's 'same' puts the odd pixel at the bottom/right).
+        relu: apply ReLU to the pooled output (else nothing).
+
+    Returns:
+        ``(B, filters, H', W')`` in channels-last memory, or ``None``: the caller then computes
+        the block with torch's operators. ``None`` also where the kernel cannot be built.
     """
-    kernel = supports(conv, pool, x) if activation in ("relu", "linear") else None
+    kernel = supports(x, weight, pool)
     if kernel is None:
         return None
-    k, p = conv.kernel_size[0], pool.pool_size[0]
-    if conv.padding == "same":  # TensorFlow's: the odd pixel at the bottom/right
-        total = k - 1
-        x = F.pad(x, (total // 2, total - total // 2, total // 2, total - total // 2))
+    if any(padding):
+        x = F.pad(x, padding)
     batch, channels, height, width = x.shape
-    if (height - k + 1) // p < 1 or (width - k + 1) // p < 1:
+    filters, k = weight.shape[0], weight.shape[-1]
+    if (height - k + 1) // pool < 1 or (width - k + 1) // pool < 1:
         return None
-    bias = conv.conv.bias if conv.use_bias else None
-    relu = activation == "relu"
     if kernel == "conv_pool_grad":
-        lib = conv_pool_grad.library(k, channels, conv.filters, p, height, width)
-        return conv_pool_grad.conv_pool_sparse_grad(x, conv.conv.weight, bias, p, relu, lib) if lib else None
-    lib = _library(k, channels, conv.filters, p, height, width)
-    return _ConvPool.apply(x, conv.conv.weight, bias, lib, p, relu) if lib else None
+        lib = conv_pool_grad.library(k, channels, filters, pool, height, width)
+        return conv_pool_grad.conv_pool_sparse_grad(x, weight, bias, pool, relu, lib) if lib else None
+    lib = _library(k, channels, filters, pool, height, width)
+    return _ConvPool.apply(x, weight, bias, lib, pool, relu) if lib else None
 
 
 def _library(k: int, channels: int, filters: int, p: int, height: int, width: int) -> ctypes.CDLL | None:

@@ -23,6 +23,7 @@ from torch import nn
 from cnnkit.data.transforms import images_to_tensor, to_batch
 from cnnkit.errors import ConfigError, DataError, ShapeError
 from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
+from cnnkit.kernels import fuse
 from cnnkit.runtime import resolve_device
 from cnnkit.train import callbacks as callbacks_module
 from cnnkit.train import loop, losses, optimizers
@@ -258,7 +259,7 @@ class Model(nn.Module):
         """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras; x as for predict."""
         x_t, y_t = to_batch(x, self.image_shape), _to_labels(y)
         self._check_images(x_t)
-        results = evaluate_tensors(self, x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch_size or 32)
+        results = evaluate_tensors(fuse(self), x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch_size or 32)
         if verbose not in (0, "0"):
             Console(highlight=False).print(format_logs(results))
         if return_dict:
@@ -273,7 +274,7 @@ class Model(nn.Module):
         """
         x_t = to_batch(x, self.image_shape)
         self._check_images(x_t)
-        logits = predict_logits(self, x_t, batch_size or 32).float()
+        logits = predict_logits(fuse(self), x_t, batch_size or 32).float()
         if self.output_activation == "softmax":
             logits = torch.softmax(logits, dim=1)
         return logits.cpu().numpy()

@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, ConfigError, ShapeError
-from cnnkit.kernels import fused_conv_pool
-from cnnkit.layers import LAYERS, InputLayer, Layer, MaxPooling2D, layer_from_config
+from cnnkit.layers import LAYERS, InputLayer, Layer, layer_from_config
 from cnnkit.models.model import Model
 
 __all__ = ["Sequential"]
@@ -35,41 +34,6 @@ __all__ = ["Sequential"]
 def _snake_case(name: str) -> str:
     """``MaxPooling2D`` -> ``max_pooling2d``, Keras' default layer names."""
     return re.sub(r"(?<=[a-z])([A-Z])", r"_\1", name).lower()
-
-
-# Activations f that commute with max pooling: max(f(a), f(b)) = f(max(a, b)) for monotone f.
-_MONOTONE = {"linear", "relu", "relu6", "leaky_relu", "elu", "selu", "sigmoid", "tanh"}
-
-
-def _forward_pool_first(layers: Sequence[Layer], x: torch.Tensor) -> torch.Tensor:
-    """Run ``layers``, applying a monotone activation *after* the max pooling that follows it.
-
-    ``Conv2D(activation="relu") -> MaxPooling2D`` computes the same values (and gradients,
-    up to ties) as ``Conv2D -> MaxPooling2D -> relu``, but the activation and its backward then
-    touch a quarter of the elements (~6% of the article's model's CPU step). On a CPU such blocks
-    run as C kernels where they can (:mod:`cnnkit.kernels.conv_pool`), which use the pooling
-    to skip work: 1.7x on the article's model's training step, ~3x its prediction (with channels-last).
-    """
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        following = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(following, MaxPooling2D) and layer.activation_name in _MONOTONE:
-            fused = _fused_block(layer, following, x)
-            x = fused if fused is not None else layer.activation(following(layer.call(x)))
-            i += 2
-        else:
-            x = layer(x)
-            i += 1
-    return x
-
-
-def _fused_block(conv: Layer, pool: MaxPooling2D, x: torch.Tensor) -> torch.Tensor | None:
-    """``conv -> pool -> activation`` by a C kernel, or ``None`` where none applies."""
-    if conv.activation_name in ("relu", "linear"):
-        return fused_conv_pool(conv, pool, x, conv.activation_name)
-    pooled = fused_conv_pool(conv, pool, x, "linear")  # another monotone activation: after pooling
-    return conv.activation(pooled) if pooled is not None else None
 
 
 class Sequential(Model):
@@ -148,22 +112,15 @@ class Sequential(Model):
 
     # -- computing ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` images -> logits (the last layer's softmax is left to ``predict``)."""
+        """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax is left
+        to ``predict``)."""
         if not self.layers:
             raise ConfigError("the model has no layers; add some with model.add(...)")
         x = self.normalize(x)
-        body = self.layers[:-1]
-        if not self._has_hooks() and not torch.jit.is_tracing():  # hooks and exported graphs see every layer
-            x = _forward_pool_first(body, x)
-        else:
-            for layer in body:
-                x = layer(x)
+        for layer in self.layers[:-1]:
+            x = layer(x)
         last = self.layers[-1]
         return last.call(x) if self.output_activation == "softmax" else last(x)
-
-    def _has_hooks(self) -> bool:
-        """Whether a layer, or a module inside one (its ``nn.Conv2d``), is hooked: then every layer must run."""
-        return any(m._forward_hooks or m._forward_pre_hooks for layer in self.layers for m in layer.modules())
 
     def _num_outputs(self) -> int:
         return self.layers[-1].output_shape[-1]

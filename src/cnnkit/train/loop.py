@@ -30,6 +30,7 @@ from torch import nn
 
 from cnnkit.errors import ConfigError, TrainingError
 from cnnkit.evaluate import count_correct, evaluate_tensors
+from cnnkit.kernels import fuse
 from cnnkit.runtime import prefer_channels_last, tune_cpu_allocator
 from cnnkit.train import distributed
 from cnnkit.train.callbacks import Callback, CallbackList, History
@@ -106,7 +107,8 @@ class Stepper:
         self.scheduler, self.augment, self.clip_norm, self.ema = scheduler, settings.augment, settings.clip_norm, ema
         self.device = next(model.parameters()).device
         self.channels_last = bool(settings.channels_last)  # auto (None) is fit's to resolve, from the model
-        self.forward = torch.compile(model) if compile else model
+        self.fused = fuse(model)  # the C kernels' pass (or the model itself): eager steps and validation run it
+        self.forward = torch.compile(model) if compile else self.fused
         dtype = settings.autocast_dtype
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
         self.scaler = torch.amp.GradScaler(self.device.type) if settings.precision == "fp16" else None
@@ -283,7 +285,7 @@ def fit(
     replicas = None
     if world.distributed:
         distributed.check_same_length(len(train), world)
-        replicas = distributed.Replicas(model, device, compile=settings.compile)
+        replicas = distributed.Replicas(model if settings.compile else step.fused, device, compile=settings.compile)
         if not world.is_main:  # rank 0 prints, writes and watches the clock; the others follow it
             verbose, on_epoch_saved = 0, None
             callbacks = [cb for cb in callbacks if not cb.rank_zero_only]
@@ -302,7 +304,7 @@ def fit(
             _check_skipped(skipped, len(train), epoch, logs)
             with ema.applied(model) if ema is not None else nullcontext():
                 if validation is not None:
-                    val = evaluate(model, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
+                    val = evaluate(step.fused, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
                     logs.update({f"val_{key}": value for key, value in val.items()})
                 progress.end_epoch(epoch, logs, time.perf_counter() - started, skipped)
                 hooks.on_epoch_end(epoch, logs)
