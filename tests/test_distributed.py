@@ -8,7 +8,6 @@ pass and every file it writes, and inject a failure (a SIGKILL, or an error) whe
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -120,13 +119,11 @@ def _test_line(stdout: str) -> str:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, str]:
     """One process's run (in this process, on one thread like each torchrun worker): its folder and test line."""
-    from cnnkit.cli.train import add_parser
+    from cnnkit.cli import build_parser
     from cnnkit.recipe import TrainConfig, train
 
     out = tmp_path_factory.mktemp("reference") / "run"
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    flags = vars(parser.parse_args(["train", *ARGS]))
+    flags = vars(build_parser().parse_args(["train", *ARGS]))
     options = {k: v for k, v in flags.items() if k in TrainConfig.__dataclass_fields__ and v is not None}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -162,10 +162,9 @@ def test_a_list_of_images_of_different_sizes_conforms_when_asked():
 
 def test_explain_explains_the_prediction_predict_makes_of_a_large_photo(tmp_path):
     """A photo many times the input size: explain's input is predict's (JPEG draft decoding, box reduction)."""
-    from cnnkit.explain.files import explain_file
-
     from cnnkit.inference import TorchPredictor
     from cnnkit.predict import predict_files
+    from cnnkit.report.explanation import explain_file
 
     torch.manual_seed(0)
     model = models.create_model("seed", num_classes=3, in_channels=3, input_size=32).eval()
