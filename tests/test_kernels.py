@@ -426,10 +426,9 @@ def test_fuse_returns_the_model_where_nothing_applies(monkeypatch):
     dense = models.Sequential([layers.Input((4, 4, 1)), layers.Flatten(), layers.Dense(3, activation="softmax")])
     unbuilt = models.Sequential([layers.Conv2D(8, 3, activation="relu"), layers.MaxPooling2D(2), layers.Flatten(),
                                  layers.Dense(2)])  # fmt: skip
-    on_meta = article_model().to("meta")  # as on a GPU: parameters off the CPU
     hooked = article_model()
     hooked.register_forward_pre_hook(lambda *args: None)  # a hook on the model sees the model's own call
-    for model in (wrapped, dense, unbuilt, on_meta, hooked, nn.Linear(2, 2)):
+    for model in (wrapped, dense, unbuilt, hooked, nn.Linear(2, 2)):
         assert kernels.fuse(model) is model
     handle = torch.nn.modules.module.register_module_forward_hook(lambda *args: None)
     try:
@@ -439,6 +438,17 @@ def test_fuse_returns_the_model_where_nothing_applies(monkeypatch):
         handle.remove()
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert kernels.fuse(model) is model
+
+
+def test_off_the_cpu_the_blocks_run_pool_first_and_no_kernel_is_built():
+    model = article_model().to("meta")  # as on a GPU: parameters off the CPU
+    built = set(kernels.status())
+    fused = kernels.fuse(model)
+    assert fused is not model and fused.blocks
+    assert fused(torch.empty(2, 1, 28, 28, device="meta")).shape == (2, 10)
+    assert set(kernels.status()) == built
+    weight = torch.randn(8, 1, 3, 3, device="meta")  # a CPU input with weights elsewhere: no kernel either
+    assert kernels.supports(torch.rand(2, 1, 12, 12), weight, 2) is None
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "linear"])

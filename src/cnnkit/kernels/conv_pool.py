@@ -41,7 +41,8 @@ def supports(x: torch.Tensor, weight: torch.Tensor, pool: int) -> str | None:
     The convolution is stride-1 and undilated, with one group; the pooling has a square
     ``pool`` x ``pool`` window and stride ``pool``. ``weight`` is ``(filters, channels, K, K)``.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or weight.dtype != torch.float32:
+    on_cpu = x.device.type == weight.device.type == "cpu"
+    if not on_cpu or x.dtype != torch.float32 or weight.dtype != torch.float32 or x.dim() != 4:
         return None
     if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
         return None  # torch.compile traces torch ops, not a ctypes call; autocast wants bf16

@@ -18,9 +18,10 @@ block of a layer with a monotone activation followed by ``MaxPooling2D``:
 The rules, all here:
 
 - ``fuse`` returns ``model`` itself where nothing applies: not a built Sequential of cnnkit
-  layers (duck-typed: ``layers``, ``normalize``, ``output_activation``), parameters or buffers
-  not all on the CPU, called while torch.compile traces, no such block, or a hook on the model
-  itself (or a global module hook): such a hook sees the model's own forward.
+  layers (duck-typed: ``layers``, ``normalize``, ``output_activation``), called while
+  torch.compile traces, no such block, or a hook on the model itself (or a global module
+  hook): such a hook sees the model's own forward. On any device the blocks run pool-first;
+  the C kernels only take CPU tensors, which each call checks.
 - Hooks on layers: a block with a hook (forward, forward-pre or backward) on either of its
   layers or on any module inside one (its ``nn.Conv2d``, its activation) is left as written, its
   layers run as modules; the other blocks are fused. Layers outside blocks always run as
@@ -48,7 +49,6 @@ __all__ = ["Fused", "fuse", "kernel_arguments"]
 
 # Activations f that commute with max pooling: max(f(a), f(b)) = f(max(a, b)) for monotone f.
 _MONOTONE = frozenset({"linear", "relu", "relu6", "leaky_relu", "elu", "selu", "sigmoid", "tanh"})
-_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 # torch's registry of global module hooks: one fires on every module's call
 _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
                  "_global_backward_pre_hooks")  # fmt: skip
@@ -67,9 +67,10 @@ def fuse(model: nn.Module) -> nn.Module:
         the model's own parameters, or ``model`` where nothing applies (see the module's rules).
     """
     layers = _sequential_layers(model)
-    if layers is None or not _on_cpu(model) or torch.compiler.is_compiling():
+    if layers is None or torch.compiler.is_compiling():
         return model
-    if _hooked(model) or any(getattr(torch_module, name, None) for name in _GLOBAL_HOOKS):
+    hooked = {m for m in model.modules() if _hooked(m)}  # once: fuse() runs at every Model.predict
+    if model in hooked or any(getattr(torch_module, name, None) for name in _GLOBAL_HOOKS):
         return model  # the hook must see the model's own call
     body, last = layers[:-1], layers[-1]
     steps: list[Step] = []
@@ -78,7 +79,7 @@ def fuse(model: nn.Module) -> nn.Module:
     while i < len(body):
         layer = body[i]
         following = body[i + 1] if i + 1 < len(body) else None
-        if isinstance(following, MaxPooling2D) and _poolable(layer, following):
+        if isinstance(following, MaxPooling2D) and _poolable(layer, following, hooked):
             steps.append(_block(layer, following))
             blocks.append(f"{layer.name}+{following.name}")
             i += 2
@@ -180,12 +181,12 @@ def _block(layer: Layer, pool: MaxPooling2D) -> Step:
     return _PoolFirst(layer, pool) if arguments is None else _ConvPoolKernel(layer, pool, arguments)
 
 
-def _poolable(layer: Layer, pool: MaxPooling2D) -> bool:
+def _poolable(layer: Layer, pool: MaxPooling2D, hooked: set[nn.Module]) -> bool:
     """Whether ``layer -> pool`` may run pool-first: a monotone activation, a plain pooling, no hook on either."""
     return (
         layer.activation_name in _MONOTONE
         and pool.activation_name == "linear"  # a pooling with its own activation runs as written
-        and not any(_hooked(m) for m in itertools.chain(layer.modules(), pool.modules()))
+        and not (hooked and any(m in hooked for m in itertools.chain(layer.modules(), pool.modules())))
     )
 
 
@@ -199,9 +200,6 @@ def _sequential_layers(model: nn.Module) -> list[Layer] | None:
     return list(layers) if all(layer.built for layer in layers) else None
 
 
-def _on_cpu(model: nn.Module) -> bool:
-    return all(t.device.type == "cpu" for t in itertools.chain(model.parameters(), model.buffers()))
-
-
 def _hooked(module: nn.Module) -> bool:
-    return any(getattr(module, name, None) for name in _HOOKS)
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)  # fmt: skip
