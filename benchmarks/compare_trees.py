@@ -30,31 +30,27 @@ import sys
 import tempfile
 from pathlib import Path
 
-_WORKER = r'''
-import json, os, sys, tempfile, time
+from _common import write_digits
+
+_WORKER = r"""
+import argparse, json, os, sys, tempfile, time
 import numpy as np
 
-what, data = sys.argv[1], sys.argv[2]
-with np.load(data) as f:
-    x, y = f["x"], f["y"]
+what, data, benchmarks = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, benchmarks)  # the after tree's benchmarks/: its workers use only cnnkit's public API
+from _workers import article_model, cnnkit_fit, digits
 
-def article_model():
+x, y, _, _ = digits(data)
+
+def trained_model():
     from cnnkit import layers, models
-    model = models.Sequential()
-    model.add(layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)))
-    model.add(layers.MaxPooling2D((2, 2)))
-    model.add(layers.Conv2D(64, (3, 3), activation="relu"))
-    model.add(layers.MaxPooling2D((2, 2)))
-    model.add(layers.Conv2D(64, (3, 3), activation="relu"))
-    model.add(layers.Flatten())
-    model.add(layers.Dense(64, activation="relu"))
-    model.add(layers.Dense(10, activation="softmax"))
+    model = article_model(layers, models, layers.Input)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x[:256], y[:256], epochs=1, verbose=0)  # a trained model, as a user holds it
     return model
 
-def best(fn, repeats):
-    """Median seconds of ``repeats`` calls after one warm-up call."""
-    fn()
+def median_seconds(fn, repeats):
+    fn()  # warm-up
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -63,17 +59,8 @@ def best(fn, repeats):
     return float(np.median(times))
 
 if what == "fit":
-    from cnnkit import callbacks
-    reps = -(-8192 // len(x))
-    xs, ys = np.concatenate([x] * reps)[:8192], np.concatenate([y] * reps)[:8192]
-    times = []
-    class Timer(callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.perf_counter() - self.t)
-    article_model().fit(xs, ys, epochs=4, batch_size=128, verbose=0, callbacks=[Timer()])
-    print(json.dumps({"fit images/s": len(xs) / float(np.median(times[1:]))}))
+    options = argparse.Namespace(data=data, images=8192, epochs=4, batch_size=128, without="nothing")
+    print(json.dumps({"fit images/s": cnnkit_fit(options)["images_per_second"]}))
 elif what == "train":
     import csv, subprocess
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,45 +73,31 @@ elif what == "train":
     n = len(x)  # digits' training images: what one epoch of `cnnkit train` sees with --val-split 0
     print(json.dumps({"train images/s": n / float(np.median(seconds[1:]))}))
 elif what == "predict":
-    model = article_model()
-    model.fit(x[:256], y[:256], epochs=1, verbose=0)  # a trained model, as a user holds it
-    batch = x[:1000]
-    default = best(lambda: model.predict(batch, verbose=0), 7)
-    whole = best(lambda: model.predict(batch, batch_size=1000, verbose=0), 7)
-    one = best(lambda: model.predict(batch[:1], verbose=0), 300)
+    model, batch = trained_model(), x[:1000]
+    default = median_seconds(lambda: model.predict(batch, verbose=0), 7)
+    whole = median_seconds(lambda: model.predict(batch, batch_size=1000, verbose=0), 7)
+    one = median_seconds(lambda: model.predict(batch[:1], verbose=0), 300)
     print(json.dumps({"predict images/s (batch 32)": 1000 / default, "predict images/s (batch 1000)": 1000 / whole,
                       "predict 1 image ms": one * 1000}))
 elif what == "predictor":
     from cnnkit.inference import load_predictor
-    model = article_model()
-    model.fit(x[:256], y[:256], epochs=1, verbose=0)
+    model = trained_model()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.safetensors")
         model.save(path)
         predictor = load_predictor(path, "torch")
         nchw = np.ascontiguousarray(x[:1000].transpose(0, 3, 1, 2))
-        seconds = best(lambda: predictor.predict_proba(nchw), 7)
+        seconds = median_seconds(lambda: predictor.predict_proba(nchw), 7)
     print(json.dumps({"torch predictor images/s (batch 1000)": 1000 / seconds}))
-'''
+"""
 
 MEASUREMENTS = ("fit", "train", "predict", "predictor")
 
 
-def write_digits(path: Path) -> Path:
-    """The built-in digits' training arrays, NHWC float32, for the workers (from the after tree)."""
-    from cnnkit import datasets
-
-    (x, y), _ = datasets.load_data("digits")
-    import numpy as np
-
-    np.savez(path, x=x.astype(np.float32), y=y)
-    return path
-
-
 def run(tree: Path, what: str, data: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    out = subprocess.run([sys.executable, "-c", _WORKER, what, str(data)], env=env, check=True,
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", _WORKER, what, str(data), str(Path(__file__).resolve().parent)],
+                         env=env, check=True, capture_output=True, text=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -142,8 +115,7 @@ def main() -> None:
         print(f"{name}: {tree} ({commit or 'not a git checkout'})")
     results: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     with tempfile.TemporaryDirectory() as tmp:
-        sys.path.insert(0, str(trees["after"] / "src"))
-        data = write_digits(Path(tmp) / "digits.npz")
+        data = write_digits(Path(tmp) / "digits.npz")  # the driver's own tree writes it, once
         for rep in range(args.reps):
             order = list(trees) if rep % 2 == 0 else list(reversed(trees))
             for what in args.only:
