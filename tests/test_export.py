@@ -235,6 +235,8 @@ def test_a_run_trained_on_a_folder_exports_checked_on_its_own_test_split(tmp_pat
     # ... and a folder the run never saw: all its images, labelled by their class folders
     other = tmp_path / "other"
     write_classes(other, {"cat": 3, "dog": 3}, size=24, seed=7)
-    assert main(["export", str(run), "--data", str(other), "--quantize", "int8", "--out", str(tmp_path / "o.onnx")]) == 0
+    assert (
+        main(["export", str(run), "--data", str(other), "--quantize", "int8", "--out", str(tmp_path / "o.onnx")]) == 0
+    )
     out = capsys.readouterr().out
     assert f"int8 on 6 images of {other} (all images): accuracy " in out

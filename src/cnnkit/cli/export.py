@@ -19,10 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", dest="export_format")
     p.add_argument("--quantize", choices=["int8"], default=None, help="ONNX only: static INT8 quantization")
     p.add_argument("--out", default=None, help="output file (default: next to the model, e.g. model.onnx)")
-    p.add_argument("--data", default=None, help="data set name, folder or CSV to check (and calibrate) on "
-                   "(default: the run's own test split, from its split.json)")
-    p.add_argument("--data-dir", default=None,
-                   help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data set name, folder or CSV to check (and calibrate) on "
+        "(default: the run's own test split, from its split.json)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)",
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.set_defaults(run=run)
 
