@@ -203,3 +203,40 @@ def test_export_cli(trained_seed, tmp_path, capsys):
     assert main(["predict", str(corrupt), str(model)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"cnnkit: error: {corrupt} is not a readable ONNX model") and err.count("\n") == 1
+
+
+def test_a_run_trained_on_a_folder_exports_checked_on_its_own_test_split(tmp_path, capsys):
+    """``cnnkit export RUN --quantize int8`` on a folder-trained run: parity and INT8 accuracy on the
+    run's recorded test split (split.json), calibration on its training split; ``--data FOLDER`` works too."""
+    from cnnkit.cli import main
+    from cnnkit.data.saved_split import load_split
+    from test_data_folders import write_classes
+
+    photos = tmp_path / "photos"
+    write_classes(photos, {"cat": 20, "dog": 20}, size=20)  # real PNG files in class sub-folders
+    run = tmp_path / "run"
+    args = ["train", "--data", str(photos), "--epochs", "1", "--image-size", "20", "--no-report", "--out", str(run)]
+    assert main([*args, "-q"]) == 0, capsys.readouterr().err
+    n_test = len(load_split(run).record["test"])
+    capsys.readouterr()
+
+    assert main(["export", str(run), "--quantize", "int8"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"parity on {n_test} images of the run's test split of {photos}" in out
+    assert "synthetic" not in out and "no labels" not in out
+    assert f"int8 on {n_test} images of the run's test split of {photos}: accuracy " in out and "->" in out
+    props = {p.key: p.value for p in onnx.load(run / "model.int8.onnx").metadata_props}
+    n_train = len(load_split(run).record["train"])
+    assert f"calibrated on {n_train} images of the run's train split of {photos}" in props["quantization_details"]
+
+    # --data takes what train takes: the folder itself (the run's own folder: its recorded test split)
+    assert main(["export", str(run), "--data", str(photos), "--out", str(tmp_path / "again.onnx")]) == 0
+    assert f"images of the run's test split of {photos}" in capsys.readouterr().out
+    # ... and a folder the run never saw: all its images, labelled by their class folders
+    other = tmp_path / "other"
+    write_classes(other, {"cat": 3, "dog": 3}, size=24, seed=7)
+    assert (
+        main(["export", str(run), "--data", str(other), "--quantize", "int8", "--out", str(tmp_path / "o.onnx")]) == 0
+    )
+    out = capsys.readouterr().out
+    assert f"int8 on 6 images of {other} (all images): accuracy " in out

@@ -12,13 +12,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Export a model to ONNX (optionally INT8-quantized) or TorchScript. The export takes "
         "(batch, C, H, W) float32 images in [0, 1] and returns class probabilities; normalization happens "
         "inside it, and class names, input shape and normalization travel in its metadata. It is checked "
-        "against PyTorch on the model's own test images (else synthetic ones) and written only if it agrees.",
+        "against PyTorch on the run's own test split (or --data; synthetic images only when there is no "
+        "data, and it says so) and written only if it agrees.",
     )
     p.add_argument("model", help="model file or run folder")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", dest="export_format")
     p.add_argument("--quantize", choices=["int8"], default=None, help="ONNX only: static INT8 quantization")
     p.add_argument("--out", default=None, help="output file (default: next to the model, e.g. model.onnx)")
-    p.add_argument("--data", default=None, help="data set to check (and calibrate) on (default: the training one)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data set name, folder or CSV to check (and calibrate) on "
+        "(default: the run's own test split, from its split.json)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)",
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.set_defaults(run=run)
 
@@ -29,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = export_model(
         args.model, args.export_format, quantize=args.quantize, out=args.out, data=args.data,
+        data_dir=args.data_dir,
         opset=args.opset or DEFAULT_OPSET,
     )  # fmt: skip
     print(result.parity)

@@ -102,36 +102,44 @@ def evaluation_data(
     input_shape: tuple[int, int, int],
     run_dir: str | os.PathLike | None = None,
     data_dir: str | None = None,
+    role: str = "test",
+    download: bool = True,
 ) -> tuple[ImageArrays, str]:
-    """The images ``cnnkit evaluate`` scores, and a description of them.
+    """Labelled images of ``data`` (what ``cnnkit train --data`` takes) for a model, and a description.
 
-    - ``data`` a registered name: its test split.
+    The one way every command that takes ``--data`` (evaluate, export, the report) turns it
+    into labelled images:
+
+    - ``data`` a registered name: its ``role`` split (``test``, or ``train`` for calibration).
     - ``data`` None with a run folder, or ``data`` the folder/CSV the run trained on: the run's
-      own test split, from its split.json, checked against the recorded hashes.
-    - another folder or CSV: its ``test/`` images (or ``split=test`` rows) if it has any, else all of them.
+      own ``role`` split, from its split.json, checked against the recorded hashes.
+    - another folder or CSV: its ``role/`` images (or ``split=ROLE`` rows) if it has any, else all of them.
+
+    ``download=False``: a registered data set missing from the cache is a ``DataError``, never a download.
     """
     saved = load_split(run_dir) if run_dir is not None and (Path(run_dir) / "split.json").exists() else None
     if data is None:
         if saved is None:
-            raise DataError("say which data to evaluate on: --data NAME|FOLDER|CSV")
+            raise DataError("say which data to use: --data NAME|FOLDER|CSV")
         data = saved.data
     info = resolve_data(data)
     if info is not None:
-        dataset = load_registered(info, data_dir=data_dir)
+        dataset = load_registered(info, data_dir=data_dir, download=download)
         if class_names and len(dataset.class_names) != len(class_names):
             raise DataError(f"the model knows {len(class_names)} classes but {dataset.name} has "
-                            f"{len(dataset.class_names)}: evaluate it on the data it was trained for")  # fmt: skip
-        return dataset.test, f"{dataset.name} test split"
+                            f"{len(dataset.class_names)}: use the data it was trained for")  # fmt: skip
+        return (dataset.test if role == "test" else dataset.train), f"{dataset.name} {role} split"
     same = saved is not None and saved.is_files and Path(data).expanduser().resolve() == Path(saved.data)
     if same:
-        arrays, bad = _decode(saved.index("test"), input_shape, class_names)
-        where = f"the run's test split of {data}"
+        arrays, bad = _decode(saved.index(role), input_shape, class_names)
+        where = f"the run's {role} split of {data}"
     else:
         index = index_path(data)
-        if "test" in index.roles:
-            index = index.subset([i for i, r in enumerate(index.roles) if r == "test"])
+        has_role = role in index.roles
+        if has_role:
+            index = index.subset([i for i, r in enumerate(index.roles) if r == role])
         arrays, bad = _decode(index, input_shape, class_names)
-        where = f"{data} ({'test split' if 'test' in index.roles else 'all images'})"
+        where = f"{data} ({f'{role} split' if has_role else 'all images'})"
     if not len(arrays):
-        raise DataError(f"no readable images to evaluate in {data}")
+        raise DataError(f"no readable images in {data}")
     return arrays, where + (f", {bad} unreadable file(s) skipped" if bad else "")

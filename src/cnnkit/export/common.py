@@ -16,15 +16,19 @@ JSON) and a ``cnnkit.json`` extra file in TorchScript archives.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.data.catalog import resolve_data
+from cnnkit.data.saved_split import evaluation_data
 from cnnkit.data.transforms import conform, images_to_tensor
-from cnnkit.errors import ExportError, ModelFileError
+from cnnkit.errors import DataError, ExportError, ModelFileError
 from cnnkit.models.model import Model
 
 __all__ = [
@@ -157,35 +161,69 @@ class ReferenceData:
     calibration_source: str  # what the calibration images are
 
 
-def reference_data(model: Model, data: str | None = None, *, limit: int = 500, calibration: int = 256) -> ReferenceData:
-    """The model's own data set's test images when it is known (``data``, else the training summary's
-    built-in data set), else seeded synthetic images.
+def reference_data(
+    model: Model,
+    data: str | None = None,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    data_dir: str | None = None,
+    limit: int = 500,
+    calibration: int = 256,
+) -> ReferenceData:
+    """The labelled images an export is checked (and calibrated) on.
+
+    ``data`` takes what ``cnnkit train --data`` takes (a registered name, a folder, a CSV) and
+    means the same as for ``cnnkit evaluate`` (:func:`cnnkit.data.saved_split.evaluation_data`);
+    None means the run's own recorded split (``run_dir/split.json``): its test images for
+    parity and INT8 accuracy, its training images for calibration. Without a run, the
+    training summary's data set when it is built in. Seeded synthetic images only when there
+    is no data at all, and :attr:`ReferenceData.source` then says so.
 
     A data set that must be downloaded is used only when named explicitly, so an export never
     reaches for the network on its own.
     """
-    from cnnkit import data as datasets
+    from cnnkit.data import DATASETS
 
     shape = fixed_image_shape(model)
-    name = data or (model.training_summary or {}).get("data")
-    info = datasets.DATASETS.get(name) if isinstance(name, str) else None
-    if data is not None and info is None:
-        datasets.get_dataset_info(data)  # raises a clear "unknown data set" error
-    if info is not None and (data is not None or info.builtin):
-        dataset = datasets.load_dataset(info.name)
-        test = dataset.test
-        x = conform(images_to_tensor(test.images[:limit]), shape).contiguous()  # (N, C, H, W)
-        classes = model.class_names
-        labelled = classes is not None and len(classes) == len(dataset.class_names)
-        pick = np.random.default_rng(0).permutation(len(dataset.train))[:calibration]
-        calib = conform(images_to_tensor(dataset.train.images[np.sort(pick)]), shape).contiguous()
-        labels = test.labels[:limit].astype(np.int64) if labelled else None
-        source = f"{len(x)} {info.name} test images"
-        return ReferenceData(x, labels, calib, source, f"{len(calib)} {info.name} training images")
+    classes = list(model.class_names or []) or None
+    has_split = run_dir is not None and (Path(run_dir) / "split.json").exists()
+    explicit = data is not None
+    if data is None and not has_split:
+        name = (model.training_summary or {}).get("data")
+        info = DATASETS.get(name) if isinstance(name, str) else None
+        if info is None or not info.builtin:
+            why = "the training data is unknown" if name is None else f"{name!r} is not a built-in data set"
+            return _synthetic(shape, calibration, why)
+        data, run_dir = info.name, None
+    common = {"class_names": classes, "input_shape": shape, "run_dir": run_dir if has_split else None,
+              "data_dir": data_dir, "download": explicit}  # fmt: skip
+    try:
+        test, source = evaluation_data(data, role="test", **common)
+    except DataError as e:
+        if explicit:
+            raise
+        return _synthetic(shape, calibration, f"the run's data cannot be read: {e}")
+    try:
+        train, calibration_source = evaluation_data(data, role="train", **common)
+    except DataError:  # e.g. a folder of test images only: calibrate on those
+        train, calibration_source = test, source
+    x = conform(images_to_tensor(test.images[:limit]), shape).contiguous()  # (N, C, H, W)
+    labels = test.labels[:limit].astype(np.int64)
+    pick = np.sort(np.random.default_rng(0).permutation(len(train))[:calibration])
+    calib = conform(images_to_tensor(train.images[pick]), shape).contiguous()
+    if data is not None and resolve_data(data) is not None:  # a registered data set: "359 digits test images"
+        name = resolve_data(data).name  # type: ignore[union-attr]
+        source, calibration_source = f"{name} test images", f"{name} training images"
+    else:  # "359 images of the run's test split of photos/"
+        source, calibration_source = f"images of {source}", f"images of {calibration_source}"
+    return ReferenceData(x, labels, calib, f"{len(x)} {source}", f"{len(calib)} {calibration_source}")
+
+
+def _synthetic(shape: tuple[int, int, int], calibration: int, why: str) -> ReferenceData:
+    """Seeded random images, when there is no data at all to check on."""
     generator = torch.Generator().manual_seed(0)
     height, width, channels = shape
     x = torch.rand(64, channels, height, width, generator=generator)
     calib = torch.rand(calibration, channels, height, width, generator=generator)
-    reason = "the training data set is unknown" if name is None else f"{name!r} is not a built-in data set"
-    source = f"{len(x)} synthetic images ({reason}; pass --data NAME for real ones)"
+    source = f"{len(x)} synthetic images ({why}; pass --data NAME|FOLDER|CSV for real ones)"
     return ReferenceData(x, None, calib, source, f"{len(calib)} synthetic images")

@@ -132,14 +132,17 @@ def export_model(
     quantize: str | None = None,
     out: str | os.PathLike | None = None,
     data: str | None = None,
+    data_dir: str | None = None,
     opset: int = DEFAULT_OPSET,
     tolerance: float = FLOAT_TOLERANCE,
 ) -> ExportResult:
     """Export a model (a :class:`Model`, a model file or a run folder) and check it on real images.
 
     ``quantize="int8"`` (ONNX only) quantizes with calibration images and reports the accuracy
-    change and speed-up. ``data`` names the data set to check on (default: the one the model
-    was trained on, when built in). Raises :class:`~cnnkit.errors.ExportError` (nothing written)
+    change and speed-up. ``data`` is what ``cnnkit train --data`` takes (a name, a folder, a
+    CSV) to check and calibrate on; by default the run's own recorded split (its ``split.json``),
+    else the model's built-in training data set, else (said in the report) synthetic images.
+    Raises :class:`~cnnkit.errors.ExportError` (nothing written)
     when the model cannot be exported or the export disagrees with it beyond ``tolerance``.
     """
     if export_format not in FORMATS:
@@ -151,16 +154,17 @@ def export_model(
     if isinstance(model, Model):
         if out is None:
             raise ConfigError("give out=PATH when exporting a model object")
-        source_sha256 = None
+        source_sha256, run_dir = None, None
     else:
         from cnnkit.models import load_model
         from cnnkit.runs import resolve_model
 
         model_path = resolve_model(model).model_file("export the .safetensors model it came from")
         model = load_model(model_path)
+        run_dir = model_path.parent  # a run folder when it holds the split.json the model was trained on
         source_sha256 = file_sha256(model_path)
         out = out if out is not None else default_export_path(model_path, export_format, quantize)
-    reference = reference_data(model, data)
+    reference = reference_data(model, data, run_dir=run_dir, data_dir=data_dir)
     quantization = None
     if export_format == "torchscript":
         payload, parity = _build_torchscript(

@@ -20,6 +20,7 @@ from cnnkit.models._registry import (
     get_model_entry,
     list_models,
     register_model,
+    register_module,
 )
 from cnnkit.models.loading import load_architecture, load_model, load_model_file, model_from_config
 from cnnkit.models.model import Model
@@ -40,4 +41,5 @@ __all__ = [
     "load_pretrained",
     "model_from_config",
     "register_model",
+    "register_module",
 ]

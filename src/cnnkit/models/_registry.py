@@ -5,22 +5,42 @@ Each model family lives in its own module and registers its builders with
 silently shadow each other. A builder returns a :class:`~cnnkit.models.Model` for
 ``(B, in_channels, input_size, input_size)`` images in [0, 1]; ``create_model`` records
 how it was called, so a model file can rebuild it.
+
+:func:`register_module` is the same idea for a user's own ``torch.nn.Module`` class: a model
+file records the class by name, with its Python module and its constructor's arguments as
+JSON (never code), and :func:`module_from_config` rebuilds it, importing that module only
+with the user's explicit permission.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
+import importlib
 import inspect
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from cnnkit.errors import ConfigError
-from cnnkit.models.model import Model
+from cnnkit.models.model import MODULE_ATTR, Model
 
-__all__ = ["ModelEntry", "count_parameters", "create_model", "get_model_entry", "list_models", "register_model"]
+__all__ = [
+    "TRUST_CODE_ENV",
+    "ModelEntry",
+    "count_parameters",
+    "create_model",
+    "get_model_entry",
+    "list_models",
+    "module_from_config",
+    "register_model",
+    "register_module",
+]
 
 Builder = Callable[..., Model]
 
@@ -123,3 +143,79 @@ def count_parameters(name: str, num_classes: int | None = None, **kwargs: Any) -
     with torch.device("meta"):
         model = create_model(name, num_classes=num_classes or entry.num_classes, **kwargs)
     return sum(p.numel() for p in model.parameters())
+
+
+# -- a user's own torch modules ------------------------------------------------------------------------
+TRUST_CODE_ENV = "CNNKIT_TRUST_CODE"  # =1: let load_model import the module a model file names
+_MODULES: dict[str, type[nn.Module]] = {}
+
+ModuleClass = type[nn.Module]
+
+
+def register_module(name: str | None = None) -> Callable[[ModuleClass], ModuleClass]:
+    """Class decorator: let ``Model(MyNet(...)).save()`` record ``MyNet`` so ``load_model`` can rebuild it.
+
+    The file stores ``name`` (default ``"package.module.MyNet"``), the class's Python module and
+    the arguments its constructor was called with, as JSON: constructor arguments must be JSON
+    values (numbers, strings, booleans, None, lists, dicts). No code is stored. Loading the file
+    in a process where the class is registered (its module imported) just rebuilds it; otherwise
+    cnnkit imports the module only with permission (``load_model(path, trust_code=True)`` or
+    ``CNNKIT_TRUST_CODE=1``), since importing a module runs its code.
+    """
+
+    def register(cls: ModuleClass) -> ModuleClass:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"register_module decorates torch.nn.Module classes, not {cls!r}")
+        key = name or f"{cls.__module__}.{cls.__qualname__}"
+        old = _MODULES.get(key)
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"module {key!r} is already registered (by {_MODULES[key].__module__})")
+        init, signature = cls.__init__, inspect.signature(cls.__init__)
+
+        @functools.wraps(init)
+        def __init__(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            if type(self) is cls:  # a subclass records its own call, if it is registered itself
+                bound = signature.bind(self, *args, **kwargs)
+                bound.apply_defaults()  # the file keeps every argument, so a changed default cannot change it
+                arguments = dict(list(bound.arguments.items())[1:])  # without self
+                for param in signature.parameters.values():  # **kwargs are stored flat
+                    if param.kind is inspect.Parameter.VAR_KEYWORD:
+                        arguments.update(arguments.pop(param.name, {}))
+                    elif param.kind is inspect.Parameter.VAR_POSITIONAL and arguments.pop(param.name, ()):
+                        raise ConfigError(f"{key}: *{param.name} cannot be recorded; pass keyword arguments")
+                self.__dict__[MODULE_ATTR] = {"name": key, "module": cls.__module__, "kwargs": arguments}
+
+        cls.__init__ = __init__  # type: ignore[method-assign]
+        _MODULES[key] = cls  # a re-import (e.g. a reloaded notebook cell) replaces the old class
+        return cls
+
+    return register
+
+
+def module_from_config(config: dict[str, Any], *, trust_code: bool | None = None) -> nn.Module:
+    """Rebuild a registered module from what a model file recorded (``{"name", "module", "kwargs"}``).
+
+    ``trust_code`` None means the ``CNNKIT_TRUST_CODE`` environment variable decides.
+    """
+    name, module, kwargs = config.get("name", ""), config.get("module", ""), config.get("kwargs", {})
+    if name not in _MODULES:
+        if trust_code is None:
+            trust_code = os.environ.get(TRUST_CODE_ENV, "") not in ("", "0")
+        if not trust_code:
+            raise ConfigError(
+                f"the architecture {name!r} is Python code in module {module!r}, which cnnkit would have to "
+                f"import (and so run) to rebuild it; if you trust it, allow it with load_model(path, "
+                f"trust_code=True) or {TRUST_CODE_ENV}=1"
+            )
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"the architecture {name!r} needs module {module!r}, which cannot be imported: {e}; "
+                              f"install it or put it on the Python path") from None  # fmt: skip
+        if name not in _MODULES:
+            raise ConfigError(f"module {module!r} was imported but registers no module named {name!r}")
+    try:
+        return _MODULES[name](**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"cannot rebuild {name!r} with the recorded arguments {json.dumps(kwargs)}: {e}") from None

@@ -13,7 +13,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
 from cnnkit.modelfile import read_model_file
-from cnnkit.models._registry import create_model
+from cnnkit.models._registry import create_model, module_from_config
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.runtime import prefer_channels_last
@@ -21,8 +21,12 @@ from cnnkit.runtime import prefer_channels_last
 __all__ = ["load_architecture", "load_model", "load_model_file", "model_from_config"]
 
 
-def model_from_config(architecture: dict[str, Any]) -> Model:
-    """Rebuild a model (untrained) from the architecture config a model file stores."""
+def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None = None) -> Model:
+    """Rebuild a model (untrained) from the architecture config a model file stores.
+
+    A registered custom module (``class_name`` ``"module"``) whose class is not imported yet is
+    imported only when ``trust_code`` (None: the ``CNNKIT_TRUST_CODE`` environment variable) allows it.
+    """
     if not isinstance(architecture, dict):
         raise ConfigError(f"an architecture is a JSON object, got {type(architecture).__name__}")
     kind = architecture.get("class_name")
@@ -31,7 +35,9 @@ def model_from_config(architecture: dict[str, Any]) -> Model:
     if kind == "registry":
         config = dict(architecture.get("config", {}))
         return create_model(config.pop("name", ""), **config)
-    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential or a registry model config")
+    if kind == "module":
+        return Model(module_from_config(dict(architecture.get("config", {})), trust_code=trust_code))
+    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential, registry or module config")
 
 
 def load_architecture(path: str | os.PathLike) -> Model:
@@ -56,7 +62,7 @@ def load_architecture(path: str | os.PathLike) -> Model:
         raise type(e)(f"{path}: {e}") from None
 
 
-def load_model_file(filepath: str | os.PathLike) -> tuple[Model, dict[str, Any]]:
+def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> tuple[Model, dict[str, Any]]:
     """The model in a model file and the file's metadata (for a model card), from one read of the file.
 
     See :func:`load_model`.
@@ -64,7 +70,7 @@ def load_model_file(filepath: str | os.PathLike) -> tuple[Model, dict[str, Any]]
     path = Path(filepath)
     metadata, tensors = read_model_file(path)  # checked: format, version, checksum
     try:
-        model = model_from_config(metadata["architecture"])
+        model = model_from_config(metadata["architecture"], trust_code=trust_code)
         model.load_state_dict(tensors, strict=True)
     except CnnkitError as e:
         raise ModelFileError(f"{path}: cannot rebuild the model: {e}") from None
@@ -85,11 +91,15 @@ def load_model_file(filepath: str | os.PathLike) -> tuple[Model, dict[str, Any]]
     return model, metadata
 
 
-def load_model(filepath: str | os.PathLike) -> Model:
+def load_model(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> Model:
     """Load a model saved with ``model.save()`` (a ``.safetensors`` model file); never unpickles.
 
     The weights are checked against their checksum. The model comes back in eval mode, its
     convolution weights in channels-last memory (the layout PyTorch runs convolutions fastest
     in on CPUs and GPUs; the values are as saved).
+
+    A model wrapping a custom module (see :func:`cnnkit.models.register_module`) whose class is
+    not imported yet needs ``trust_code=True`` (or ``CNNKIT_TRUST_CODE=1``): cnnkit then imports
+    the Python module the file names, which runs its code. The file itself never holds code.
     """
-    return load_model_file(filepath)[0]
+    return load_model_file(filepath, trust_code=trust_code)[0]

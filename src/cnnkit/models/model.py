@@ -10,6 +10,7 @@ takes Keras' NHWC arrays (or files, PIL images, tensors) and returns probabiliti
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -30,7 +31,10 @@ from cnnkit.train import loop, losses, optimizers
 from cnnkit.train.progress import format_logs
 from cnnkit.train.settings import TrainSettings
 
-__all__ = ["Model"]
+__all__ = ["MODULE_ATTR", "Model"]
+
+# Where a module registered with cnnkit.models.register_module keeps {"name", "module", "kwargs"}.
+MODULE_ATTR = "_cnnkit_registered"
 
 Shape = tuple[int | None, ...]
 
@@ -287,13 +291,33 @@ class Model(nn.Module):
         )
 
     def get_config(self) -> dict[str, Any]:
-        """The architecture, as stored in a model file (``model_from_config`` rebuilds it)."""
-        if self.architecture is None:
+        """The architecture, as stored in a model file (``model_from_config`` rebuilds it).
+
+        A wrapped torch module is stored by name when its class is decorated with
+        :func:`cnnkit.models.register_module`: ``{"class_name": "module", "config": {"name",
+        "module", "kwargs"}}``, its constructor's arguments as JSON. Never code.
+        """
+        if self.architecture is not None:
+            return self.architecture
+        net = self.net
+        recorded = net.__dict__.get(MODULE_ATTR) if net is not None else None
+        if recorded is None:
+            cls = type(net)
             raise ConfigError(
-                f"model {self.name!r} wraps a custom torch module that cnnkit cannot rebuild from a file; "
-                f"use save_weights(), or register its builder with cnnkit.models.register_model"
+                f"model {self.name!r} wraps {cls.__qualname__} (module {cls.__module__}), which cnnkit cannot "
+                f"rebuild from a file: decorate the class with @cnnkit.models.register_module() (its constructor "
+                f"arguments must be JSON values) and save() again, or export it for predict and serve with "
+                f"cnnkit.export.export_model(model, 'onnx', out='model.onnx'), or keep only the weights with "
+                f"save_weights()"
             )
-        return self.architecture
+        try:
+            json.dumps(recorded["kwargs"], allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(
+                f"model {self.name!r}: {recorded['name']} was built with arguments that are not JSON values "
+                f"({e}); pass numbers, strings, lists or dicts so a file can record them"
+            ) from None
+        return {"class_name": "module", "config": recorded}
 
     def save(self, filepath: str | os.PathLike) -> None:
         """Write the model (weights and everything needed to rebuild it) to one ``.safetensors`` file.
