@@ -306,11 +306,13 @@ def _warn(text: str) -> None:
 
 
 def _loss_note(config: TrainConfig) -> str:
-    """Which loss each printed number is: smoothing changes the training loss only."""
-    if not config.label_smoothing:
+    """Which loss each printed number is: smoothing and class weights change the training loss only."""
+    changes = [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
+    changes += [f"class weights {config.class_weights}"] if config.class_weights != "none" else []
+    if not changes:
         return "loss: cross-entropy (training, val_loss and test alike)"
-    return (f"loss: training uses cross-entropy with label smoothing {config.label_smoothing:g}; val_loss and "
-            f"the test loss are the plain cross-entropy")  # fmt: skip
+    return (f"loss: training uses cross-entropy with {' and '.join(changes)}; val_loss and the test loss are "
+            f"the plain cross-entropy")  # fmt: skip
 
 
 def _summary(config: TrainConfig, data_name: str, history: dict[str, list[float]], test: EvalResult,
