@@ -65,7 +65,8 @@ def _print_evaluation(where: str, ev) -> None:  # noqa: ANN001
     console.print(f"{where}, {s.n} images")
     console.print(f"loss          {s.loss:.4f}")
     console.print(f"accuracy      {s.accuracy:.2%}")
-    console.print(f"top-{s.top_k} error   {s.top_k_error:.2%}")
+    if s.has_top_k:  # with k >= classes the top-k error is always 0
+        console.print(f"top-{s.top_k} error   {s.top_k_error:.2%}")
     console.print(f"ECE           {ev.calibration.ece:.4f}  (expected calibration error, 15 bins)")
     table = Table("class", "precision", "recall", "F1", "support", title="per class")
     for row in ev.per_class:
@@ -90,12 +91,14 @@ def _report_comparison(args: argparse.Namespace, result) -> int:  # noqa: ANN001
             "comparison": c.to_dict(),
         }))  # fmt: skip
         return 0
-    table = Table(
-        "", "model", "accuracy", f"top-{a.summary.top_k} error", "loss", title=f"{args.data}, {c.n} test images"
-    )
-    for label, path, ev in (("A", args.models[0], a), ("B", args.models[1], b)):
+    top_k = a.summary.has_top_k
+    console.print(f"{result.where}, {c.n} images")
+    for label, path in (("A", args.models[0]), ("B", args.models[1])):  # whole paths: two runs' often share a prefix
+        console.print(f"{label}  {path}", soft_wrap=True)
+    table = Table("", "accuracy", *([f"top-{a.summary.top_k} error"] if top_k else []), "loss")
+    for label, ev in (("A", a), ("B", b)):
         s = ev.summary
-        table.add_row(label, path, f"{s.accuracy:.2%}", f"{s.top_k_error:.2%}", f"{s.loss:.4f}")
+        table.add_row(label, f"{s.accuracy:.2%}", *([f"{s.top_k_error:.2%}"] if top_k else []), f"{s.loss:.4f}")
     console.print(table)
     level = f"{c.confidence:.0%}"
     console.print(
@@ -104,9 +107,5 @@ def _report_comparison(args: argparse.Namespace, result) -> int:  # noqa: ANN001
     console.print(
         f"only A right on {c.only_a} images, only B right on {c.only_b}; McNemar's exact test p = {c.mcnemar_p:.4g}"
     )
-    if c.significant:
-        better = "A" if c.difference > 0 else "B"
-        console.print(f"the difference is significant at {1 - c.confidence:.0%}: model {better} is more accurate")
-    else:
-        console.print(f"no significant difference at {1 - c.confidence:.0%}: these images cannot tell the models apart")
+    console.print(f"verdict: {c.verdict()}")
     return 0

@@ -89,10 +89,9 @@ def _run(args: argparse.Namespace, main: bool = True) -> int:
     t = result.test
     if t is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
-    console.print(
-        f"test accuracy {t.accuracy:.2%}  loss {t.loss:.4f}  top-{t.top_k} error {t.top_k_error:.2%}  "
-        f"({t.n} images, {result.seconds:.1f}s)"
-    )
+    top_k = f"  top-{t.top_k} error {t.top_k_error:.2%}" if t.has_top_k else ""  # k >= classes: always 0
+    console.print(f"test accuracy {t.accuracy:.2%}  loss {t.loss:.4f}{top_k}  on {t.n} test images")
+    console.print(f"training took {result.seconds:.1f}s (data preparation, training and validation; not testing)")
     console.print(f"model saved to {result.model_path}")
     report = result.run_dir / "report.html"
     if report.exists():

@@ -5,6 +5,12 @@
   the two models being tested on the same images.
 - McNemar's exact test: under "equally accurate", the images exactly one model gets right
   are equally likely to favour either, so ``only_a ~ Binomial(only_a + only_b, 1/2)``.
+
+Both look at the same paired outcomes at the same level (a 95% interval, a 5% test), and
+they nearly always agree. When they do not, the verdict is the exact test's: the percentile
+bootstrap is approximate, and too narrow when few images separate the models (with 5
+images only A gets right and none only B, no resample can ever favour B, so the interval
+excludes 0 while the exact p is 0.0625). :meth:`Comparison.verdict` says which, and why.
 """
 
 from __future__ import annotations
@@ -40,8 +46,39 @@ class Comparison:
         """Whether McNemar's test rejects "equally accurate" at ``1 - confidence``."""
         return self.mcnemar_p < 1.0 - self.confidence
 
-    def to_dict(self) -> dict[str, float | int | bool]:
-        return {**asdict(self), "significant": self.significant}
+    @property
+    def interval_excludes_zero(self) -> bool:
+        """Whether the bootstrap interval says the accuracies differ."""
+        return self.ci_low > 0 or self.ci_high < 0
+
+    @property
+    def tests_agree(self) -> bool:
+        """Whether the bootstrap interval and McNemar's test reach the same verdict."""
+        return self.interval_excludes_zero == self.significant
+
+    def verdict(self) -> str:
+        """The one verdict (McNemar's exact test), with why the bootstrap differs when it does."""
+        alpha = f"{1 - self.confidence:.0%}"
+        if self.significant:
+            better = "A" if self.difference > 0 else "B"
+            text = f"model {better} is more accurate: the difference is significant at {alpha}"
+        else:
+            text = f"no significant difference at {alpha}: these images cannot tell the models apart"
+        if self.tests_agree:
+            return text + " (the bootstrap interval and McNemar's exact test agree)"
+        discordant = self.only_a + self.only_b
+        if self.interval_excludes_zero:
+            why = (f"the bootstrap interval excludes 0 but McNemar's exact test (p = {self.mcnemar_p:.4g}) does not "
+                   f"reject: only {discordant} images separate the models, too few for the bootstrap, which "
+                   f"resamples them and is then too narrow")  # fmt: skip
+        else:
+            why = (f"McNemar's exact test rejects (p = {self.mcnemar_p:.4g}) but the bootstrap interval includes 0, "
+                   f"an approximation at its edge")  # fmt: skip
+        return f"{text}; the verdict follows the exact test: {why}"
+
+    def to_dict(self) -> dict[str, float | int | bool | str]:
+        return {**asdict(self), "significant": self.significant, "tests_agree": self.tests_agree,
+                "verdict": self.verdict()}  # fmt: skip
 
 
 def compare_predictions(

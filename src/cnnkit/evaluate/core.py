@@ -97,13 +97,37 @@ def evaluate_tensors(
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What ``cnnkit evaluate`` prints: loss, accuracy and top-k error on ``n`` images."""
+    """What ``cnnkit evaluate`` prints: loss (plain cross-entropy), accuracy and top-k error on ``n`` images.
+
+    ``top_k`` is at most ``classes``; the top-k error only says something when it is smaller
+    (:attr:`has_top_k`): with as many guesses as classes every image is "right".
+    """
 
     n: int
     loss: float
     accuracy: float
     top_k: int
     top_k_error: float
+    classes: int = 0  # outputs of the model (0: unknown)
+
+    @property
+    def has_top_k(self) -> bool:
+        """Whether the top-k error is worth printing (k < number of classes)."""
+        return self.top_k < self.classes
+
+    @classmethod
+    def from_logits(cls, logits: torch.Tensor, labels: torch.Tensor, top_k: int = 5) -> EvalResult:
+        """The summary of ``(N, classes)`` logits against ``(N,)`` integer labels."""
+        n, classes = max(1, len(labels)), logits.shape[1]
+        k = min(top_k, classes)
+        return cls(
+            n=len(labels),
+            loss=float(F.cross_entropy(logits, labels)),
+            accuracy=float(count_correct(logits, labels, 1)) / n,
+            top_k=k,
+            top_k_error=1.0 - float(count_correct(logits, labels, k)) / n,
+            classes=classes,
+        )
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -141,12 +165,4 @@ def evaluate_arrays(
     """
     y = torch.as_tensor(labels).long()
     logits = image_logits(model, images, batch_size=batch_size, tta=tta)  # (N, classes)
-    n = max(1, len(y))
-    k = min(top_k, logits.shape[1])
-    return EvalResult(
-        n=len(y),
-        loss=float(F.cross_entropy(logits, y)),
-        accuracy=float(count_correct(logits, y, 1)) / n,
-        top_k=k,
-        top_k_error=1.0 - float(count_correct(logits, y, k)) / n,
-    )
+    return EvalResult.from_logits(logits, y, top_k)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.errors import DataError, ShapeError
-from cnnkit.evaluate.core import EvalResult, count_correct
+from cnnkit.evaluate.core import EvalResult
 
 __all__ = ["Calibration", "ClassMetrics", "ConfusedPair", "Evaluation", "calibration", "classification_metrics"]
 
@@ -182,14 +182,7 @@ def classification_metrics(
         raise DataError(f"labels must be in 0..{classes - 1}, got {int(labels_t.min())}..{int(labels_t.max())}")
 
     losses = F.cross_entropy(logits_t, labels_t, reduction="none")  # (N,)
-    n, k = len(labels_t), min(top_k, classes)
-    summary = EvalResult(
-        n=n,
-        loss=float(losses.mean()),
-        accuracy=float(count_correct(logits_t, labels_t, 1)) / n,
-        top_k=k,
-        top_k_error=1.0 - float(count_correct(logits_t, labels_t, k)) / n,
-    )
+    summary = EvalResult.from_logits(logits_t, labels_t, top_k)
     probabilities = torch.softmax(logits_t, dim=1).numpy()
     y, predicted = labels_t.numpy(), probabilities.argmax(axis=1)
     every = list(range(classes))  # classes absent from the labels still get a row

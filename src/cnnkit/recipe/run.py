@@ -19,7 +19,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from cnnkit.data import prepare as data_prepare
 from cnnkit.data.catalog import load_registered, resolve_data
 from cnnkit.data.downloads import data_root
 from cnnkit.errors import ConfigError
-from cnnkit.evaluate import EvalResult, evaluate_arrays
+from cnnkit.evaluate import EvalResult, image_logits
 from cnnkit.modelfile import read_weights
 from cnnkit.models import Model
 from cnnkit.recipe import finetune
@@ -47,6 +49,7 @@ from cnnkit.recipe.build import (
     train_labels,
     training_tensors,
 )
+from cnnkit.recipe.checks import one_class_warning, setup_warnings
 from cnnkit.recipe.config import TrainConfig
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
@@ -70,7 +73,8 @@ class TrainResult:
     model_path: Path
     history: dict[str, list[float]]
     test: EvalResult | None
-    seconds: float
+    seconds: float  # preparing the data and training (with validation); testing and the report not included
+    warnings: tuple[str, ...] = ()  # what the run warned about (also in the model file's training summary)
 
 
 def _open(config: TrainConfig, resume: Path | None) -> data_prepare.TrainingData:
@@ -124,6 +128,9 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run_dir = resume or _new_run_dir(config, prepared, world)
+    val = prepared.dataset.val
+    warnings = setup_warnings(tta=config.tta, augment=resolved["augment"], class_names=prepared.dataset.class_names,
+                              val_labels=val.labels if val is not None else None)  # fmt: skip
     if resume is None and world.is_main:
         atomic_write_json(run_dir / "config.json", resolved)
         prepared.write(run_dir)  # split.json; for a folder/CSV also bad_files.txt and data_report.json/.html
@@ -132,11 +139,15 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
         if world.distributed:
             print(f"torchrun: {world.size} processes, global batch {config.batch_size} "
                   f"({config.batch_size // world.size} per process), peak lr {config.lr:g}")  # fmt: skip
+        print(_loss_note(config))
+    if world.is_main:
+        for warning in warnings:
+            _warn(warning)
     history = _fit(config, settings, model, prepared, run_dir, generator, resume is not None, world)
     seconds = time.perf_counter() - started
     if not world.is_main:  # rank 0 tests the model and writes the results
         return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
-    return _finish(config, model, prepared, run_dir, history, seconds, world.size)
+    return _finish(config, model, prepared, run_dir, history, seconds, world.size, warnings)
 
 
 def _download_once(config: TrainConfig, world: World) -> None:
@@ -219,6 +230,7 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
     """Set up the engine, restore a checkpoint when resuming (on every rank), and train."""
     train_set, validation = training_tensors(prepared, model)
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
+    plain = losses.resolve(losses.SparseCategoricalCrossentropy(), model.output_activation)  # val_loss = test loss
     weights = class_weights(config.class_weights, train_labels(prepared), len(prepared.dataset.class_names))
     model.compile(optimizer=config.optimizer, loss=loss, metrics=["accuracy"])
     steps = distributed.steps_per_epoch(prepared.train_size, config.batch_size, world.size)
@@ -249,6 +261,7 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
             epochs=epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
             callbacks=list(callbacks.values()), settings=settings, scheduler=schedule, ema=ema,
             initial_epoch=initial_epoch, verbose=config.verbose, generator=generator, history=history, world=world,
+            val_loss_fn=plain,
             on_epoch_saved=lambda epoch, _: save_checkpoint(run_dir, state, epoch),  # rank 0 only
         ).history  # fmt: skip
     except KeyboardInterrupt:
@@ -259,7 +272,8 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
 
 
 def _finish(config: TrainConfig, model: Model, prepared: data_prepare.TrainingData, run_dir: Path,
-            history: dict[str, list[float]], seconds: float, processes: int = 1) -> TrainResult:  # fmt: skip
+            history: dict[str, list[float]], seconds: float, processes: int = 1, warnings: Sequence[str] = ()
+            ) -> TrainResult:  # fmt: skip
     """Test the best epoch, record the summary in the model file, plot the curves.
 
     Under torchrun only rank 0 gets here: whatever is written here (plots, reports) is rank 0's alone.
@@ -267,16 +281,38 @@ def _finish(config: TrainConfig, model: Model, prepared: data_prepare.TrainingDa
     best_path = run_dir / MODEL_FILE
     model.load_state_dict(read_weights(best_path))  # the best epoch, not the last
     dataset = prepared.dataset
-    test = evaluate_arrays(model, dataset.test.images, dataset.test.labels, tta=config.tta)
+    logits = image_logits(model, dataset.test.images, tta=config.tta)  # (N, classes)
+    labels = torch.as_tensor(dataset.test.labels).long()
+    test = EvalResult.from_logits(logits, labels)
+    collapsed = one_class_warning(logits.argmax(1).numpy(), dataset.test.labels, dataset.class_names)
+    if collapsed:
+        _warn(collapsed)
+    warnings = (*warnings, *([collapsed] if collapsed else []))
     n_val = len(dataset.val) if dataset.val is not None else 0
     model.training_summary = _summary(config, dataset.name, history, test, seconds, prepared.train_size, n_val)
+    model.training_summary.update(losses=_loss_note(config), warnings=list(warnings))
     if processes > 1:
         model.training_summary["processes"] = processes  # torchrun's world size; batch_size is the global batch
     model.save(best_path)
     plot_curves(history, run_dir / "curves.png")
     if config.report:
         write_report(run_dir, model=model, data=prepared)
-    return TrainResult(run_dir, best_path, history, test, seconds)
+    return TrainResult(run_dir, best_path, history, test, seconds, tuple(warnings))
+
+
+def _warn(text: str) -> None:
+    """One line on stderr, also under -q: a warning is part of the result."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def _loss_note(config: TrainConfig) -> str:
+    """Which loss each printed number is: smoothing and class weights change the training loss only."""
+    changes = [f"label smoothing {config.label_smoothing:g}"] if config.label_smoothing else []
+    changes += [f"class weights {config.class_weights}"] if config.class_weights != "none" else []
+    if not changes:
+        return "loss: cross-entropy (training, val_loss and test alike)"
+    return (f"loss: training uses cross-entropy with {' and '.join(changes)}; val_loss and the test loss are "
+            f"the plain cross-entropy")  # fmt: skip
 
 
 def _summary(config: TrainConfig, data_name: str, history: dict[str, list[float]], test: EvalResult,
@@ -291,6 +327,6 @@ def _summary(config: TrainConfig, data_name: str, history: dict[str, list[float]
         "best_epoch": best + 1,
         "val_accuracy": history["val_accuracy"][best] if "val_accuracy" in history else None,
         "test": test.to_dict(),
-        "seconds": round(seconds, 2),
+        "seconds": round(seconds, 2),  # preparing the data and training, with validation; not testing
         "config": config.to_dict(),
     }

@@ -122,10 +122,19 @@ def header(ctx: Context) -> str:
         facts.append(f"data <b>{_e(ctx.config['data'])}</b>")
     if ev is not None:
         s = ev.summary
-        facts.append(f"test accuracy <b>{s.accuracy:.2%}</b>, top-{s.top_k} error <b>{s.top_k_error:.2%}</b>")
+        facts.append(f"test accuracy <b>{s.accuracy:.2%}</b>")
+        if s.has_top_k:  # with k >= classes it is always 0
+            facts.append(f"top-{s.top_k} error <b>{s.top_k_error:.2%}</b>")
     if ctx.history.get("loss"):
         facts.append(f"{len(ctx.history['loss'])} epochs")
-    return f'<h1>Run {_e(ctx.run_dir.name)}</h1>\n<p class="headline">{", ".join(facts)}</p>'
+    warnings = (getattr(model, "training_summary", {}) or {}).get("warnings") or []
+    notes = "".join(_note(f"warning: {w}") for w in warnings)  # what the run warned about, first
+    return f'<h1>Run {_e(ctx.run_dir.name)}</h1>\n<p class="headline">{", ".join(facts)}</p>{notes}'
+
+
+def _percent(value: float | None) -> str:
+    """An accuracy or error rate as the report shows it: ``99.31%`` (``1.0`` would read as ``1``)."""
+    return "" if value is None else f"{value:.2%}"
 
 
 def _config(ctx: Context, page: Any) -> str:
@@ -166,7 +175,12 @@ def _training(ctx: Context, page: Any) -> str:
     if not ctx.history.get("loss"):
         return _note("the run folder has no metrics.csv with per-epoch losses")
     summary = getattr(ctx.model, "training_summary", {}) or {}
-    facts = [(key, summary[key]) for key in ("epochs", "best_epoch", "val_accuracy", "seconds") if key in summary]
+    labels = {"epochs": "epochs", "best_epoch": "best epoch (lowest val_loss)", "val_accuracy": "val_accuracy",
+              "seconds": "seconds to prepare the data and train"}  # fmt: skip
+    facts = [(label, _percent(summary[key]) if key == "val_accuracy" else summary[key])
+             for key, label in labels.items() if key in summary]  # fmt: skip
+    if summary.get("losses"):
+        facts.append(("losses", summary["losses"]))
     figure = page.figure(curves_figure(ctx.history), "training and validation loss and accuracy per epoch")
     return figure + (table(["", "value"], facts) if facts else "")
 
@@ -178,8 +192,10 @@ def _evaluation(ctx: Context, page: Any) -> str:
     if ev is None:
         return _note("no test images, no evaluation")
     s = ev.summary
-    summary = table(["images", "loss", "accuracy", f"top-{s.top_k} error", "ECE"],
-                    [[s.n, s.loss, s.accuracy, s.top_k_error, ev.calibration.ece]])  # fmt: skip
+    top_k = [f"top-{s.top_k} error"] if s.has_top_k else []  # with k >= classes it is always 0
+    summary = table(["images", "loss", "accuracy", *top_k, "ECE"],
+                    [[s.n, s.loss, _percent(s.accuracy), *([_percent(s.top_k_error)] if top_k else []),
+                      ev.calibration.ece]])  # fmt: skip
     rows = [[r.name, r.precision, r.recall, r.f1, r.support] for r in ev.per_class]
     rows += [[f"{label} average", avg["precision"], avg["recall"], avg["f1"], s.n]
              for label, avg in (("macro", ev.macro), ("weighted", ev.weighted))]  # fmt: skip

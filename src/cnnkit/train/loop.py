@@ -242,6 +242,7 @@ def fit(
     history: History | None = None,
     on_epoch_saved: Callable[[int, History], None] | None = None,
     world: World | None = None,
+    val_loss_fn: LossFn | None = None,
 ) -> History:
     """Train ``model`` (which returns logits) on ``train`` and return the History.
 
@@ -253,7 +254,9 @@ def fit(
     (default: ``TrainSettings()``, fp32, channels-last whenever the model has 2-D convolutions,
     no augmentation). With ``ema``, validation, callbacks and the final weights use the
     averaged weights. ``on_epoch_saved(epoch, history)`` runs last in each epoch (the resumable
-    checkpoint); ``history`` continues a resumed run.
+    checkpoint); ``history`` continues a resumed run. ``val_loss_fn`` computes ``val_loss``
+    (default: ``loss_fn``, as Keras does); ``cnnkit train`` passes the plain cross-entropy, so
+    that ``val_loss`` and the test loss are one quantity whatever label smoothing trains with.
 
     Under torchrun (``world``: default, the initialized process group, if any) every rank
     calls ``fit`` alike: ``batch_size`` is the global batch (a multiple of the number of
@@ -282,6 +285,7 @@ def fit(
     stepper = _ShardedStepper if world.distributed else Stepper
     step = stepper(model, loss_fn, optimizer, settings, scheduler=scheduler, ema=ema)
     evaluate = distributed.evaluate_shards if world.distributed else evaluate_tensors
+    val_loss_fn = val_loss_fn or loss_fn
     replicas = None
     if world.distributed:
         distributed.check_same_length(len(train), world)
@@ -304,7 +308,7 @@ def fit(
             _check_skipped(skipped, len(train), epoch, logs)
             with ema.applied(model) if ema is not None else nullcontext():
                 if validation is not None:
-                    val = evaluate(step.fused, *validation, loss_fn, metrics, batch_size=max(256, batch_size))
+                    val = evaluate(step.fused, *validation, val_loss_fn, metrics, batch_size=max(256, batch_size))
                     logs.update({f"val_{key}": value for key, value in val.items()})
                 progress.end_epoch(epoch, logs, time.perf_counter() - started, skipped)
                 hooks.on_epoch_end(epoch, logs)
