@@ -34,7 +34,7 @@ from cnnkit.explain.registry import (
     list_methods,
     register_method,
 )
-from cnnkit.explain.render import colorize, overlay, tile, to_pil
+from cnnkit.explain.render import HEATMAP_COLORMAP, colorize, overlay, tile, to_pil
 from cnnkit.explain.saliency import (
     integrated_gradients,
     integrated_gradients_attributions,
@@ -44,6 +44,7 @@ from cnnkit.explain.saliency import (
 
 __all__ = [
     "DEFAULT_METHOD",
+    "HEATMAP_COLORMAP",
     "ConvAtWork",
     "ExplainMethod",
     "FeatureMaps",
