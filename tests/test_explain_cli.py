@@ -64,7 +64,7 @@ def test_every_method_writes_a_picture(trained_seed, digit_png, tmp_path, method
 def test_heat_map_png_is_the_api_heat_map_over_the_photo(trained_seed, digit_png, tmp_path):
     model, model_path = trained_seed
     result = explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
-    assert (result.target, result.layer) == ("3", "conv2d_2")
+    assert (result.target, result.layer) == ("3", "conv2d_1")  # 11x11: the last convolution at least 7x7
     # The same pipeline as predict: decode, conform to (28, 28, 1), then Grad-CAM for class 3.
     from cnnkit.data.decode import load_image
     from cnnkit.data.transforms import conform
