@@ -117,3 +117,24 @@ def test_the_verdict_says_plainly_when_nothing_beats_the_baselines():
     better = Score("saliency", "saliency", None, 0.1, 0.7, 0.001)
     quality = Quality([*scores, better], 30, 20)
     assert quality.best == better and "saliency tells the most" in quality.verdict()
+
+
+def test_the_report_measures_every_method_against_the_trivial_orders(trained_seed, digits, tmp_path):
+    import re
+
+    from cnnkit.data.catalog import Dataset, ImageArrays
+    from cnnkit.report import write_report
+
+    model, model_path = trained_seed
+    (x, y), (xt, yt) = digits
+    data = Dataset("digits", [str(i) for i in range(10)], ImageArrays(x[:64], y[:64]), ImageArrays(xt[:20], yt[:20]))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.safetensors").write_bytes(model_path.read_bytes())
+    text = write_report(run_dir, model=model, data=data, samples=2).read_text()
+    section = re.search(r'<section id="gradcam">(.*?)</section>', text, flags=re.S).group(1)
+    assert "Do the heat maps tell more than trivial orders?" in section and "first 12 test images" in section
+    for name in ("layercam at conv2d_1", "gradcam at conv2d", "gradcam at conv2d_2", "saliency",
+                 "integrated-gradients", "random", "centre-out", "brightest-first"):  # fmt: skip
+        assert f"<td>{name}</td>" in section, name
+    assert "tells the most over these 12 images" in section or "No heat-map method beats all" in section

@@ -265,7 +265,9 @@ def _heatmaps(ctx: Context, page: Any) -> str:
     return text + figure + _heatmap_quality(ctx, entry.name, layer)
 
 
-_QUALITY_IMAGES = 12  # enough to rank the methods, few enough to keep the report a few seconds
+# Enough test images to rank the methods, few enough to keep the report a few seconds: every method's
+# maps take 2 x 21 forward passes per image, so large inputs (photos at 224x224) get fewer.
+_QUALITY_IMAGES, _QUALITY_IMAGES_LARGE, _LARGE_INPUT = 12, 4, 64 * 64
 
 
 def _heatmap_quality(ctx: Context, drawn: str, drawn_layer: str | None) -> str:
@@ -275,7 +277,12 @@ def _heatmap_quality(ctx: Context, drawn: str, drawn_layer: str | None) -> str:
 
     convs = conv_layer_names(ctx.model)  # the CAM methods at the last three convolutions and the default one
     layers = list(dict.fromkeys([*convs[-3:], resolve_layer(ctx.model, None)[0]])) if convs else None
-    quality = measure_heatmaps(ctx.model, ctx.model_images[:_QUALITY_IMAGES], layers=layers)
+    images = ctx.model_images
+    count = _QUALITY_IMAGES if images.shape[-2] * images.shape[-1] <= _LARGE_INPUT else _QUALITY_IMAGES_LARGE
+    try:
+        quality = measure_heatmaps(ctx.model, images[:count], layers=layers)
+    except CnnkitError as e:
+        return _note(f"the heat maps could not be measured: {e}")
     rows = [[s.name, s.deletion, s.insertion, "beats every trivial order" if quality.beats_baselines(s) else ""]
             for s in quality.methods]  # fmt: skip
     rows += [[s.name, s.deletion, s.insertion, "trivial order"] for s in quality.baselines]
