@@ -299,7 +299,7 @@ def _heatmap_quality(ctx: Context, drawn: str, drawn_layer: str | None) -> str:
     if best is not None and best is not shown:
         layer = f" --layer {best.layer}" if best.layer else ""
         words.append(f"To draw {best.name}: cnnkit explain MODEL IMAGE --method {best.method}{layer}.")
-    verdict = f'<p class="{"headline" if shown is not None and shown is best else "note"}">{_e(" ".join(words))}</p>'
+    verdict = f"<p><b>{_e(' '.join(words))}</b></p>"  # a finding, not a section that fell back to a note
     return intro + table(["heat map", "deletion", "insertion", ""], rows) + verdict
 
 
