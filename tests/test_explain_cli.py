@@ -12,7 +12,7 @@ from PIL import Image
 from cnnkit import explain
 from cnnkit.cli import explain as explain_cli
 from cnnkit.cli import main
-from cnnkit.report.explanation import explain_file
+from cnnkit.report.explanation import explain_file, photo_box
 from conftest import run_cli
 
 
@@ -56,13 +56,15 @@ def test_every_method_writes_a_picture(trained_seed, digit_png, tmp_path, method
     with Image.open(out) as image:
         assert image.format == "PNG" and min(image.size) >= 224
         if method not in ("filters", "feature-maps"):  # an overlay; the others are labelled figures
-            assert image.mode == "RGB" and image.size == (252, 252)  # the 84x84 photo, enlarged 3x
+            left, top, right, bottom = photo_box(252, 252)  # the 84x84 photo, enlarged 3x, under a title
+            assert image.mode == "RGB" and (right - left, bottom - top) == (252, 252)
+            assert image.size[0] > right and image.size[1] > bottom  # and a colour bar beside it
 
 
 def test_heat_map_png_is_the_api_heat_map_over_the_photo(trained_seed, digit_png, tmp_path):
     model, model_path = trained_seed
     result = explain_file(model, digit_png, "gradcam", target="3", out=tmp_path / "cam.png")
-    assert (result.target, result.layer) == ("3", "conv2d_2")
+    assert (result.target, result.layer) == ("3", "conv2d_1")  # 11x11: the last convolution at least 7x7
     # The same pipeline as predict: decode, conform to (28, 28, 1), then Grad-CAM for class 3.
     from cnnkit.data.decode import load_image
     from cnnkit.data.transforms import conform
@@ -71,7 +73,23 @@ def test_heat_map_png_is_the_api_heat_map_over_the_photo(trained_seed, digit_png
     heat = explain.gradcam(model, x, target=3)
     photo = Image.open(digit_png).convert("RGB").resize((252, 252), Image.Resampling.NEAREST)
     expected = np.asarray(explain.overlay(photo, heat), dtype=int)
-    assert np.abs(np.asarray(Image.open(tmp_path / "cam.png"), dtype=int) - expected).max() <= 1
+    assert result.box == photo_box(252, 252)
+    drawn = Image.open(tmp_path / "cam.png").crop(result.box)  # the photo, without the title and the colour bar
+    assert np.abs(np.asarray(drawn, dtype=int) - expected).max() <= 1
+
+
+def test_heat_map_picture_has_a_title_and_a_colour_scale(trained_seed, digit_png, tmp_path):
+    model, _ = trained_seed
+    result = explain_file(model, digit_png, "saliency", out=tmp_path / "s.png")
+    picture = np.asarray(Image.open(tmp_path / "s.png").convert("RGB"), dtype=int)
+    left, top, right, bottom = result.box
+    assert (picture[:top, left:right] < 80).any()  # dark text above the photo: the title
+    # A column of the bar beside the photo runs through the one colour map, 1 at the top to 0 at the bottom.
+    column = next(c for c in range(right, picture.shape[1]) if (picture[top:bottom, c] != 255).any(axis=1).all())
+    bar = picture[top:bottom, column + 3]
+    expected = (explain.colorize(np.linspace(1, 0, bottom - top)[:, None])[:, 0] * 255).round()
+    assert np.abs(bar - expected).max() <= 1
+    assert explain.HEATMAP_COLORMAP == "jet"  # the CLI, the report and the server draw through the same map
 
 
 def test_explain_as_a_user_runs_it(trained_seed, digit_png, tmp_path):

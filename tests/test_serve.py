@@ -353,7 +353,9 @@ def test_explain_adds_the_grad_cam_heat_map_of_the_top_class(clients, backend, t
     images, _ = test_images
     png = digit_png(images, 2)
     predicted = post_png(client, png).json()["results"][0]
-    response = client.post("/v1/explain", content=png, headers={"content-type": "image/png"}, params={"top_k": 3})
+    response = client.post(
+        "/v1/explain", content=png, headers={"content-type": "image/png"}, params={"top_k": 3, "method": "gradcam"}
+    )
     assert response.status_code == 200, response.text
     result = response.json()["results"][0]
     assert result["labels"] == predicted["labels"][:3] and result["target"] == predicted["labels"][0]

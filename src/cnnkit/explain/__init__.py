@@ -3,7 +3,7 @@
 .. code-block:: python
 
     from cnnkit import explain
-    heat = explain.gradcam(model, image)          # (H, W) in [0, 1]; image (C, H, W) in [0, 1]
+    heat = explain.layercam(model, image)         # (H, W) in [0, 1]; image (C, H, W) in [0, 1]
     explain.overlay(image, heat).save("cam.png")  # the heat map over the image
     maps = explain.feature_maps(model, image)     # {"conv2d": (32, 26, 26), ...}
     kernels = explain.conv_kernels(model)         # the first convolution's (32, 1, 3, 3)
@@ -11,8 +11,11 @@
     explain.heatmap(model, image, method="saliency").heat  # any registered heat-map method by name
 
 Every method works on a ``Sequential`` model, any registered model and any ``nn.Module``
-that maps ``(B, C, H, W)`` images to logits; the last convolution with a spatial output (not 1x1)
-is found by running the model once, and a ``layer`` name (:func:`conv_layer_names`) overrides it.
+that maps ``(B, C, H, W)`` images to logits; the CAM methods' default layer, the last convolution
+whose map is at least 7x7, is found by running the model once, and a ``layer`` name
+(:func:`conv_layer_names`) overrides it. How much each method's heat maps tell, against trivial
+orders, is measured by :mod:`cnnkit.explain.metrics` (deletion, insertion) and
+:mod:`cnnkit.explain.quality`; the default method (``layercam``) is the one that measured best.
 
 The methods are registered by name (:mod:`cnnkit.explain.registry`): ``cnnkit explain --method``,
 the server's ``/v1/explain?method=``, the report and the page all read that one table, so
@@ -34,7 +37,7 @@ from cnnkit.explain.registry import (
     list_methods,
     register_method,
 )
-from cnnkit.explain.render import colorize, overlay, tile, to_pil
+from cnnkit.explain.render import HEATMAP_COLORMAP, colorize, overlay, tile, to_pil
 from cnnkit.explain.saliency import (
     integrated_gradients,
     integrated_gradients_attributions,
@@ -44,6 +47,7 @@ from cnnkit.explain.saliency import (
 
 __all__ = [
     "DEFAULT_METHOD",
+    "HEATMAP_COLORMAP",
     "ConvAtWork",
     "ExplainMethod",
     "FeatureMaps",

@@ -22,6 +22,7 @@ from cnnkit.errors import ConfigError, ShapeError
 
 __all__ = [
     "HOOK_LOCK",
+    "MIN_CAM_SIDE",
     "capture",
     "conv_layer_names",
     "eval_mode",
@@ -35,6 +36,9 @@ __all__ = [
 # Hooks on a shared model see every forward pass, including another thread's (the server):
 # one explanation at a time keeps each hook's capture its own.
 HOOK_LOCK = threading.RLock()
+
+# The smallest map side a CAM method's default layer has (see _last_executed: why, and the measurement).
+MIN_CAM_SIDE = 7
 
 
 def _is_conv(module: nn.Module) -> bool:
@@ -81,7 +85,7 @@ def conv_layer_names(model: nn.Module) -> list[str]:
 
 
 def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
-    """``(name, module)`` for a layer name, or the last convolution the forward pass runs if ``None``."""
+    """``(name, module)`` for a layer name; ``None``: the last convolution run whose map is at least 7x7."""
     convs = named_layers(model, "conv")
     if name is None:
         if not convs:
@@ -98,11 +102,14 @@ def resolve_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
 
 
 def _last_executed(model: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, nn.Module]:
-    """The last convolution the forward pass runs whose output still has a spatial layout.
+    """The last convolution the forward pass runs whose map is at least ``MIN_CAM_SIDE`` on each side.
 
-    Registration order can differ from execution order, so one probe pass decides. A 1x1
-    output (a ResNet's last stage on a 32x32 image) says nothing about *where*, so such
-    convolutions are skipped unless every one is 1x1. The answer is cached per model.
+    Registration order can differ from execution order, so one probe pass decides. A small
+    map says little about *where*: upsampled from 3x3 (the article's CNN's last convolution
+    on 28x28 digits) every heat map is a blur over the whole image, and it measures worse than
+    a centre-out order by deletion (benchmarks/explain_quality.py). So the last convolution
+    whose map is at least 7x7 is taken (a ResNet's last stage on a 224x224 photo, as usual); if
+    none is that large, the largest map (the last of equals). The answer is cached per model.
     """
     if len(convs) == 1:
         return next(iter(convs.items()))
@@ -114,10 +121,10 @@ def _last_executed(model: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, 
     if cached is not None and cached[0] == key:
         return cached[1], convs[cached[1]]
     height, width, channels = shape
-    ran: list[tuple[str, int]] = []  # (name, output height * width) in execution order
+    ran: list[tuple[str, tuple[int, int]]] = []  # (name, output (h, w)) in execution order
 
     def record(name: str):  # noqa: ANN202
-        return lambda module, inputs, out: ran.append((name, out.shape[-2] * out.shape[-1] if out.ndim == 4 else 0))
+        return lambda module, inputs, out: ran.append((name, tuple(out.shape[-2:]) if out.ndim == 4 else (0, 0)))
 
     with HOOK_LOCK, eval_mode(model), torch.no_grad():
         handles = [m.register_forward_hook(record(n)) for n, m in convs.items()]
@@ -126,8 +133,13 @@ def _last_executed(model: nn.Module, convs: dict[str, nn.Module]) -> tuple[str, 
         finally:
             for handle in handles:
                 handle.remove()
-    spatial = [name for name, area in ran if area > 1]
-    name = spatial[-1] if spatial else ran[-1][0] if ran else list(convs)[-1]
+    large = [name for name, (h, w) in ran if min(h, w) >= MIN_CAM_SIDE]
+    if large:
+        name = large[-1]
+    elif ran:
+        name = max(reversed(ran), key=lambda item: item[1][0] * item[1][1])[0]  # the largest map, the last of equals
+    else:
+        name = list(convs)[-1]
     _LAST_CONV[model] = (key, name)
     return name, convs[name]
 

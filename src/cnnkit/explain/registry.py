@@ -45,7 +45,11 @@ __all__ = [
 
 Produces = Literal["heatmap", "layer-maps", "filters"]
 PRODUCES: tuple[str, ...] = ("heatmap", "layer-maps", "filters")
-DEFAULT_METHOD = "gradcam"  # what the CLI, the server, the report and the page draw unless told otherwise
+# What the CLI, the server, the report and the page draw unless told otherwise: the method that measures
+# best. By deletion and insertion (benchmarks/explain_quality.py, benchmarks/RESULTS.md) on default-recipe
+# models of digits and faces, Layer-CAM at the default layer (the last convolution at least 7x7) beats
+# every trivial order (random, centre-out, brightest-first) on both; Grad-CAM at no layer does.
+DEFAULT_METHOD = "layercam"
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ def register_method(
 
 
 def list_methods(produces: Produces | None = None) -> list[ExplainMethod]:
-    """The registered methods in registration order (the default first), optionally of one kind."""
+    """The registered methods in registration order, optionally of one kind."""
     return [m for m in _REGISTRY.values() if produces is None or m.produces == produces]
 
 

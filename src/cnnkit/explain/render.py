@@ -8,7 +8,11 @@ from PIL import Image
 
 from cnnkit.errors import ShapeError
 
-__all__ = ["colorize", "overlay", "tile", "to_pil"]
+__all__ = ["HEATMAP_COLORMAP", "colorize", "overlay", "tile", "to_pil"]
+
+# The one colour map of every heat map: the CLI's pictures and their colour bar, the report, the
+# server's overlays (and so the pages). Red is the most relevant, dark blue the least.
+HEATMAP_COLORMAP = "jet"
 
 
 def to_pil(image: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
@@ -32,7 +36,7 @@ def to_pil(image: torch.Tensor | np.ndarray | Image.Image) -> Image.Image:
     return Image.fromarray((np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8), "RGB")
 
 
-def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
+def colorize(heatmap: np.ndarray, colormap: str = HEATMAP_COLORMAP) -> np.ndarray:
     """A ``(H, W)`` map in [0, 1] -> ``(H, W, 3)`` float32 RGB through a matplotlib colormap."""
     import matplotlib
 
@@ -41,7 +45,10 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
 
 
 def overlay(
-    image: torch.Tensor | np.ndarray | Image.Image, heatmap: np.ndarray, alpha: float = 0.5, colormap: str = "jet"
+    image: torch.Tensor | np.ndarray | Image.Image,
+    heatmap: np.ndarray,
+    alpha: float = 0.5,
+    colormap: str = HEATMAP_COLORMAP,
 ) -> Image.Image:
     """The heat map, coloured, blended over the image: an RGB PIL image at the image's size.
 
