@@ -34,18 +34,40 @@ def _checkpoint_epoch(run: Path) -> int:
         return -1
 
 
-def _start(out: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.Popen([sys.executable, "-m", "cnnkit", "train", *ARGS, "--out", str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+# `cnnkit train` as a user runs it, except that once the first epoch's checkpoint is on disk the run
+# says so (a file next to it) and waits there for the test's signal: a fast machine cannot finish
+# the run before the signal comes, and a slow one is waited for, not raced.
+_PAUSE_AFTER_FIRST_CHECKPOINT = """
+import sys, time
+from pathlib import Path
+import cnnkit.recipe.run as run
+from cnnkit.cli import main
+
+real_save, ready = run.save_checkpoint, Path(sys.argv[1])
+
+def save_then_wait(run_dir, state, epoch):
+    real_save(run_dir, state, epoch)
+    if epoch == 0:
+        ready.write_text("epoch 0 saved")
+        while True:  # until the test's signal
+            time.sleep(0.01)
+
+run.save_checkpoint = save_then_wait
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def _interrupt_after_first_epoch(out: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = _start(out)
-    deadline = time.time() + 120
-    while _checkpoint_epoch(out) < 0 and proc.poll() is None and time.time() < deadline:
+    ready = out.parent / f"{out.name}.first-checkpoint"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_FIRST_CHECKPOINT, str(ready), "train", *ARGS,
+                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 300  # a bound on a broken run, not a timing claim
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+    assert proc.poll() is None and ready.exists(), f"the run never reached its first checkpoint: {proc.communicate()}"
+    assert _checkpoint_epoch(out) == 0
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
