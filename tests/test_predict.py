@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from cnnkit.runtime import prefer_channels_last
-from conftest import SRC, run_cli
+from conftest import SRC, run_cli, run_main
 
 
 def _write_digits(folder, digits, n, start=0):
@@ -297,3 +297,33 @@ def test_predict_cli_errors(model_copy, tmp_path, capsys):
         == 1
     )
     assert capsys.readouterr().err == f"cnnkit: error: {tmp_path / 'nope.png'}: no such file or folder\n"
+
+
+def test_predict_runs_cnnkits_own_torchscript_export_and_nothing_else(model_copy, tmp_path, digits):
+    """`cnnkit export --format torchscript` writes a file that `cnnkit predict` runs, with its class names."""
+    from cnnkit.export import export_model
+
+    exported = export_model(model_copy, "torchscript", data="digits").path
+    assert exported.name == "model.torchscript.pt"
+    paths, labels = _write_digits(tmp_path / "images", digits, 8)
+    rows = {}
+    for name, model in (("torchscript", exported), ("torch", model_copy)):
+        result = run_cli("predict", str(model), str(tmp_path / "images"), "--format", "json", "--backend", "torch")
+        assert result.returncode == 0, result.stderr
+        rows[name] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in rows["torchscript"]] == [str(p) for p in paths]
+    for t, s in zip(rows["torch"], rows["torchscript"]):
+        assert t["labels"] == s["labels"]
+        np.testing.assert_allclose(t["probabilities"], s["probabilities"], atol=1e-4)
+    # A TorchScript archive cnnkit did not write is never loaded; nor is the export run on ONNX Runtime.
+    foreign = tmp_path / "other.torchscript.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(foreign))
+    not_a_zip = tmp_path / "text.torchscript.pt"
+    not_a_zip.write_text("hello")
+    for model, message in ((foreign, "is a TorchScript archive that cnnkit did not export"),
+                           (not_a_zip, "is not a TorchScript archive"),
+                           (exported, "is a TorchScript export: it runs in TorchScript")):  # fmt: skip
+        flags = ["--backend", "onnx"] if model == exported else []
+        result = run_main("predict", str(model), str(paths[0]), *flags)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert message in result.stderr
