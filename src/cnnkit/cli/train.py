@@ -36,7 +36,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     from cnnkit.recipe.config import TrainConfig
 
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint, or "
+                   "extend a finished one with --epochs N (more than it has)")
     add_options(p, TrainConfig)  # one flag per field of TrainConfig
 
 
@@ -72,10 +73,13 @@ def _run(args: argparse.Namespace, main: bool = True) -> int:
 
     given = given_options(args, TrainConfig)
     if args.resume:
+        # A run continues with its own settings; --epochs alone may extend a finished one.
+        epochs = given.pop("epochs", None)
         refused = [flag_of(TrainConfig, name) for name in given] + (["--config"] if args.config else [])
         if refused:
-            raise ConfigError(f"--resume continues a run with its own settings; drop {refused[0]}")
-        result = train(resume=args.resume)
+            raise ConfigError(f"--resume continues a run with its own settings (only --epochs, to extend a "
+                              f"finished run); drop {refused[0]}")  # fmt: skip
+        result = train(resume=args.resume, epochs=epochs)
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(**given)
