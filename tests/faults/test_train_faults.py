@@ -160,7 +160,7 @@ def test_a_finished_run_is_extended_with_more_epochs(uninterrupted, tmp_path):
     for flags, message in ((["--epochs", "3"], "give more than 4"), (["--epochs", "6", "--lr", "0.1"], "drop --lr")):
         refused = run_cli("train", "--resume", str(run), *flags)
         assert refused.returncode == 1 and message in refused.stderr and "Traceback" not in refused.stderr
-    extended = run_cli("train", "--resume", str(run), "--epochs", "6")
+    extended = run_cli("train", "--resume", str(tmp_path / "exten"), "--epochs", "6")  # a run named by a prefix
     assert extended.returncode == 0, extended.stderr
     assert "test accuracy" in extended.stdout
     before = list(csv.DictReader((uninterrupted / "metrics.csv").open()))
