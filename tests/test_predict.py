@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -317,7 +318,9 @@ def test_predict_runs_cnnkits_own_torchscript_export_and_nothing_else(model_copy
         np.testing.assert_allclose(t["probabilities"], s["probabilities"], atol=1e-4)
     # A TorchScript archive cnnkit did not write is never loaded; nor is the export run on ONNX Runtime.
     foreign = tmp_path / "other.torchscript.pt"
-    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(foreign))
+    with warnings.catch_warnings():  # TorchScript's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(foreign))
     not_a_zip = tmp_path / "text.torchscript.pt"
     not_a_zip.write_text("hello")
     for model, message in ((foreign, "is a TorchScript archive that cnnkit did not export"),
