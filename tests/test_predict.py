@@ -190,7 +190,7 @@ def test_memory_stays_flat_and_batches_are_bounded(tmp_path, digits):
     small, large = tmp_path / "small", tmp_path / "large"
     for folder, n in ((small, 150), (large, 1500)):
         _write_digits(folder, digits, n)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     result = subprocess.run([sys.executable, "-c", _MEASURE_PREDICTION, str(small), str(large)],
                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -163,6 +163,7 @@ def test_predict_refuses_a_shell_pattern_that_matched_several_runs(trained_seed,
     assert f"the arguments name 3 runs ({listed})" in error, error
     assert "name one (its folder, `latest` or a prefix only it has)" in error
     assert "is a training run, not images" in _error("predict", "latest", str(runs[0]), "photo.png")
+    assert "is a training run, not images" in _error("predict", "latest", "runs/*/", "photo.png")  # a quoted glob
     assert "names 3 runs" in _error("predict", "seed-digits", "photo.png")
     for name in ("latest", "seed-digits-2", f"{runs[1]}/"):  # each names one run: the photo is classified
         result = run_main("predict", name, "photo.png", "--format", "json", "--backend", "torch")

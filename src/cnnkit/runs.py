@@ -180,7 +180,10 @@ def refuse_runs_as_inputs(inputs: list[str | os.PathLike], model: str | os.PathL
     matched several runs reaches ``predict`` as several arguments, the first taken as the model and
     the others' plots (``curves.png``, ``confusion.png``) as images.
     """
-    runs = [Path(p) for p in inputs if is_run(p)]
+    runs = []
+    for item in map(str, inputs):  # a quoted pattern ("runs/*/") is expanded by predict itself: look at its matches
+        matches = glob.glob(item) if glob.has_magic(item) and not Path(item).exists() else [item]
+        runs += [Path(p) for p in matches if is_run(p)]
     if not runs:
         return
     if model is not None and is_run(model):  # the glob's first match became the model
