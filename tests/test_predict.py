@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
-import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ import torch
 from PIL import Image
 
 from cnnkit.runtime import prefer_channels_last
-from conftest import run_cli
+from conftest import SRC, run_cli, run_main
 
 
 def _write_digits(folder, digits, n, start=0):
@@ -142,33 +145,62 @@ def test_order_is_kept_and_errors_stay_in_place(tmp_path, digits):
     assert all(p.error is None and len(p.labels) == 2 for p in runs[0][1:])
 
 
-def test_memory_stays_flat_and_batches_are_bounded(tmp_path, digits, monkeypatch):
-    """A 10x larger folder keeps no more image data: files are walked, decoded and predicted a batch at a time."""
-    import cnnkit.predict as predict
+# The measurement runs in a fresh process: tracemalloc counts every allocation of the process it runs
+# in, so in the test process the threads and caches other tests left behind would be counted too.
+_MEASURE_PREDICTION = """
+import json, sys, tracemalloc
+from pathlib import Path
+import numpy as np, torch
+import cnnkit.predict as predict
 
+class Spy:  # probabilities: a fixed function of the pixels; records the batches it sees
+    backend = description = "spy"
+    image_shape, class_names = (28, 28, 1), ["c0", "c1", "c2", "c3"]
+    def __init__(self):
+        self.batches = []
+    def predict_proba(self, images):
+        self.batches.append(len(images))
+        logits = np.stack([images.mean(axis=(1, 2, 3)) * (i + 1) for i in range(4)], axis=1)
+        return torch.softmax(torch.from_numpy(logits), 1).numpy()
+
+decoded, real_load = [0], predict.to_batch
+def counting_load(path, image_shape):
+    decoded[0] += 1
+    return real_load(path, image_shape)
+predict.to_batch = counting_load
+
+results = {}
+for folder in sys.argv[1:]:
+    decoded[0], spy = 0, Spy()
+    tracemalloc.start()
+    stream = predict.predict_files(spy, [folder], batch_size=32, workers=0)
+    first = next(stream)
+    first_ok, decoded_first = first.error is None, decoded[0]
+    count = 1 + sum(1 for _ in stream)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    results[folder] = dict(first_ok=first_ok, decoded_first=decoded_first, count=count, decoded=decoded[0],
+                           largest_batch=max(spy.batches), peak=peak)
+print(json.dumps(results))
+"""
+
+
+def test_memory_stays_flat_and_batches_are_bounded(tmp_path, digits):
+    """A 10x larger folder keeps no more image data: files are walked, decoded and predicted a batch at a time."""
     small, large = tmp_path / "small", tmp_path / "large"
     for folder, n in ((small, 150), (large, 1500)):
         _write_digits(folder, digits, n)
-    decoded = [0]
-    real_load = predict.to_batch
-
-    def counting_load(path, image_shape):
-        decoded[0] += 1
-        return real_load(path, image_shape)
-
-    monkeypatch.setattr(predict, "to_batch", counting_load)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    result = subprocess.run([sys.executable, "-c", _MEASURE_PREDICTION, str(small), str(large)],
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout.splitlines()[-1])
     peaks = {}
     for folder in (small, large):
-        decoded[0] = 0
-        spy = _Spy()
-        tracemalloc.start()
-        stream = predict.predict_files(spy, [folder], batch_size=32, workers=0)
-        first = next(stream)
-        assert first.error is None and decoded[0] <= 32  # the first answer comes after one batch, not the folder
-        count = 1 + sum(1 for _ in stream)
-        peaks[folder] = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert count == decoded[0] == len(list(folder.iterdir())) and max(spy.batches) == 32
+        m = measured[str(folder)]
+        assert m["first_ok"] and m["decoded_first"] <= 32  # the first answer comes after one batch, not the folder
+        assert m["count"] == m["decoded"] == len(list(folder.iterdir())) and m["largest_batch"] == 32
+        peaks[folder] = m["peak"]
     # What may grow is the sorted listing of the one folder (a name per file); one decoded image
     # alone is 28 * 28 * 4 = 3,136 bytes, so keeping images would cost far more per file.
     per_file = (peaks[large] - peaks[small]) / 1350
@@ -266,3 +298,35 @@ def test_predict_cli_errors(model_copy, tmp_path, capsys):
         == 1
     )
     assert capsys.readouterr().err == f"cnnkit: error: {tmp_path / 'nope.png'}: no such file or folder\n"
+
+
+def test_predict_runs_cnnkits_own_torchscript_export_and_nothing_else(model_copy, tmp_path, digits):
+    """`cnnkit export --format torchscript` writes a file that `cnnkit predict` runs, with its class names."""
+    from cnnkit.export import export_model
+
+    exported = export_model(model_copy, "torchscript", data="digits").path
+    assert exported.name == "model.torchscript.pt"
+    paths, labels = _write_digits(tmp_path / "images", digits, 8)
+    rows = {}
+    for name, model in (("torchscript", exported), ("torch", model_copy)):
+        result = run_cli("predict", str(model), str(tmp_path / "images"), "--format", "json", "--backend", "torch")
+        assert result.returncode == 0, result.stderr
+        rows[name] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in rows["torchscript"]] == [str(p) for p in paths]
+    for t, s in zip(rows["torch"], rows["torchscript"]):
+        assert t["labels"] == s["labels"]
+        np.testing.assert_allclose(t["probabilities"], s["probabilities"], atol=1e-4)
+    # A TorchScript archive cnnkit did not write is never loaded; nor is the export run on ONNX Runtime.
+    foreign = tmp_path / "other.torchscript.pt"
+    with warnings.catch_warnings():  # TorchScript's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(foreign))
+    not_a_zip = tmp_path / "text.torchscript.pt"
+    not_a_zip.write_text("hello")
+    for model, message in ((foreign, "is a TorchScript archive that cnnkit did not export"),
+                           (not_a_zip, "is not a TorchScript archive"),
+                           (exported, "is a TorchScript export: it runs in TorchScript")):  # fmt: skip
+        flags = ["--backend", "onnx"] if model == exported else []
+        result = run_main("predict", str(model), str(paths[0]), *flags)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert message in result.stderr

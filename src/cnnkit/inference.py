@@ -15,6 +15,9 @@ Backends:
   parity-checked on first use and cached next to it (``model.cache.onnx``), keyed by the
   SHA-256 of the model file's bytes, so a retrained or modified model is never answered by
   a stale export. Given a ``.onnx`` file (from ``cnnkit export``), that file is used.
+- a ``.torchscript.pt`` file (from ``cnnkit export --format torchscript``) runs in TorchScript on
+  the CPU, whichever of ``auto`` or ``torch`` is asked for; only archives with cnnkit's export
+  metadata are loaded (:func:`cnnkit.export.torchscript.open_torchscript`).
 - ``auto`` (the default): ``onnx`` on a CPU, where ONNX Runtime runs the article's CNN
   several times faster than PyTorch eager (see benchmarks/RESULTS.md); ``torch`` on a GPU.
   If the model cannot be exported, ``auto`` warns and falls back to ``torch``.
@@ -40,7 +43,16 @@ from cnnkit.models import Model, load_model
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 
-__all__ = ["BACKENDS", "OnnxPredictor", "Predictor", "TorchPredictor", "cache_path", "load_predictor", "predictor_for"]
+__all__ = [
+    "BACKENDS",
+    "OnnxPredictor",
+    "Predictor",
+    "TorchPredictor",
+    "TorchScriptPredictor",
+    "cache_path",
+    "load_predictor",
+    "predictor_for",
+]
 
 BACKENDS = ("auto", "torch", "onnx")
 CACHE_SUFFIX = ".cache.onnx"
@@ -107,6 +119,31 @@ class OnnxPredictor:
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
         return self.onnx.run(x)
+
+
+class TorchScriptPredictor:
+    """A cnnkit TorchScript export, run by the TorchScript interpreter on the CPU."""
+
+    backend = "torchscript"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from cnnkit.export.torchscript import open_torchscript
+
+        self.runner, info = open_torchscript(path)  # refuses archives cnnkit did not export, before loading
+        self.image_shape = info.image_shape
+        self.num_classes = len(info.class_names) if info.class_names else None
+        self.class_names = list(info.class_names) if info.class_names else []
+        if not self.class_names:  # unnamed classes: count them with one forward pass
+            height, width, channels = self.image_shape
+            self.num_classes = int(self.runner.run(np.zeros((1, channels, height, width), np.float32)).shape[1])
+            self.class_names = [str(i) for i in range(self.num_classes)]
+        self.description = f"torchscript (torch {torch.__version__} TorchScript on cpu, {path})"
+
+    def predict_proba(self, images: ImageSource) -> np.ndarray:
+        x = np.ascontiguousarray(to_batch(images, self.image_shape).cpu().numpy())  # (B, C, H, W)
+        if len(x) == 0:
+            return np.empty((0, len(self.class_names)), np.float32)
+        return self.runner.run(x)
 
 
 def cache_path(model_path: str | os.PathLike) -> Path:
@@ -202,7 +239,9 @@ def load_predictor(
     device: str | torch.device | None = "auto",
     threads: int | None = None,
 ) -> Predictor:
-    """A predictor for a model file, a run folder, a ``.onnx`` export or a :class:`Model`.
+    """A predictor for a model file, a run (its folder, ``"latest"`` or a prefix of its name under
+    ``runs/``: :func:`cnnkit.runs.resolve_model`), a ``.onnx`` or ``.torchscript.pt`` export, or a
+    :class:`Model`.
 
     ``backend``: ``"auto"`` (ONNX Runtime on a CPU, PyTorch on a GPU), ``"torch"`` or ``"onnx"``.
     ``threads`` caps ONNX Runtime's threads (default: one per core).
@@ -217,6 +256,12 @@ def load_predictor(
                 f"{source.path} is an ONNX export: it runs on the onnx backend; give the .safetensors model"
             )
         return OnnxPredictor(source.path, threads=threads)
-    path = source.model_file("cnnkit never loads TorchScript (that runs its code); give the .safetensors model")
+    if source.kind == "torchscript":
+        _check_backend(backend)
+        if backend == "onnx":
+            raise ConfigError(f"{source.path} is a TorchScript export: it runs in TorchScript (--backend auto or "
+                              f"torch); give its .onnx export for ONNX Runtime")  # fmt: skip
+        return TorchScriptPredictor(source.path)
+    path = source.model_file("give the .safetensors model")
     read_metadata(path)  # a missing, pickled or foreign file: its own clear error, before any hashing or export
     return _predictor(functools.cache(lambda: load_model(path)), backend, device, threads, path)

@@ -26,6 +26,7 @@ from cnnkit.data.transforms import to_batch
 from cnnkit.errors import DataError
 from cnnkit.inference import Predictor, TorchPredictor
 from cnnkit.models.model import Model
+from cnnkit.runs import refuse_runs_as_inputs
 
 __all__ = ["Prediction", "default_workers", "expand_paths", "predict_files"]
 
@@ -72,9 +73,11 @@ def expand_paths(inputs: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Files as given; folders searched recursively for images; glob patterns expanded (folders they
     match are searched too). Sorted within each input, inputs in the order given.
 
-    Every input is checked now, before the first path is yielded, so a typo fails at once, not halfway.
+    Every input is checked now, before the first path is yielded, so a typo fails at once, not halfway,
+    and a run folder given as an input is refused (:func:`cnnkit.runs.refuse_runs_as_inputs`).
     """
     items = [str(item) for item in inputs]
+    refuse_runs_as_inputs(items)  # a run's plots are not images to classify
     for item in items:
         if not Path(item).exists():
             if not glob.has_magic(item):

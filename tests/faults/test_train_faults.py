@@ -34,18 +34,40 @@ def _checkpoint_epoch(run: Path) -> int:
         return -1
 
 
-def _start(out: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.Popen([sys.executable, "-m", "cnnkit", "train", *ARGS, "--out", str(out)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+# `cnnkit train` as a user runs it, except that once the first epoch's checkpoint is on disk the run
+# says so (a file next to it) and waits there for the test's signal: a fast machine cannot finish
+# the run before the signal comes, and a slow one is waited for, not raced.
+_PAUSE_AFTER_FIRST_CHECKPOINT = """
+import sys, time
+from pathlib import Path
+import cnnkit.recipe.run as run
+from cnnkit.cli import main
+
+real_save, ready = run.save_checkpoint, Path(sys.argv[1])
+
+def save_then_wait(run_dir, state, epoch):
+    real_save(run_dir, state, epoch)
+    if epoch == 0:
+        ready.write_text("epoch 0 saved")
+        while True:  # until the test's signal
+            time.sleep(0.01)
+
+run.save_checkpoint = save_then_wait
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 def _interrupt_after_first_epoch(out: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = _start(out)
-    deadline = time.time() + 120
-    while _checkpoint_epoch(out) < 0 and proc.poll() is None and time.time() < deadline:
+    ready = out.parent / f"{out.name}.first-checkpoint"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_FIRST_CHECKPOINT, str(ready), "train", *ARGS,
+                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.time() + 300  # a bound on a broken run, not a timing claim
+    while not ready.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.communicate()}"
+    assert proc.poll() is None and ready.exists(), f"the run never reached its first checkpoint: {proc.communicate()}"
+    assert _checkpoint_epoch(out) == 0
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
@@ -94,8 +116,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(uninterrupted, tmp_path):
 
 
 def test_resume_refuses_other_settings_and_non_runs(tmp_path):
-    result = run_cli("train", "--resume", str(tmp_path), "--epochs", "3")
-    assert result.returncode == 1 and "drop --epochs" in result.stderr
+    result = run_cli("train", "--resume", str(tmp_path), "--lr", "0.1")  # --epochs alone may extend a run
+    assert result.returncode == 1 and "drop --lr" in result.stderr
     result = run_cli("train", "--resume", str(tmp_path))
     assert result.returncode == 1 and "not a run folder" in result.stderr and "Traceback" not in result.stderr
 
@@ -126,3 +148,54 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monke
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     result = train(resume=out)
     assert len(result.history["loss"]) == 3
+
+
+def test_a_finished_run_is_extended_with_more_epochs(uninterrupted, tmp_path):
+    """`cnnkit train --resume RUN --epochs 6` on a finished 4-epoch run: 2 more epochs, a new schedule segment."""
+    import json
+    import shutil
+
+    run = tmp_path / "extended"
+    shutil.copytree(uninterrupted, run)
+    for flags, message in ((["--epochs", "3"], "give more than 4"), (["--epochs", "6", "--lr", "0.1"], "drop --lr")):
+        refused = run_cli("train", "--resume", str(run), *flags)
+        assert refused.returncode == 1 and message in refused.stderr and "Traceback" not in refused.stderr
+    extended = run_cli("train", "--resume", str(tmp_path / "exten"), "--epochs", "6")  # a run named by a prefix
+    assert extended.returncode == 0, extended.stderr
+    assert "test accuracy" in extended.stdout
+    before = list(csv.DictReader((uninterrupted / "metrics.csv").open()))
+    after = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(after) == 6 and [row["epoch"] for row in after][:4] == [row["epoch"] for row in before]
+    # The first run's schedule ended at zero; the extra epochs train under a new warm-up and decay.
+    assert float(before[-1]["lr"]) < 1e-6 < float(after[4]["lr"])
+    assert _checkpoint_epoch(run) == 5
+    with safe_open(run / "model.safetensors", framework="pt") as f:
+        summary = json.loads(f.metadata()["cnnkit"])["training"]
+    assert summary["epochs"] == 6 and summary["config"]["epochs"] == 6
+    again = run_cli("train", "--resume", str(run))  # nothing left to train: the extension was recorded
+    assert again.returncode == 0, again.stderr
+    assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 6
+
+
+def test_fit_called_again_continues_as_in_keras(digits):
+    """A second ``fit`` continues from the weights and optimizer state; epochs are numbered as Keras numbers them."""
+    from cnnkit import models, seed_everything
+
+    seed_everything(0)
+    (x, y), _ = digits
+    x, y = x[:256], y[:256]
+    model = models.create_model("seed", num_classes=10, in_channels=1, input_size=28)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    first = model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    optimizer, steps = model.optimizer, _adam_steps(model.optimizer)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    more = model.fit(x, y, epochs=5, batch_size=64, verbose=0, initial_epoch=2)  # Keras: epochs 3 to 5
+    assert first.epoch == [0, 1] and more.epoch == [2, 3, 4] and len(more.history["loss"]) == 3
+    assert model.optimizer is optimizer and _adam_steps(optimizer) == steps + 3 * 4  # the same optimizer, on
+    assert any(not torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    again = model.fit(x, y, epochs=1, batch_size=64, verbose=0)  # Keras: one more epoch, numbered 0
+    assert again.epoch == [0] and model.history is again and _adam_steps(optimizer) == steps + 4 * 4
+
+
+def _adam_steps(optimizer: torch.optim.Optimizer) -> int:
+    return int(max(float(state["step"]) for state in optimizer.state.values()))

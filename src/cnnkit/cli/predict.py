@@ -21,7 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Top-k classes for image files, folders (searched recursively) and globs. Streams: memory "
         "stays flat for any number of files with csv or json output.",
     )
-    p.add_argument("model", help="model file, run folder, or an ONNX file from `cnnkit export`")
+    p.add_argument("model", help="model file, run folder, `latest` (the newest run under runs/), a prefix of one "
+                   "run's name under runs/, or an ONNX or TorchScript file from `cnnkit export`")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("-k", "--top-k", type=int, default=3)
     p.add_argument(
@@ -62,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise CnnkitError("--top-k must be at least 1")
     if args.workers is not None and args.workers < 0:
         raise CnnkitError("--workers must be 0 or more")
+    from cnnkit.runs import refuse_runs_as_inputs
+
+    refuse_runs_as_inputs(args.paths, args.model)  # before loading anything: a glob that matched several runs
     predictor = _load(args)
     predictions = predict_files(
         predictor, args.paths, top_k=args.top_k, batch_size=args.batch_size, tta=args.tta, workers=args.workers

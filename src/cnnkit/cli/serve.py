@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Serve a model: POST /v1/predict, POST /v1/explain, GET /v1/model, /healthz, /readyz, "
         "the page at /. Binds 127.0.0.1 unless --host says otherwise.",
     )
-    p.add_argument("model", help="model file or run folder")
+    p.add_argument("model", help="model file, run folder, `latest` or a prefix of one run's name under runs/")
     p.add_argument("--host", default=d.host, help=f"interface to bind (default {d.host}; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=d.port)
     p.add_argument("--workers", type=int, default=d.workers, help="server processes (each loads the model)")

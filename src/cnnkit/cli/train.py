@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from cnnkit.cli._common import console
 from cnnkit.cli._options import add_options, flag_of, given_options
@@ -36,7 +37,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     from cnnkit.recipe.config import TrainConfig
 
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (its folder, `latest` or a "
+                   "prefix of its name under runs/) from its last checkpoint, or extend a finished one with "
+                   "--epochs N (more than it has)")
     add_options(p, TrainConfig)  # one flag per field of TrainConfig
 
 
@@ -72,10 +75,17 @@ def _run(args: argparse.Namespace, main: bool = True) -> int:
 
     given = given_options(args, TrainConfig)
     if args.resume:
+        # A run continues with its own settings; --epochs alone may extend a finished one.
+        epochs = given.pop("epochs", None)
         refused = [flag_of(TrainConfig, name) for name in given] + (["--config"] if args.config else [])
         if refused:
-            raise ConfigError(f"--resume continues a run with its own settings; drop {refused[0]}")
-        result = train(resume=args.resume)
+            raise ConfigError(f"--resume continues a run with its own settings (only --epochs, to extend a "
+                              f"finished run); drop {refused[0]}")  # fmt: skip
+        from cnnkit.runs import resolve_run
+
+        # A folder as given (even one killed before its first model was saved), else `latest` or a prefix.
+        run = args.resume if Path(args.resume).exists() else resolve_run(args.resume)
+        result = train(resume=run, epochs=epochs)
     else:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(**given)

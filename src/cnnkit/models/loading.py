@@ -16,6 +16,7 @@ from cnnkit.modelfile import read_model_file
 from cnnkit.models._registry import create_model, module_from_config
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
+from cnnkit.runs import resolve_model
 from cnnkit.runtime import prefer_channels_last
 
 __all__ = ["load_architecture", "load_model", "load_model_file", "model_from_config"]
@@ -63,11 +64,12 @@ def load_architecture(path: str | os.PathLike) -> Model:
 
 
 def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> tuple[Model, dict[str, Any]]:
-    """The model in a model file and the file's metadata (for a model card), from one read of the file.
+    """The model in a model file (or the run it names) and the file's metadata (for a model card), from
+    one read of the file.
 
     See :func:`load_model`.
     """
-    path = Path(filepath)
+    path = resolve_model(filepath).model_file("load the .safetensors model it came from")
     metadata, tensors = read_model_file(path)  # checked: format, version, checksum
     try:
         model = model_from_config(metadata["architecture"], trust_code=trust_code)
@@ -92,7 +94,10 @@ def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = No
 
 
 def load_model(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> Model:
-    """Load a model saved with ``model.save()`` (a ``.safetensors`` model file); never unpickles.
+    """Load a model saved with ``model.save()``; never unpickles.
+
+    ``filepath``: a ``.safetensors`` model file, or a run named as ``cnnkit predict`` takes it (its
+    folder, ``"latest"``, or a prefix of its name under ``runs/``; see :func:`cnnkit.runs.resolve_model`).
 
     The weights are checked against their checksum. The model comes back in eval mode, its
     convolution weights in channels-last memory (the layout PyTorch runs convolutions fastest

@@ -57,7 +57,7 @@ from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import describe_device, seed_everything
 from cnnkit.train import distributed, loop, losses, optimizers
 from cnnkit.train.callbacks import History
-from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, save_checkpoint
+from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, read_checkpoint, save_checkpoint
 from cnnkit.train.distributed import World
 from cnnkit.train.ema import EMA
 from cnnkit.train.settings import TrainSettings
@@ -92,26 +92,68 @@ def _saved_config(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
 
 
-def train(config: TrainConfig | None = None, *, resume: str | Path | None = None) -> TrainResult:
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
+          epochs: int | None = None) -> TrainResult:  # fmt: skip
     """Run one training as configured, or continue the run in folder ``resume``; return its results.
 
+    ``epochs`` (with ``resume``): extend a finished run to this many epochs in all, as Keras'
+    ``fit(initial_epoch=...)`` and fastai's fit-again do; see :func:`_continued`.
     Under torchrun every process calls this; only rank 0 writes files and tests the model.
     """
+    segment = _Segment()
     if resume is not None:
         resume = Path(resume)
-        config = _saved_config(resume)
+        config, segment = _continued(_saved_config(resume), resume, epochs)
+    elif epochs is not None:
+        raise ConfigError("epochs= extends a finished run: give resume=RUN too (or set TrainConfig.epochs)")
     config = config or TrainConfig()
     config.validate()
     with distributed.session(config.device, config.dist_timeout) as (world, device):
         if resume is None:
             resume = _restarted_run(config, world)
-            config = _saved_config(resume) if resume is not None else config
+            if resume is not None:
+                config, segment = _continued(_saved_config(resume), resume, None)
         if not world.is_main:
             config = dataclasses.replace(config, verbose=0)  # rank 0 alone prints
-        return _train(config, resume, world, device)
+        return _train(config, resume, world, device, segment)
 
 
-def _train(config: TrainConfig, resume: Path | None, world: World, device: torch.device) -> TrainResult:
+@dataclass(frozen=True)
+class _Segment:
+    """Where the learning-rate schedule now running began: epoch 0, or where a run was extended."""
+
+    start: int = 0  # the first epoch of this schedule segment
+    new: bool = False  # starts now (the checkpoint's schedule belongs to the segment before)
+
+
+def _continued(config: TrainConfig, run_dir: Path, epochs: int | None) -> tuple[TrainConfig, _Segment]:
+    """The config and schedule segment to continue ``run_dir`` with, extended to ``epochs`` if given.
+
+    Extending a finished run trains the extra epochs under a new segment of the run's schedule (its
+    warm-up and decay over the extra epochs alone, at the run's peak rate): the schedule that ended
+    at the last epoch has decayed to zero, so continuing it would train at a learning rate of zero.
+    The extension is recorded in the checkpoint, so an interrupted extension resumes as one.
+    """
+    _, meta = read_checkpoint(run_dir)
+    extra = meta.get("extra", {})
+    total, start = int(extra.get("epochs", config.epochs)), int(extra.get("schedule_from", 0))
+    done = int(meta["epoch"]) + 1
+    if epochs is None or epochs == total:
+        return config.replace(epochs=total), _Segment(start)
+    if epochs < total or epochs <= done:
+        raise ConfigError(f"{run_dir} has {total} epochs planned and {done} trained: --epochs extends a run, so "
+                          f"give more than {max(total, done)}")  # fmt: skip
+    if done < total:
+        raise ConfigError(f"{run_dir} stopped after epoch {done} of {total}: finish it first with "
+                          f"`cnnkit train --resume {run_dir}`, then extend it")  # fmt: skip
+    if config.weights:
+        raise ConfigError(f"{run_dir} fine-tuned pretrained weights (head first, then all layers); extending a "
+                          f"fine-tuning run is not supported: start a run with --weights {run_dir}/{MODEL_FILE}")
+    return config.replace(epochs=epochs), _Segment(done, new=True)
+
+
+def _train(config: TrainConfig, resume: Path | None, world: World, device: torch.device,
+           segment: _Segment) -> TrainResult:  # fmt: skip
     started = time.perf_counter()
     config = _global_batch(config, world, device)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
@@ -143,7 +185,7 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     if world.is_main:
         for warning in warnings:
             _warn(warning)
-    history = _fit(config, settings, model, prepared, run_dir, generator, resume is not None, world)
+    history = _fit(config, settings, model, prepared, run_dir, generator, resume is not None, world, segment)
     seconds = time.perf_counter() - started
     if not world.is_main:  # rank 0 tests the model and writes the results
         return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
@@ -225,7 +267,7 @@ def _new_run_dir(config: TrainConfig, prepared: data_prepare.TrainingData, world
 
 
 def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: data_prepare.TrainingData,
-         run_dir: Path, generator: torch.Generator, resuming: bool, world: World
+         run_dir: Path, generator: torch.Generator, resuming: bool, world: World, segment: _Segment
          ) -> dict[str, list[float]]:  # fmt: skip
     """Set up the engine, restore a checkpoint when resuming (on every rank), and train."""
     train_set, validation = training_tensors(prepared, model)
@@ -243,17 +285,13 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
         extra = {f"fine_tune_{i}": cb for i, cb in enumerate(plan.callbacks)}
     else:
         model.optimizer = make_optimizer(config, model)
-        schedule = optimizers.make_schedule(config.schedule, model.optimizer, steps * epochs)
+        schedule = optimizers.make_schedule(config.schedule, model.optimizer, steps * (epochs - segment.start))
     ema = EMA(model, config.ema) if config.ema else None
     callbacks = {**run_callbacks(config, run_dir, schedule, steps, validation is not None), **extra}
     history = History()
     state = TrainState(model, model.optimizer, schedule, ema, generator,
                        callbacks={"history": history, **callbacks})  # fmt: skip
-    initial_epoch = 0
-    if resuming:
-        initial_epoch = load_checkpoint(run_dir, state)["epoch"] + 1
-        if config.verbose:
-            print(f"resuming after epoch {initial_epoch} of {epochs}")
+    initial_epoch = _restore(run_dir, state, segment, epochs, config) if resuming else 0
     try:
         return loop.fit(
             model, train_set,
@@ -269,6 +307,24 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
             launcher = "torchrun ... -m cnnkit" if distributed.launched_by_torchrun() else "cnnkit"
             print(f"\ninterrupted; continue with: {launcher} train --resume {run_dir}")
         raise
+
+
+def _restore(run_dir: Path, state: TrainState, segment: _Segment, epochs: int, config: TrainConfig) -> int:
+    """Restore the run's checkpoint into ``state``; return the first epoch still to train."""
+    fresh = state.scheduler.state_dict() if segment.new and state.scheduler is not None else None
+    initial_epoch = load_checkpoint(run_dir, state)["epoch"] + 1
+    if segment.start:  # recorded in every checkpoint from now on: an interrupted extension resumes as one
+        state.extra.update(epochs=epochs, schedule_from=segment.start)
+    if fresh is not None:  # a new schedule segment: its own warm-up and decay, not the old one's end
+        state.scheduler.load_state_dict(fresh)
+        for group, lr in zip(state.optimizer.param_groups, state.scheduler.get_last_lr()):
+            group["lr"] = lr
+    if config.verbose and segment.new:
+        what = f"a new {config.schedule} schedule segment" if state.scheduler is not None else "a constant rate"
+        print(f"extending the run: epochs {initial_epoch + 1}-{epochs}, under {what}")
+    elif config.verbose:
+        print(f"resuming after epoch {initial_epoch} of {epochs}")
+    return initial_epoch
 
 
 def _finish(config: TrainConfig, model: Model, prepared: data_prepare.TrainingData, run_dir: Path,

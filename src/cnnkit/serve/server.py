@@ -6,9 +6,11 @@ SIGTERM (or Ctrl+C) stops accepting connections, lets the requests in flight fin
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 import warnings
 from dataclasses import replace
@@ -16,10 +18,10 @@ from dataclasses import replace
 import uvicorn
 from fastapi import FastAPI
 
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.serve.config import ServeConfig
 
-__all__ = ["ENV_SPEC", "app_from_env", "run_server"]
+__all__ = ["ENV_SPEC", "app_from_env", "check_port", "run_server"]
 
 ENV_SPEC = "CNNKIT_SERVE_SPEC"  # how worker processes learn the model and settings
 
@@ -67,9 +69,31 @@ def _resolve_backend(path: os.PathLike, config: ServeConfig) -> str:
     return backend
 
 
+def check_port(host: str, port: int) -> None:
+    """Raise a one-line :class:`~cnnkit.errors.ConfigError` unless ``host:port`` can be listened on now.
+
+    Checked by binding it (as uvicorn will, with ``SO_REUSEADDR``) before the model is loaded, so a
+    port in use is said at once and plainly, not after the load as uvicorn's ``[Errno 98]``.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use (another server?): stop it, or "
+                                  f"choose another with --port") from None  # fmt: skip
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+
+
 def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> None:
     """Serve ``model`` (a model file or run folder) until SIGTERM or Ctrl+C."""
     config = config or ServeConfig()
+    check_port(config.host, config.port)  # before loading the model: a busy port is said at once
     config = replace(config, threads=_threads_per_worker(config))
     options = {
         "host": config.host,
