@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from cnnkit._suggest import did_you_mean
 from cnnkit.errors import ConfigError
 from cnnkit.models.model import Model
 
@@ -74,7 +75,8 @@ def register_model(
 
 def get_model_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; "
+                          f"available: {', '.join(sorted(_REGISTRY))}")  # fmt: skip
     return _REGISTRY[name]
 
 
