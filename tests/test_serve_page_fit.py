@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image
 
@@ -55,6 +53,6 @@ def test_the_filter_dialog_of_an_rgb_model_fits_a_900_pixel_window(tmp_path):
         assert overflow <= 1, overflow
         assert page.locator("#slide-sum").bounding_box()["y"] + 20 <= 900
         close = page.locator("#detail-close").bounding_box()
-        assert 0 <= close["y"] and close["y"] + close["height"] <= 900
+        assert close["y"] >= 0 and close["y"] + close["height"] <= 900
         page.click("#detail-close")
     assert failed == [], failed
