@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from cnnkit import __version__
+from cnnkit._suggest import nearest
 from cnnkit.cli import check_data, evaluate, explain, export, listings, lr_find, predict, report, serve, train
 from cnnkit.cli._options import LazyParser
 from cnnkit.errors import CnnkitError
@@ -22,10 +24,29 @@ __all__ = ["build_parser", "main"]
 SUBCOMMANDS = (train, lr_find, evaluate, predict, explain, report, export, serve, listings, check_data)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: an unknown flag is refused with the subcommand's nearest flag (``--modle``)."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            command = self._subcommands().get(getattr(parsed, "command", None) or "", self)
+            flags = [s for action in command._actions for s in action.option_strings if s.startswith("--")]
+            typed = [extra.split("=")[0] for extra in extras if extra.startswith("-")]
+            close = [flag for word in typed for flag in nearest(word, flags, 1)]
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return parsed
+
+    def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
+        actions = [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(actions[0].choices) if actions else {}
+
+
 def build_parser(*, lazy: bool = False) -> argparse.ArgumentParser:
     """The ``cnnkit`` parser; ``lazy``: a subcommand's arguments are added only when it is used
     (what ``main`` does, so ``cnnkit --help`` does not import torch for ``train``'s flags)."""
-    parser = argparse.ArgumentParser(prog="cnnkit", description="Image recognition with convolutional neural networks.")
+    parser = _Parser(prog="cnnkit", description="Image recognition with convolutional neural networks.")
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
     for module in SUBCOMMANDS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from cnnkit.recipe.config import Option
 
 
-__all__ = ["LazyParser", "add_options", "flag_of", "given_options"]
+__all__ = ["LazyParser", "add_options", "command_line", "flag_of", "given_options"]
 
 
 class LazyParser(argparse.ArgumentParser):
@@ -135,3 +136,21 @@ def given_options(args: argparse.Namespace, config_class: type,
     """The options that the command line gave (field name -> value), in field order."""
     return {f.name: getattr(args, f.name) for f in _option_fields(config_class, names)
             if getattr(args, f.name, None) is not None}  # fmt: skip
+
+
+def command_line(config_class: type, options: dict[str, Any]) -> str:
+    """The flags that give ``options`` (field name -> value, e.g. :func:`given_options`), as a user types them.
+
+    ``cnnkit lr-find --model resnet9 --data photos/`` ends with the ``cnnkit train`` command to
+    run next: the same options, spelt by the same declaration that made the flags.
+    """
+    from cnnkit.recipe.config import option_of
+
+    fields = {f.name: f for f in _option_fields(config_class, list(options))}
+    words: list[str] = []
+    for name, value in options.items():
+        f = fields[name]
+        flag = _flags(f, option_of(f))[-1]
+        # A switch (a bool, or a flag that stores a constant) is its flag alone.
+        words += [flag] if isinstance(value, bool) or option_of(f).const is not None else [flag, str(value)]
+    return shlex.join(words)

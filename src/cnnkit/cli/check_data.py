@@ -79,5 +79,14 @@ def _print(d: dict) -> None:
         console.print(bad)
         if len(d["bad_files"]) > 30:
             console.print(f"... and {len(d['bad_files']) - 30} more (all in data_report.json)")
-    for group in d["leakage"][:10]:
-        console.print(f"leak ({group['kind']}): " + ", ".join(f"{f['path']} [{f['split']}]" for f in group["files"]))
+    # Name the files, so a user can open them: the first ten groups of each kind, all in data_report.json.
+    named = (("leak ({kind})", d["leakage"]), ("different classes", d["label_conflicts"]),
+             ("exact duplicates", d["exact_duplicates"]), ("near duplicates", d["near_duplicates"]))  # fmt: skip
+    for label, groups in named:
+        for group in groups[:10]:
+            files = group["files"] if isinstance(group, dict) else group
+            title = label.format(kind=group.get("kind", "")) if isinstance(group, dict) else label
+            console.print(f"{title}: " + ", ".join(f"{f['path']} [{f['class']}, {f['split']}]" for f in files),
+                          soft_wrap=True, markup=False)  # fmt: skip
+        if len(groups) > 10:
+            console.print(f"... and {len(groups) - 10} more {label.split(' (')[0]} groups (all in data_report.json)")

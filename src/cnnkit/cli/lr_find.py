@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 
 from cnnkit.cli._common import console
-from cnnkit.cli._options import add_options, given_options
+from cnnkit.cli._options import add_options, command_line, given_options
 
 __all__ = ["OPTIONS", "add_parser", "run"]
 
 # The training options that change what the sweep sees (the model, its data, the optimizer); the others would not.
 OPTIONS = ("model", "data", "data_dir", "max_bad_files", "workers", "batch_size", "optimizer", "weight_decay",
-           "image_size", "seed", "device")  # fmt: skip
+           "image_size", "seed", "device", "runs_dir")  # fmt: skip
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,15 +27,18 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
     add_options(p, TrainConfig, OPTIONS)
     p.add_argument("--steps", type=int, default=100, help="at most this many batches (default: 100)")
-    p.add_argument("--out", default="lr_find.png", help="where to save the plot (default: lr_find.png)")
+    p.add_argument("--out", help="where to save the plot (default: RUNS_DIR/lr-find-MODEL-DATA-TIME.png)")
 
 
 def run(args: argparse.Namespace) -> int:
     from cnnkit.recipe.config import TrainConfig
     from cnnkit.recipe.lr_find import find_learning_rate
 
-    config = TrainConfig().replace(**given_options(args, TrainConfig, OPTIONS))
-    found = find_learning_rate(config, steps=args.steps, plot=args.out)
+    given = given_options(args, TrainConfig, OPTIONS)
+    found = find_learning_rate(TrainConfig().replace(**given), steps=args.steps, plot=args.out)
     console.print(f"suggested peak learning rate: {found.suggestion:.2g} (lowest loss at {found.lowest:.2g})")
-    console.print(f"plot saved to {found.plot}; train with: cnnkit train --lr {found.suggestion:.2g}")
+    console.print(f"plot saved to {found.plot}", soft_wrap=True)
+    # The whole command, so what was swept is what gets trained (one line: it is meant to be copied).
+    train = command_line(TrainConfig, {"lr": float(f"{found.suggestion:.2g}"), **given})
+    console.print(f"train with: cnnkit train {train}", soft_wrap=True)
     return 0

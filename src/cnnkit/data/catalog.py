@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnkit._suggest import did_you_mean
 from cnnkit.data.downloads import RemoteFile, data_root, fetch
 from cnnkit.data.folders import is_data_path
 from cnnkit.errors import ConfigError, DataError
@@ -123,7 +124,8 @@ def get_dataset_info(name: str) -> DatasetInfo:
     """The registry entry for ``name``, or a clear error listing the names that exist."""
     info = find_dataset_info(name)
     if info is None:
-        raise ConfigError(f"unknown data set {name!r}; available: {', '.join(sorted(DATASETS))}")
+        raise ConfigError(f"unknown data set {name!r}{did_you_mean(name, DATASETS)}; "
+                          f"available: {', '.join(sorted(DATASETS))}")  # fmt: skip
     return info
 
 
@@ -138,7 +140,7 @@ def resolve_data(data: str) -> DatasetInfo | None:
     info = find_dataset_info(data)
     if info is not None or is_data_path(data):
         return info
-    raise ConfigError(f"unknown data set {data!r}, and no folder or CSV of that name; "
+    raise ConfigError(f"unknown data set {data!r}, and no folder or CSV of that name{did_you_mean(data, DATASETS)}; "
                       f"available: {', '.join(sorted(DATASETS))}")  # fmt: skip
 
 

@@ -177,8 +177,12 @@ class DataReport:
             lines.append(f"{sum(len(g) - 1 for g in self.exact_groups)} exact duplicate(s)")
         if self.leaks:
             lines.append(f"warning: {len(self.leaks)} picture(s) appear in more than one split (leakage)")
+            for leak in self.leaks[:5]:
+                lines.append("  " + ", ".join(f"{f['path']} [{f['split']}]" for f in leak["files"]))
         if self.label_conflicts:
             lines.append(f"warning: {len(self.label_conflicts)} identical file(s) filed under different classes")
+            for conflict in self.label_conflicts[:5]:  # named, so they can be found and fixed
+                lines.append("  " + ", ".join(f"{f['path']} [{f['class']}]" for f in conflict["files"]))
         return lines
 
 

@@ -3,7 +3,9 @@
 For every file: its size, content hash (SHA-256 of the bytes), format, mode and pixel
 size as the file states them, a 64-bit difference hash of what it shows (dHash: near
 duplicates differ in a few bits), and, when an input shape is given, the image itself
-at that shape. A file that cannot be used gets the reason instead; nothing is raised, so
+at that shape. The hash is always taken from the same 32x32 grey thumbnail, decoded the
+same way, never from the model's input: duplicates and leaks do not depend on the size a
+model trains at. A file that cannot be used gets the reason instead; nothing is raised, so
 one bad file never stops a scan. Decoding runs in threads: Pillow's decoders, hashlib and
 torch release the GIL, and threads start instantly where worker processes would each
 import torch.
@@ -27,8 +29,8 @@ from cnnkit.data.transforms import image_to_input
 
 __all__ = ["ANALYSIS_SHAPE", "FileRecord", "ScanResult", "default_workers", "dhash", "scan_files"]
 
-ANALYSIS_SHAPE = (32, 32, 1)  # what the perceptual hash is computed from when no model input is asked for
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+ANALYSIS_SHAPE = (32, 32, 1)  # what the perceptual hash is computed from, whatever the model's input
+_HASH_DRAFT = (2 * ANALYSIS_SHAPE[1], 2 * ANALYSIS_SHAPE[0])  # how coarsely a JPEG may decode for the hash
 
 
 @dataclass(frozen=True)
@@ -89,19 +91,29 @@ def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Cr
         return FileRecord(path, error=f"cannot read ({e.strerror or e})", kind="unreadable"), None
     digest = hashlib.sha256(data).hexdigest()
     height, width, _ = shape
+    draft = None if crop else (2 * width, 2 * height)
     try:
         kwargs = {"max_pixels": max_pixels} if max_pixels else {}
-        decoded = open_image(data, name=str(path), draft=None if crop else (2 * width, 2 * height), **kwargs)
-        img = decoded.image
-        if crop is not None:
-            w, h = img.size
-            img = img.crop((round(crop[0] * w), round(crop[1] * h), round(crop[2] * w), round(crop[3] * h)))
+        decoded = open_image(data, name=str(path), draft=draft, **kwargs)
+        img = _cropped(decoded.image, crop)
         x = image_to_input(img, shape)  # (H, W, C)
+        # The hash's own thumbnail: a JPEG decoded at another draft scale shows slightly other
+        # pixels, enough to move a near duplicate across the threshold; decode it again at the
+        # hash's scale (cheap: a coarse JPEG draft), anything else is the same image.
+        if draft is not None and draft != _HASH_DRAFT and decoded.format == "JPEG":
+            img = open_image(data, name=str(path), draft=_HASH_DRAFT, **kwargs).image
+        thumbnail = x if shape == ANALYSIS_SHAPE else image_to_input(img, ANALYSIS_SHAPE)
     except ImageError as e:
         return FileRecord(path, len(data), digest, error=str(e).removeprefix(f"{path}: "), kind=e.kind), None
-    grey = x[..., 0] if x.shape[2] == 1 else x @ _LUMA  # (H, W)
     w, h = decoded.size
-    return FileRecord(path, len(data), digest, decoded.format, decoded.mode, w, h, dhash(grey)), x
+    return FileRecord(path, len(data), digest, decoded.format, decoded.mode, w, h, dhash(thumbnail[..., 0])), x
+
+
+def _cropped(img: Image.Image, crop: Crop | None) -> Image.Image:
+    if crop is None:
+        return img
+    w, h = img.size
+    return img.crop((round(crop[0] * w), round(crop[1] * h), round(crop[2] * w), round(crop[3] * h)))
 
 
 def scan_files(

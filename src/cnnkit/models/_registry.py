@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit._suggest import did_you_mean
 from cnnkit.errors import ConfigError
 from cnnkit.models.model import MODULE_ATTR, Model
 
@@ -94,7 +95,8 @@ def register_model(
 
 def get_model_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY))}")
+        raise ConfigError(f"unknown model {name!r}{did_you_mean(name, _REGISTRY)}; "
+                          f"available: {', '.join(sorted(_REGISTRY))}")  # fmt: skip
     return _REGISTRY[name]
 
 

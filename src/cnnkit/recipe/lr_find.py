@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +42,12 @@ class LRFinding:
 
 
 def find_learning_rate(config: TrainConfig, *, steps: int = 100,
-                       plot: str | os.PathLike = "lr_find.png") -> LRFinding:  # fmt: skip
+                       plot: str | os.PathLike | None = None) -> LRFinding:  # fmt: skip
     """Sweep the learning rate over at most ``steps`` batches of ``config``'s model and data; plot it.
 
-    Every training image takes part (no validation split); the model starts as ``cnnkit train``'s would.
+    Every training image takes part (no validation split); the model starts as ``cnnkit train``'s
+    would. The plot goes to ``plot``, by default ``<runs_dir>/lr-find-<model>-<data>-<time>.png``
+    (next to the runs it is for, never into the working directory).
     """
     config = config.replace(val_split=0.0)
     generator = seed_everything(config.seed)
@@ -54,6 +58,10 @@ def find_learning_rate(config: TrainConfig, *, steps: int = 100,
     sweep = lr_find(model, train_set, loss, make_optimizer(config, model), steps=steps,
                     batch_size=config.batch_size, generator=generator)  # fmt: skip
     lowest = sweep.lrs[int(np.argmin(sweep.losses))]
+    if plot is None:
+        stem = f"lr-find-{Path(config.model).stem}-{prepared.dataset.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        plot = Path(config.runs_dir) / (re.sub(r"[^\w.-]", "_", stem) + ".png")
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
     return LRFinding(sweep, lowest, plot_lr_find(sweep, plot))
 
 

@@ -32,17 +32,19 @@ __all__ = ["REPORT_FILE", "SECTIONS", "read_history", "write_report"]
 
 REPORT_FILE = "report.html"
 # (id, heading) in page order; every report has each of these sections, even if only to say why it is empty.
+# Results first (the header's summary, then what the run learned and how well), then how the model
+# works inside, then what it was trained on and with; the settings last, folded.
 SECTIONS = (
-    ("config", "Configuration"),
-    ("data", "Data"),
-    ("model", "Model"),
     ("training", "Training curves"),
     ("evaluation", "Evaluation on the test split"),
     ("calibration", "Calibration"),
-    ("filters", "First-layer filters"),
-    ("feature-maps", "Feature maps"),
     ("gradcam", "Where the model looks"),  # Grad-CAM unless write_report(method=...) names another
     ("mistakes", "Worst mistakes"),
+    ("filters", "First-layer filters"),
+    ("feature-maps", "Feature maps"),
+    ("data", "Data"),
+    ("model", "Model"),
+    ("config", "Settings"),
 )
 
 _CSS = """
@@ -54,6 +56,7 @@ table { border-collapse: collapse; margin: .6rem 0; font-size: 14px; }
 th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: left; } td.num { text-align: right; }
 th { background: #f5f5f7; } img { max-width: 100%; height: auto; display: block; margin: .6rem 0; }
 .headline { font-size: 1.15rem; } .note { background: #fff8e1; padding: .5rem .8rem; border-radius: 4px; }
+details > summary { cursor: pointer; color: #0a58ca; margin: .4rem 0; } code { font-size: 13px; }
 """
 
 

@@ -137,15 +137,57 @@ def _percent(value: float | None) -> str:
     return "" if value is None else f"{value:.2%}"
 
 
+def _setting(value: Any) -> str:
+    """An option's value as a user writes it on the command line: on/off, none, 0.001, a,b."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def _config(ctx: Context, page: Any) -> str:
     if not ctx.config:
         return _note("the run folder has no config.json")
-    return table(["option", "value"], list(ctx.config.items()))
+    rows = [[f"--{key.replace('_', '-')}", _setting(value)] for key, value in ctx.config.items()]
+    # Folded: a reader comes for the results; the settings are there to repeat or compare a run.
+    return (f"<details><summary>all {len(rows)} settings of this run (config.json)</summary>"
+            + table(["option", "value"], rows) + "</details>")  # fmt: skip
+
+
+def _data_checks(run_dir: Path) -> str:
+    """What the data check wrote into the run (a folder or CSV): a link to its page, the bad and conflicting files."""
+    parts = []
+    if (run_dir / "data_report.html").exists():
+        parts.append('<p>The data check: <a href="data_report.html">data_report.html</a> (duplicates, leakage, '
+                     "class balance, every file that could not be used).</p>")  # fmt: skip
+    bad_file = run_dir / "bad_files.txt"
+    bad = [line.split("\t") for line in bad_file.read_text().splitlines() if line] if bad_file.exists() else []
+    if bad:
+        rows = [(fields + ["", "", ""])[:3] for fields in bad[:50]]
+        parts.append(f"<p>{len(bad)} file(s) could not be used and were skipped (<code>bad_files.txt</code>):</p>"
+                     + table(["file", "problem", "detail"], rows))  # fmt: skip
+    try:
+        checked = json.loads((run_dir / "data_report.json").read_text())
+    except (OSError, ValueError):
+        checked = {}
+    conflicts = [("identical files under different classes", g["files"]) for g in checked.get("label_conflicts", [])]
+    conflicts += [(f"the same picture in {' and '.join(g['splits'])} ({g['kind']} copies)", g["files"])
+                  for g in checked.get("leakage", [])]  # fmt: skip
+    if conflicts:
+        rows = [[what, ", ".join(f"{f['path']} ({f['class']}, {f['split']})" for f in files)]
+                for what, files in conflicts[:50]]  # fmt: skip
+        parts.append("<p>Conflicting files:</p>" + table(["problem", "files"], rows))
+    return "\n".join(parts)
 
 
 def _data(ctx: Context, page: Any) -> str:
     if ctx.dataset is None:
-        return _note("no data loaded")
+        return _note("no data loaded") + _data_checks(ctx.run_dir)
     ds, names = ctx.dataset, ctx.class_names
     val = ds.val.labels if ds.val is not None else np.zeros(0, np.int64)
     splits = (ctx.train_labels, val, ds.test.labels)
@@ -155,7 +197,7 @@ def _data(ctx: Context, page: Any) -> str:
     h, w, c = ds.image_shape
     intro = (f"<p>{_e(ds.name)}: {len(names)} classes, images {h}x{w} with {c} channel(s); the model sees "
              f"{_e(tuple(ctx.model.image_shape))} (height, width, channels).</p>")  # fmt: skip
-    return intro + table(["class", "train", "validation", "test"], rows)
+    return intro + table(["class", "train", "validation", "test"], rows) + _data_checks(ctx.run_dir)
 
 
 def _model(ctx: Context, page: Any) -> str:

@@ -119,6 +119,10 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
+    @app.get("/favicon.ico", include_in_schema=False)  # what a browser asks for when a page names no icon
+    async def favicon() -> FileResponse:
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
     @app.post(
         "/v1/predict",
         response_model=schemas.PredictAnswer,
