@@ -76,8 +76,10 @@ def test_config_json_round_trips(tmp_path):
 
 
 def test_resume_refuses_each_given_option_by_its_flag(tmp_path):
-    """Every generated flag counts: before, -q was ignored on --resume and --no-report was named --report."""
-    for args, flag in [(["--epochs", "3"], "--epochs"), (["--no-report"], "--no-report"), (["-q"], "--quiet"),
+    """Every generated flag counts: before, -q was ignored on --resume and --no-report was named --report.
+
+    --epochs is the one option --resume takes (it extends a finished run: tests/faults/test_train_faults.py)."""
+    for args, flag in [(["--lr", "0.1"], "--lr"), (["--no-report"], "--no-report"), (["-q"], "--quiet"),
                        (["--dist-timeout", "5m"], "--dist-timeout"), (["--config", "c.json"], "--config")]:  # fmt: skip
         result = run_main("train", "--resume", str(tmp_path), *args)
         assert result.returncode == 1 and f"drop {flag}" in result.stderr, (args, result.stderr)
