@@ -99,6 +99,26 @@ def test_a_cnnkit_model_starts_another_data_set(trained_seed, tmp_path):
         load_pretrained(bigger, path)
 
 
+def test_weights_name_a_run_as_predict_does(trained_seed, tmp_path, monkeypatch):
+    """`--weights seed-digits` (a run's prefix), its folder or `latest`: a shell glob would expand to several runs."""
+    import shutil
+
+    source, path = trained_seed
+    run = tmp_path / "runs" / "seed-digits-20261203-101500"
+    run.mkdir(parents=True)
+    shutil.copy(path, run / "model.safetensors")
+    (run / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    x = torch.rand(2, 1, 28, 28)
+    for name in (str(run), "seed-digits", "latest"):
+        model = models.create_model("seed", num_classes=10, in_channels=1, input_size=28)
+        model.class_names = source.class_names
+        load_pretrained(model, name)
+        torch.testing.assert_close(model.eval()(x), source.eval()(x))
+    with pytest.raises(ModelFileError, match="no such weights file .*a run"):
+        load_pretrained(models.create_model("seed", num_classes=10), "seed-faces")
+
+
 def test_a_file_for_another_architecture_is_refused(resnet18_files):
     _, st_path, _ = resnet18_files
     model = models.create_model("resnet9", num_classes=3)

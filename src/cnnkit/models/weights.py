@@ -29,11 +29,12 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from cnnkit import modelfile
-from cnnkit.errors import ConfigError, ModelFileError
+from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
 from cnnkit.models._registry import get_model_entry
 from cnnkit.models.loading import load_model
 from cnnkit.models.model import Model
 from cnnkit.models.pretrained import fetch_imagenet_weights, imagenet_weights
+from cnnkit.runs import resolve_model
 
 __all__ = ["PretrainedWeights", "WeightsReport", "first_conv_name", "head_name", "load_pretrained", "read_weights_file"]
 
@@ -86,10 +87,11 @@ def first_conv_name(model: nn.Module) -> str | None:
 
 # -- reading -----------------------------------------------------------------------------
 def read_weights_file(path: str | os.PathLike) -> PretrainedWeights:
-    """Tensors from a cnnkit model file, a safetensors state dict, or a ``.pth`` state dict."""
+    """Tensors from a cnnkit model file (or a run, named as ``cnnkit predict`` takes it), a safetensors
+    state dict, or a ``.pth`` state dict."""
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such weights file (give a .safetensors or .pth file, or 'imagenet')")
+        path = _run_model_file(path)
     with open(path, "rb") as f:
         head = f.read(9)
     if len(head) == 9 and head[8:9] == b"{":  # safetensors: an 8-byte length, then a JSON header
@@ -97,6 +99,18 @@ def read_weights_file(path: str | os.PathLike) -> PretrainedWeights:
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, or a bare pickle
         return PretrainedWeights(_read_pth(path), str(path))
     raise ModelFileError(f"{path} is neither a safetensors file nor a PyTorch (.pth) state dict")
+
+
+def _run_model_file(path: Path) -> Path:
+    """The model file of the run ``path`` names (its folder, ``latest`` or a prefix of its name)."""
+    missing = f"{path}: no such weights file (give a .safetensors or .pth file, a run, or 'imagenet')"
+    try:
+        source = resolve_model(path)
+    except CnnkitError:
+        raise ModelFileError(missing) from None
+    if source.kind != "model" or not source.path.is_file():
+        raise ModelFileError(missing)
+    return source.path
 
 
 def _read_safetensors(path: Path) -> PretrainedWeights:

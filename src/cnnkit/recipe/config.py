@@ -171,8 +171,9 @@ class TrainConfig:
                           choices=(0, 1, 2))  # fmt: skip
     # Fine-tuning.
     weights: str | None = option(None, "start from pretrained weights and fine-tune: 'imagenet' (torchvision's, "
-                                 "downloaded once) or a .safetensors/.pth file (a cnnkit model or a torchvision "
-                                 "state dict)", metavar="imagenet|FILE")  # fmt: skip
+                                 "downloaded once), a cnnkit run (its folder, latest, or a prefix of its name) or "
+                                 "a .safetensors/.pth file (a cnnkit model or a torchvision state dict)",
+                                 metavar="imagenet|RUN|FILE")  # fmt: skip
     freeze_epochs: int | None = option(None, "with --weights: train only the new head for N epochs first "
                                        "(default 1), then all layers", metavar="N")  # fmt: skip
     # Under torchrun (cnnkit.train.distributed); one process ignores these.
