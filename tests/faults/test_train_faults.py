@@ -69,7 +69,7 @@ def _interrupt_after_first_epoch(out: Path, sig: int) -> subprocess.CompletedPro
     assert proc.poll() is None and ready.exists(), f"the run never reached its first checkpoint: {proc.communicate()}"
     assert _checkpoint_epoch(out) == 0
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=300)  # a bound again: 60 s ran out on a machine at load 20
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
