@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from cnnkit.data import decoded_cache
 from cnnkit.data import scan as scan_module
-from cnnkit.data.decoded_cache import cache_folder, cached_scan
+from cnnkit.data.decoded_cache import CacheSpaceError, cache_folder, cached_scan
 from cnnkit.data.prepare import open_data, reopen_data
 from cnnkit.errors import ConfigError
 from cnnkit.recipe.config import TrainConfig
@@ -215,3 +217,14 @@ def test_a_bad_cache_value_is_one_clear_line(tmp_path):
         TrainConfig(cache="fast").validate()
     with pytest.raises(ConfigError, match=r"^cache must be auto, ram, disk or none, got 'fast'$"):
         open_data(str(_folder(tmp_path)), image_size=SIZE, cache="fast")
+
+
+def test_a_disk_too_full_for_the_cache_is_one_line(tmp_path, monkeypatch, capsys):
+    data = _folder(tmp_path)
+    monkeypatch.setattr(decoded_cache.shutil, "disk_usage", lambda _: SimpleNamespace(free=0))
+    with pytest.raises(CacheSpaceError, match=r"may need 0.0 GiB and 0.0 GiB are free.*or use --cache none$"):
+        _disk(data, tmp_path)
+    streamed = open_data(str(data), image_size=SIZE, cache="auto", budget=0, data_dir=str(tmp_path / "cache"))
+    assert streamed.stream is not None and streamed.mapped is None  # auto falls back to the files
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: the decoded-image cache") and "streaming from the files" in err[0]  # fmt: skip

@@ -52,7 +52,8 @@ CACHE_MODES = ("auto", "ram", "disk", "none")  # --cache: where decoded training
 _FORMAT, _VERSION = "cnnkit-decoded-images", 1
 _INDEX = "index.json"
 _DEAD_SHARE = 0.25  # compact the file when more than this share of its rows belongs to no file any more
-_RELEASE_BYTES = 64 * 2**20  # a reader gives its mapped pages back after this many bytes (RSS stays bounded)
+_RELEASE_BYTES = 64 * 2**20  # a reader gives its mapped pages back after mapping about this much (RSS stays bounded)
+_FAULT_AROUND = 64 * 2**10  # what Linux maps around each page a read faults in (fault_around_bytes)
 _RECORD_FIELDS = ("bytes", "format", "mode", "width", "height", "dhash", "error", "kind")
 
 
@@ -199,9 +200,10 @@ def _map(path: Path, index: _Index) -> tuple[np.ndarray, mmap.mmap | None]:
 class DecodedImages:
     """A complete decoded-image cache, read-only: ``(H, W, 3)`` uint8 rows by content hash, memory-mapped.
 
-    :meth:`gather` copies rows out; every ``_RELEASE_BYTES`` it tells the kernel this
-    process is done with the pages it touched (``MADV_DONTNEED``): they stay in the page
-    cache, shared with every process reading the file, but leave this process's resident set.
+    :meth:`gather` copies rows out; once it may have mapped ``_RELEASE_BYTES`` (a random read
+    of a small row maps the 64 KiB around it) it tells the kernel this process is done with
+    those pages (``MADV_DONTNEED``): they stay in the page cache, shared with every process
+    reading the file, but leave this process's resident set.
     """
 
     def __init__(self, folder: Path, index: _Index) -> None:
@@ -220,7 +222,7 @@ class DecodedImages:
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), H, W, 3)`` uint8: a copy of these rows, in this order."""
         out = self._images[np.asarray(rows, dtype=np.int64)]
-        self._since_release += out.nbytes
+        self._since_release += len(out) * max(out[0].nbytes if len(out) else 0, _FAULT_AROUND)
         if self._since_release >= _RELEASE_BYTES:
             self.release()
         return out
@@ -288,7 +290,9 @@ class MappedImages:
 
     def __getitem__(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
         positions = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
-        x = torch.from_numpy(self.cache.gather(self.rows[positions])[..., : self.channels])  # (B, H, W, C) uint8
-        if self.device.type != "cpu":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        return x.float().div_(255.0).permute(0, 3, 1, 2)  # (B, C, H, W), channels-last memory
+        pixels = self.cache.gather(self.rows[positions])[..., : self.channels]  # (B, H, W, C) uint8
+        if self.device.type == "cpu":  # NumPy's one-thread loop: torch's threads only contend over so little work
+            x = torch.from_numpy(np.divide(pixels, np.float32(255.0), dtype=np.float32))
+        else:  # a quarter of the bytes over the bus, scaled on the device
+            x = torch.from_numpy(pixels).pin_memory().to(self.device, non_blocking=True).float().div_(255.0)
+        return x.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last memory
