@@ -1,6 +1,6 @@
 """Data loading side by side: decoding threads, JPEG draft decoding, near-duplicate search, memory vs disk vs streaming.
 
-Run: ``PYTHONPATH=src python benchmarks/data_loading.py [--photos 400] [--epochs-only]``. Writes
+Run: ``PYTHONPATH=src python benchmarks/data_loading.py [--photos 400] [--epochs-only] [--rounds 3]``. Writes
 synthetic photos to a temporary folder, then times each pair of ways in one run, three times
 each, and prints medians and ratios (this machine's load is noisy: compare ratios, not seconds).
 
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=400)
     parser.add_argument("--rows", type=int, default=100_000, help="images in the synthetic disk cache")
     parser.add_argument("--epochs-only", action="store_true", help="only the epoch and memory rows")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the epoch rows")
     args = parser.parse_args()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; python "
@@ -185,7 +186,7 @@ def main() -> None:
         photos = write_photos(tmp / "vga", args.photos, (640, 480))
         if not args.epochs_only:
             other_rows(photos, tmp)
-        epochs_side_by_side(tmp / "vga", tmp / "cache")
+        epochs_side_by_side(tmp / "vga", tmp / "cache", args.rounds)
         bounded_reading(args.rows, tmp)
 
 

@@ -228,3 +228,14 @@ def test_a_disk_too_full_for_the_cache_is_one_line(tmp_path, monkeypatch, capsys
     assert streamed.stream is not None and streamed.mapped is None  # auto falls back to the files
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("warning: the decoded-image cache") and "streaming from the files" in err[0]  # fmt: skip
+
+
+def test_a_reader_gives_its_mapped_pages_back_as_it_goes(tmp_path, monkeypatch):
+    data = _folder(tmp_path)
+    disk = _disk(data, tmp_path)
+    released = []
+    monkeypatch.setattr(decoded_cache, "_RELEASE_BYTES", 8 * decoded_cache._FAULT_AROUND)
+    monkeypatch.setattr(disk.mapped.cache, "_mapped", SimpleNamespace(madvise=released.append))
+    disk.mapped.cache._since_release = 0  # opening read the validation and test images already
+    batches = list(TensorBatches(disk.mapped, torch.from_numpy(disk.mapped.labels), 4))  # 14 rows: one release
+    assert len(batches) == 4 and released == [decoded_cache.mmap.MADV_DONTNEED]
