@@ -239,3 +239,30 @@ def test_a_reader_gives_its_mapped_pages_back_as_it_goes(tmp_path, monkeypatch):
     disk.mapped.cache._since_release = 0  # opening read the validation and test images already
     batches = list(TensorBatches(disk.mapped, torch.from_numpy(disk.mapped.labels), 4))  # 14 rows: one release
     assert len(batches) == 4 and released == [decoded_cache.mmap.MADV_DONTNEED]
+
+
+@pytest.mark.slow
+def test_torchrun_processes_share_one_cache_and_train_as_one_process(tmp_path):
+    from safetensors.torch import load_file
+
+    from cnnkit.recipe import train
+    from test_distributed import torchrun
+
+    data = _folder(tmp_path, n=24)
+    args = ["--data", str(data), "--cache", "disk", "--data-dir", str(tmp_path / "cache"), "--image-size", "20",
+            "--epochs", "2", "--batch-size", "8", "--deterministic", "--augment", "none", "--seed", "1", "-q",
+            "--no-report"]  # fmt: skip
+    result = torchrun("train", *args, "--out", str(tmp_path / "two"), log=tmp_path / "log")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(cache_folder(data, 20, tmp_path / "cache").glob("images-*.u8"))) == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(TrainConfig(data=str(data), cache="disk", data_dir=str(tmp_path / "cache"), image_size=20, epochs=2,
+                          batch_size=8, deterministic=True, augment="none", seed=1, verbose=0, report=False,
+                          out=str(tmp_path / "one")))  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    for key in one:  # float32 reassociation of the gradient sums only (see test_distributed)
+        assert torch.linalg.vector_norm(two[key] - one[key]) <= 5e-4 * torch.linalg.vector_norm(one[key]), key
