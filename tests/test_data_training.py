@@ -107,7 +107,7 @@ def test_csv_training_and_evaluating_another_folder(tmp_path, capsys):
 
 def test_streaming_when_the_images_do_not_fit(tmp_path, capsys, monkeypatch):
     write_classes(tmp_path / "data", {"a": 10, "b": 10}, size=24)
-    data = open_data(str(tmp_path / "data"), image_size=12, batch_size=4, budget=0, workers=2)
+    data = open_data(str(tmp_path / "data"), image_size=12, batch_size=4, cache="none", workers=2)
     assert data.stream is not None and data.train_size == len(data.stream.dataset) and len(data.dataset.train) == 0
     batches = list(data.stream)
     assert sum(len(y) for _, y in batches) == data.train_size
@@ -116,7 +116,7 @@ def test_streaming_when_the_images_do_not_fit(tmp_path, capsys, monkeypatch):
     assert data.dataset.test.images.shape[1:] == (12, 12, 3)  # validation and test stay in memory
     monkeypatch.setenv("CNNKIT_MEMORY_MB", "0")  # the whole CLI path, streamed through the engine
     code, _, err = _cli(capsys, "train", "--data", str(tmp_path / "data"), "--epochs", "1", "--workers", "0",
-                        "--out", str(tmp_path / "run"), "-q", "--no-report")  # fmt: skip
+                        "--cache", "none", "--out", str(tmp_path / "run"), "-q", "--no-report")  # fmt: skip
     assert code == 0, err
 
 

@@ -66,9 +66,9 @@ def load_dataset(
     from cnnkit.data.prepare import open_data  # scanning and checking files: loaded only for a folder or CSV
 
     opened = open_data(name, image_size=image_size, val_split=0)
-    if opened.stream is not None:
+    if opened.stream is not None or opened.mapped is not None:
         raise DataError(f"{name}: {opened.train_size:,} images do not fit in memory at this size; "
-                        f"`cnnkit train --data {name}` streams them, or pass a smaller image_size")  # fmt: skip
+                        f"`cnnkit train --data {name}` reads them from disk, or pass a smaller image_size")  # fmt: skip
     return opened.dataset
 
 

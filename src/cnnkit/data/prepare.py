@@ -7,13 +7,17 @@ images unless the data set has its own. For a folder or CSV it indexes the files
 every one (decoding in parallel), builds the health report, refuses to start when more
 than ``max_bad_files`` of them are bad, skips the rest of the bad ones, assigns the
 train/validation/test split (stratified; the test split with a fixed seed so it does not
-move with ``--seed``), and keeps the images in memory when they fit or streams the
-training images with a DataLoader when they do not.
+move with ``--seed``), and keeps the images where ``cache`` says (``--cache``): in memory
+(``ram``), in the decoded-image cache on disk, read through a memory map (``disk``, see
+:mod:`cnnkit.data.decoded_cache`), or nowhere, the training images streamed from the files
+by DataLoader workers every epoch (``none``); ``auto`` is ``ram`` when the decoded images fit
+the :func:`memory_budget`, else ``disk``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,14 @@ from cnnkit._io import atomic_write_json, atomic_write_text
 from cnnkit.data import catalog
 from cnnkit.data.catalog import Dataset, ImageArrays
 from cnnkit.data.check import DataReport, build_report
+from cnnkit.data.decoded_cache import (
+    CACHE_MODES,
+    CacheSpaceError,
+    DecodedImages,
+    MappedImages,
+    cache_folder,
+    cached_scan,
+)
 from cnnkit.data.folders import ImageIndex, index_path
 from cnnkit.data.scan import ScanResult, scan_files
 from cnnkit.data.split import stratified_split
@@ -48,8 +60,9 @@ class TrainingData:
     """Everything training needs from the data, and what the run folder records about it.
 
     ``dataset`` holds the class names and the validation and test images in memory; its
-    training images too, unless ``stream`` (a DataLoader of training batches) is set
-    because they do not fit, in which case ``dataset.train`` is empty but has the image shape.
+    training images too, unless they are in the decoded-image cache on disk (``mapped``) or
+    streamed from the files (``stream``, a DataLoader of training batches), in which case
+    ``dataset.train`` is empty but has the image shape.
     """
 
     dataset: Dataset
@@ -57,10 +70,13 @@ class TrainingData:
     split: dict[str, Any]
     report: DataReport | None = None
     stream: Any = None  # torch.utils.data.DataLoader
+    mapped: MappedImages | None = None
 
     @property
     def train_size(self) -> int:
-        """How many training images, in memory or streamed."""
+        """How many training images, in memory, on disk or streamed."""
+        if self.mapped is not None:
+            return len(self.mapped)
         return len(self.stream.dataset) if self.stream is not None else len(self.dataset.train)
 
     def write(self, run_dir: str | os.PathLike) -> None:
@@ -112,7 +128,7 @@ def training_data(config: Any, default_size: int | None = None) -> TrainingData:
         config.data, data_dir=getattr(config, "data_dir", None), image_size=config.image_size,
         default_size=default_size, val_split=config.val_split, seed=config.seed,
         max_bad_files=getattr(config, "max_bad_files", 0.1), workers=getattr(config, "workers", None),
-        batch_size=config.batch_size, verbose=config.verbose,
+        batch_size=config.batch_size, verbose=config.verbose, cache=getattr(config, "cache", "auto"),
     )  # fmt: skip
 
 
@@ -129,14 +145,20 @@ def open_data(
     batch_size: int = 64,
     verbose: int = 0,
     budget: int | None = None,
+    cache: str = "auto",
 ) -> TrainingData:
-    """Load, split and (for a folder or CSV) check ``data``: a registered name, a folder or a CSV."""
+    """Load, split and (for a folder or CSV) check ``data``: a registered name, a folder or a CSV.
+
+    ``cache`` (a folder or CSV only): where the decoded training images live, one of
+    :data:`~cnnkit.data.decoded_cache.CACHE_MODES`; ``budget``: the bytes ``auto`` may hold in memory.
+    """
     info = catalog.resolve_data(data)
     if info is not None:
         return _split_standard(catalog.load_registered(info, data_dir=data_dir), info.augment, val_split, seed)
     return _open_files(data, image_size or default_size or DEFAULT_IMAGE_SIZE, val_split=val_split, seed=seed,
                        max_bad_files=max_bad_files, workers=workers, batch_size=batch_size, verbose=verbose,
-                       budget=memory_budget() if budget is None else budget)  # fmt: skip
+                       budget=memory_budget() if budget is None else budget, cache=cache,
+                       data_dir=data_dir)  # fmt: skip
 
 
 def _split_standard(dataset: Dataset, augment: str, val_split: float, seed: int) -> TrainingData:
@@ -193,11 +215,39 @@ def _too_many_bad(report: DataReport, limit: float) -> DataError:
     )
 
 
+def _cache_mode(cache: str, images: int, size: int, budget: int) -> str:
+    """``ram``, ``disk`` or ``none``: ``auto`` is ``ram`` when ``images`` decoded at ``size`` fit ``budget``."""
+    if cache not in CACHE_MODES:
+        raise ConfigError(f"cache must be {', '.join(CACHE_MODES[:-1])} or {CACHE_MODES[-1]}, got {cache!r}")
+    if cache != "auto":
+        return cache
+    return "ram" if images * size * size * 3 * 4 <= budget else "disk"  # float32, RGB: the most it can take
+
+
+def _scan(data: str, paths: list[Path], size: int, cache: str, budget: int, *, data_dir: str | None,
+          workers: int | None, progress: bool) -> tuple[ScanResult, DecodedImages | None]:  # fmt: skip
+    """The health check's scan; it also decodes the images into memory (``ram``) or the disk cache (``disk``).
+
+    ``auto`` streams from the files instead when the disk cache does not fit the disk.
+    """
+    mode = _cache_mode(cache, len(paths), size, budget)
+    if mode == "disk":
+        try:
+            return cached_scan(paths, size, cache_folder(data, size, data_dir), workers=workers, progress=progress)
+        except CacheSpaceError as e:
+            if cache != "auto":
+                raise
+            print(f"warning: {e}; streaming from the files instead", file=sys.stderr, flush=True)
+            mode = "none"
+    return scan_files(paths, (size, size, 3) if mode == "ram" else None, workers=workers, progress=progress), None
+
+
 def _open_files(data: str, size: int, *, val_split: float, seed: int, max_bad_files: float, workers: int | None,
-                batch_size: int, verbose: int, budget: int) -> TrainingData:  # fmt: skip
+                batch_size: int, verbose: int, budget: int, cache: str, data_dir: str | None
+                ) -> TrainingData:  # fmt: skip
     index = index_path(data)
-    in_memory = len(index) * size * size * 3 * 4 <= budget  # float32, RGB: the most it can take
-    scan = scan_files(index.paths, (size, size, 3) if in_memory else None, workers=workers, progress=verbose > 0)
+    scan, store = _scan(data, index.paths, size, cache, budget, data_dir=data_dir, workers=workers,
+                        progress=verbose > 0)  # fmt: skip
     index = ImageIndex(index.root, index.paths, index.labels, index.class_names,
                        assign_roles(index, scan, val_split, seed), index.skipped, index.name)  # fmt: skip
     report = build_report(data, index, scan)
@@ -208,28 +258,32 @@ def _open_files(data: str, size: int, *, val_split: float, seed: int, max_bad_fi
             print(line)
     shape = (size, size, report.channels)
     split = _split_record(data, index, scan, shape, val_split, seed)
-    return _from_index(index, scan, shape, split, report, batch_size=batch_size, seed=seed, workers=workers)
+    return _from_index(index, scan, shape, split, report, batch_size=batch_size, seed=seed, workers=workers,
+                       store=store)  # fmt: skip
 
 
 def _from_index(index: ImageIndex, scan: ScanResult, shape: tuple[int, int, int], split: dict[str, Any],
-                report: DataReport | None, *, batch_size: int, seed: int, workers: int | None
-                ) -> TrainingData:  # fmt: skip
-    """Arrays of each split (the training images streamed instead when the scan did not keep them)."""
-    arrays = {role: _arrays(index, scan, role, shape, workers) for role in ("train", "val", "test")}
-    stream = None
-    if scan.images is None:
+                report: DataReport | None, *, batch_size: int, seed: int, workers: int | None,
+                store: DecodedImages | None = None) -> TrainingData:  # fmt: skip
+    """Arrays of each split; the training images mapped from ``store``, or streamed when the scan did not keep them."""
+    arrays = {role: _arrays(index, scan, role, shape, workers, store) for role in ("train", "val", "test")}
+    stream = mapped = None
+    chosen = [i for i, r in enumerate(index.roles) if r == "train"]
+    if store is not None:
+        rows = store.rows([scan.records[i].sha256 for i in chosen])
+        mapped = MappedImages(store, rows, index.labels[chosen], shape[2])
+    elif scan.images is None:
         from cnnkit.data.streaming import file_batches
 
-        chosen = [i for i, r in enumerate(index.roles) if r == "train"]
         stream = file_batches([index.paths[i] for i in chosen], index.labels[chosen], shape, batch_size, seed=seed,
                               workers=workers)  # fmt: skip
     dataset = Dataset(index.name, index.class_names, arrays["train"], arrays["test"],
                       arrays["val"] if len(arrays["val"]) else None)  # fmt: skip
-    return TrainingData(dataset, "flip-crop", split, report, stream)
+    return TrainingData(dataset, "flip-crop", split, report, stream, mapped)
 
 
 def reopen_data(run_dir: str | os.PathLike, *, data_dir: str | None = None, workers: int | None = None,
-                batch_size: int = 64, budget: int | None = None) -> TrainingData:  # fmt: skip
+                batch_size: int = 64, budget: int | None = None, cache: str = "auto") -> TrainingData:  # fmt: skip
     """The exact data a run trained on, from its ``split.json``: for resuming it.
 
     A registered data set is reloaded and split by the recorded indices. For a folder or
@@ -255,20 +309,24 @@ def reopen_data(run_dir: str | os.PathLike, *, data_dir: str | None = None, work
                        [r for part in parts for r in part.roles], [], parts[0].name)  # fmt: skip
     shape = tuple(record["image_shape"])
     budget = memory_budget() if budget is None else budget
-    in_memory = len(index) * shape[0] * shape[1] * shape[2] * 4 <= budget
-    scan = scan_files(index.paths, (*shape[:2], 3) if in_memory else None, workers=workers)
-    return _from_index(index, scan, shape, record, None, batch_size=batch_size, seed=record["seed"], workers=workers)
+    scan, store = _scan(record["data"], index.paths, shape[0], cache, budget, data_dir=data_dir, workers=workers,
+                        progress=False)  # fmt: skip
+    return _from_index(index, scan, shape, record, None, batch_size=batch_size, seed=record["seed"], workers=workers,
+                       store=store)  # fmt: skip
 
 
-def _arrays(index: ImageIndex, scan: ScanResult, role: str, shape: tuple[int, int, int], workers: int | None
-            ) -> ImageArrays:  # fmt: skip
-    """The images of one split at ``shape``: sliced from the scan, or (streaming) decoded now for val/test."""
+def _arrays(index: ImageIndex, scan: ScanResult, role: str, shape: tuple[int, int, int], workers: int | None,
+            store: DecodedImages | None) -> ImageArrays:  # fmt: skip
+    """The images of one split at ``shape``: sliced from the scan or the disk cache, or decoded now for val/test."""
     chosen = [i for i, r in enumerate(index.roles) if r == role]
     labels = index.labels[chosen]
     if scan.images is not None:
         images = scan.images[chosen][..., : shape[2]]  # grey data: the three equal channels -> one
     elif role == "train":
-        images = np.zeros((0, *shape), np.float32)  # streamed
+        images = np.zeros((0, *shape), np.float32)  # mapped or streamed
+    elif store is not None:
+        rows = store.rows([scan.records[i].sha256 for i in chosen])
+        images = store.gather(rows)[..., : shape[2]].astype(np.float32) / np.float32(255.0)
     else:
         images = scan_files([index.paths[i] for i in chosen], shape, workers=workers).images
     return ImageArrays(np.ascontiguousarray(images), labels if len(images) else labels[:0])

@@ -14,9 +14,10 @@ import torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,8 +82,8 @@ def dhash(grey: np.ndarray) -> int:
 Crop = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of the width and height
 
 
-def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Crop | None
-              ) -> tuple[FileRecord, np.ndarray | None]:  # fmt: skip
+def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Crop | None,
+              known: Mapping[str, FileRecord]) -> tuple[FileRecord, np.ndarray | None]:  # fmt: skip
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -90,6 +91,8 @@ def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Cr
     except OSError as e:
         return FileRecord(path, error=f"cannot read ({e.strerror or e})", kind="unreadable"), None
     digest = hashlib.sha256(data).hexdigest()
+    if digest in known:  # these bytes were decoded before: what they gave holds for this file too
+        return dataclasses.replace(known[digest], path=path), None
     height, width, _ = shape
     draft = None if crop else (2 * width, 2 * height)
     try:
@@ -124,18 +127,28 @@ def scan_files(
     max_pixels: int | None = None,
     progress: bool = False,
     crop: Crop | None = None,
+    known: Mapping[str, FileRecord] | None = None,
+    sink: Callable[[FileRecord, np.ndarray], None] | None = None,
 ) -> ScanResult:
     """Decode every file once, in parallel; keep the images at ``input_shape`` ``(H, W, C)`` if it is given.
 
     ``crop`` cuts a box out of every image first, in fractions of its size (e.g. the face in LFW photos).
+    ``sink(record, image)`` takes each decoded image instead of the result keeping it (the
+    decoded-image cache writes it to disk); with a sink, ``known`` maps the SHA-256 of contents
+    decoded before to their records, and such a file is only read and hashed, not decoded again.
     """
     shape = tuple(input_shape) if input_shape is not None else ANALYSIS_SHAPE
-    images = np.zeros((len(paths), *shape), np.float32) if input_shape is not None else None
+    kept = input_shape is not None and sink is None
+    images = np.zeros((len(paths), *shape), np.float32) if kept else None
+    known = known if sink is not None else None
     records: list[FileRecord] = []
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool, _bar(progress, len(paths)) as bar:
-        for i, (record, x) in enumerate(pool.map(lambda p: _scan_one(Path(p), shape, max_pixels, crop), paths)):
+        scanned = pool.map(lambda p: _scan_one(Path(p), shape, max_pixels, crop, known or {}), paths)
+        for i, (record, x) in enumerate(scanned):
             records.append(record)
-            if images is not None and x is not None:
+            if x is not None and sink is not None:
+                sink(record, x)  # in this thread, in file order: the sink needs no lock
+            elif images is not None and x is not None:
                 images[i] = x
             if bar is not None:
                 bar.advance(0)

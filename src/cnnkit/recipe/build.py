@@ -64,7 +64,9 @@ def training_tensors(prepared: data_prepare.TrainingData, model: Model) -> tuple
     """The training set at the model's input (resident tensors, or the prepared stream) and validation tensors."""
     dataset = prepared.dataset
     train_set = prepared.stream
-    if train_set is None:  # (N, C, H, W) in [0, 1], moved to the device once by the engine
+    if prepared.mapped is not None:  # (N, C, H, W) in [0, 1] on disk, batched by the engine like a tensor
+        train_set = (prepared.mapped, torch.from_numpy(prepared.mapped.labels))
+    elif train_set is None:  # (N, C, H, W) in [0, 1], moved to the device once by the engine
         train_set = (conform(images_to_tensor(dataset.train.images), model.image_shape),
                      torch.from_numpy(dataset.train.labels))  # fmt: skip
     validation = None
@@ -75,6 +77,8 @@ def training_tensors(prepared: data_prepare.TrainingData, model: Model) -> tuple
 
 
 def train_labels(prepared: data_prepare.TrainingData) -> np.ndarray:
+    if prepared.mapped is not None:
+        return prepared.mapped.labels
     if prepared.stream is not None:
         return prepared.stream.dataset.labels
     return prepared.dataset.train.labels

@@ -24,6 +24,7 @@ from typing import Any
 
 from cnnkit.data.augment import OPERATIONS as AUGMENTATIONS
 from cnnkit.data.augment import make_augment
+from cnnkit.data.decoded_cache import CACHE_MODES
 from cnnkit.errors import ConfigError
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
 from cnnkit.train.settings import PRECISIONS
@@ -127,6 +128,10 @@ class TrainConfig:
                                   "is unreadable", metavar="SHARE")  # fmt: skip
     workers: int | None = option(None, "image-decoding workers for a folder or CSV, per process "
                                  "(default: one per core)")  # fmt: skip
+    cache: str = option("auto", "where a folder's or CSV's decoded images live between epochs: ram; disk (uint8 at "
+                        "the training size in the data cache, decoded once, memory-mapped, shared by torchrun's "
+                        "processes); none (decode the files every epoch); auto: ram when they fit in a quarter of "
+                        "the free memory, else disk", choices=CACHE_MODES)  # fmt: skip
     # The optimization.
     epochs: int = option(30, "passes over the training images, after any head-only --freeze-epochs")
     batch_size: int = option(64, "images per step; under torchrun the global batch, split evenly over the "

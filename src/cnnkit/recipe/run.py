@@ -81,7 +81,7 @@ def _open(config: TrainConfig, resume: Path | None) -> data_prepare.TrainingData
     """The data: split (and checked) anew, or exactly as the resumed run had it (files verified by hash)."""
     if resume is not None:
         return data_prepare.reopen_data(resume, data_dir=config.data_dir, workers=config.workers,
-                                        batch_size=config.batch_size)  # fmt: skip
+                                        batch_size=config.batch_size, cache=config.cache)  # fmt: skip
     return data_prepare.training_data(config, default_size=default_size(config))
 
 

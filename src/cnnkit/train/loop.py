@@ -56,6 +56,8 @@ class TensorBatches:
     seeded alike) and takes every ``world.size``-th image of each global batch of
     ``batch_size``, starting at its rank: together the ranks train on exactly the batches one
     process would. A last batch keeps a multiple of ``world.size`` images, so ranks stay equal.
+    ``x`` may be anything indexed like a tensor with a ``device``: the decoded-image cache's
+    :class:`~cnnkit.data.decoded_cache.MappedImages` reads each batch's rows from disk.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = True,
