@@ -22,12 +22,16 @@ from cnnkit.models._registry import (
     register_model,
     register_module,
 )
+from cnnkit.layers import Input
+from cnnkit.models.functional import Functional
 from cnnkit.models.loading import load_architecture, load_model, load_model_file, model_from_config
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.models.weights import load_pretrained
 
 __all__ = [
+    "Functional",
+    "Input",
     "Model",
     "ModelEntry",
     "Sequential",

@@ -14,6 +14,7 @@ from typing import Any
 from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
 from cnnkit.modelfile import read_model_file
 from cnnkit.models._registry import create_model, module_from_config
+from cnnkit.models.functional import Functional
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.runs import resolve_model
@@ -33,12 +34,14 @@ def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None =
     kind = architecture.get("class_name")
     if kind == "Sequential":
         return Sequential.from_config(architecture)
+    if kind == "Functional":
+        return Functional.from_config(architecture)
     if kind == "registry":
         config = dict(architecture.get("config", {}))
         return create_model(config.pop("name", ""), **config)
     if kind == "module":
         return Model(module_from_config(dict(architecture.get("config", {})), trust_code=trust_code))
-    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential, registry or module config")
+    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential, Functional, registry or module config")
 
 
 def load_architecture(path: str | os.PathLike) -> Model:

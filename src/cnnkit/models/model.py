@@ -25,6 +25,7 @@ from cnnkit.data.transforms import images_to_tensor, to_batch
 from cnnkit.errors import ConfigError, DataError, ShapeError
 from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
 from cnnkit.kernels import fuse
+from cnnkit.layers.symbolic import is_symbolic
 from cnnkit.runtime import resolve_device
 from cnnkit.train import callbacks as callbacks_module
 from cnnkit.train import loop, losses, optimizers
@@ -54,7 +55,18 @@ def _to_labels(y: Any) -> torch.Tensor:
 
 
 class Model(nn.Module):
-    """A classifier: a torch module returning logits, plus what travels with it in a model file."""
+    """A classifier: a torch module returning logits, plus what travels with it in a model file.
+
+    ``Model(inputs, outputs)`` on Keras tensors is Keras' functional API and gives a
+    :class:`~cnnkit.models.functional.Functional` model, as ``keras.Model`` does.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
+        if cls is Model and ((args and is_symbolic(args[0])) or "outputs" in kwargs):
+            from cnnkit.models.functional import Functional  # the subclass: imported on use
+
+            return super().__new__(Functional)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -383,8 +395,12 @@ class Model(nn.Module):
         table.add_column("Layer (type)")
         table.add_column("Output Shape")
         table.add_column("Param #", justify="right")
-        for name, kind, shape, params in self.summary_rows():
-            table.add_row(f"{name} ({kind})", shape, params if isinstance(params, str) else f"{params:,}")
+        rows = self.summary_rows()
+        if rows and len(rows[0]) == 5:  # a graph: Keras 3's "Connected to" column
+            table.add_column("Connected to")
+        for name, kind, shape, params, *connected in rows:
+            count = params if isinstance(params, str) else f"{params:,}"
+            table.add_row(f"{name} ({kind})", shape, count, *(c.replace(", ", ",\n") for c in connected))
         total = self.count_params()
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         lines = [
