@@ -60,8 +60,8 @@ def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     adds the library versions, the time it was written and the SHA-256 of the weights.
     """
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ModelFileError(f"{path}: model files end in .safetensors")
+    if path.suffix not in (".safetensors", ".keras"):
+        raise ModelFileError(f"{path}: model files end in .safetensors (or .keras, still in cnnkit's format)")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     metadata = {
         **metadata,

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
+from cnnkit.keras_file import keras_kind
 from cnnkit.modelfile import read_model_file
 from cnnkit.models._registry import create_model, module_from_config
 from cnnkit.models.functional import Functional
+from cnnkit.models.keras_import import load_keras_model
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.runs import resolve_model
@@ -73,6 +75,10 @@ def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = No
     See :func:`load_model`.
     """
     path = resolve_model(filepath).model_file("load the .safetensors model it came from")
+    if keras_kind(path) is not None:  # a real Keras file (zip or HDF5, by its bytes, whatever its name)
+        model, metadata = load_keras_model(path)
+        prefer_channels_last(model)
+        return model.eval(), metadata
     metadata, tensors = read_model_file(path)  # checked: format, version, checksum
     try:
         model = model_from_config(metadata["architecture"], trust_code=trust_code)
@@ -97,7 +103,8 @@ def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = No
 
 
 def load_model(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> Model:
-    """Load a model saved with ``model.save()``; never unpickles.
+    """Load a model saved with ``model.save()``, or one saved by Keras 3 (``.keras``, legacy ``.h5``); never
+    unpickles and never runs code from the file.
 
     ``filepath``: a ``.safetensors`` model file, or a run named as ``cnnkit predict`` takes it (its
     folder, ``"latest"``, or a prefix of its name under ``runs/``; see :func:`cnnkit.runs.resolve_model`).
