@@ -99,7 +99,7 @@ def _read_zip(path: Path) -> KerasFile:
         data = archive.read("model.weights.h5")
     weights: dict[str, list[np.ndarray]] = {}
     with h5py.File(io.BytesIO(data), "r") as h5:
-        for name, group in (h5["layers"].items() if "layers" in h5 else ()):
+        for name, group in h5["layers"].items() if "layers" in h5 else ():
             variables = group.get("vars")
             count = len(variables) if variables is not None else 0
             weights[name] = [np.asarray(variables[str(i)][()]) for i in range(count)]
@@ -143,7 +143,7 @@ def _read_h5(path: Path) -> KerasFile:
         config = _json(_text(h5.attrs["model_config"]), path, "model_config")
         version = _text(h5.attrs["keras_version"]) if "keras_version" in h5.attrs else None
         weights: dict[str, list[np.ndarray]] = {}
-        root = h5["model_weights"] if "model_weights" in h5 else h5
+        root = h5.get("model_weights", h5)
         for name in (_text(n) for n in root.attrs.get("layer_names", [])):
             group = root[name]
             weights[name] = [np.asarray(group[_text(w)][()]) for w in group.attrs.get("weight_names", [])]

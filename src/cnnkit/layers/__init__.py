@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import ConfigError
-from cnnkit.layers.base import INITIALIZERS, Layer
 from cnnkit.layers.augmentation import RandomContrast, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
+from cnnkit.layers.base import INITIALIZERS, Layer
 from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Rescaling
 from cnnkit.layers.depthwise import DepthwiseConv2D, SeparableConv2D

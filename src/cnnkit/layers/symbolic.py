@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cnnkit.errors import ConfigError
 
-if TYPE_CHECKING:
-    from cnnkit.layers.base import Layer
+Layer = Any  # a cnnkit.layers.base.Layer (not imported: the base imports this module)
 
 __all__ = ["KerasTensor", "is_symbolic", "snake_case", "symbolic_call", "unique_name"]
 

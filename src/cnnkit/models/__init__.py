@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from cnnkit.layers import Input
 from cnnkit.models import alexnet as _alexnet  # noqa: F401  (each family module registers its models)
 from cnnkit.models import lenet as _lenet  # noqa: F401
 from cnnkit.models import resnet as _resnet  # noqa: F401
@@ -22,7 +23,6 @@ from cnnkit.models._registry import (
     register_model,
     register_module,
 )
-from cnnkit.layers import Input
 from cnnkit.models.functional import Functional
 from cnnkit.models.loading import load_architecture, load_model, load_model_file, model_from_config
 from cnnkit.models.model import Model

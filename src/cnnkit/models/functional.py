@@ -69,7 +69,7 @@ def _in_order(inp: KerasTensor, out: KerasTensor) -> list[KerasTensor]:
     return order
 
 
-class Functional(LayerModel):
+class Functional(LayerModel, functional_api=True):
     """A model over a graph of Keras-style layers: ``keras.Model(inputs, outputs)``."""
 
     def __init__(self, inputs: Any, outputs: Any, name: str | None = None, **kwargs: Any) -> None:
@@ -237,8 +237,9 @@ class Functional(LayerModel):
 
 
 def _tensor_spec(shape: Sequence[int | None], origin: tuple[str, int]) -> dict[str, Any]:
-    return {"class_name": "__keras_tensor__",
-            "config": {"shape": list(shape), "dtype": "float32", "keras_history": [origin[0], origin[1], 0]}}  # fmt: skip
+    history = [origin[0], origin[1], 0]
+    return {"class_name": "__keras_tensor__", "config": {"shape": list(shape), "dtype": "float32",
+                                                         "keras_history": history}}  # fmt: skip
 
 
 def _input_shape(config: dict[str, Any]) -> list[int | None]:

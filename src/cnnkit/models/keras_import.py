@@ -14,6 +14,7 @@ support is an error naming the layer and the setting, never silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Callable
@@ -93,9 +94,11 @@ def keras_layer(spec: dict[str, Any]) -> Layer:
                 kept[key] = _initializer(value)
         elif key in accepted:
             kept[key] = value
-        elif _TRAINING_ONLY.match(key) or target in _AUGMENTATION:  # augmentation: the identity at inference
-            continue
-        elif key in _DEFAULTS and value in (_DEFAULTS[key], None):
+        elif (
+            _TRAINING_ONLY.match(key)
+            or target in _AUGMENTATION  # the identity at inference: its other settings change no prediction
+            or (key in _DEFAULTS and value in (_DEFAULTS[key], None))
+        ):
             continue
         else:
             raise ConfigError(f"layer {config.get('name')!r} ({kind}): cnnkit does not support its setting "
@@ -158,10 +161,8 @@ def _compile(model: Model, config: dict[str, Any]) -> None:
     loss = compiled.get("loss")
     if isinstance(loss, str):
         metrics = [m for m in compiled.get("metrics") or [] if isinstance(m, str)]
-        try:
+        with contextlib.suppress(CnnkitError):  # a loss cnnkit does not know: it predicts; compile it to evaluate
             model.compile(optimizer="adam", loss=loss, metrics=metrics)
-        except CnnkitError:
-            pass  # a loss cnnkit does not know: the model predicts; compile it to evaluate
 
 
 def load_keras_model(path: str | os.PathLike) -> tuple[Model, dict[str, Any]]:

@@ -43,7 +43,9 @@ def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None =
         return create_model(config.pop("name", ""), **config)
     if kind == "module":
         return Model(module_from_config(dict(architecture.get("config", {})), trust_code=trust_code))
-    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential, Functional, registry or module config")
+    raise ConfigError(
+        f"unknown architecture kind {kind!r}: expected a Sequential, Functional, registry or module config"
+    )
 
 
 def load_architecture(path: str | os.PathLike) -> Model:

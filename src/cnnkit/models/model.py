@@ -61,11 +61,16 @@ class Model(nn.Module):
     :class:`~cnnkit.models.functional.Functional` model, as ``keras.Model`` does.
     """
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
-        if cls is Model and ((args and is_symbolic(args[0])) or "outputs" in kwargs):
-            from cnnkit.models.functional import Functional  # the subclass: imported on use
+    _functional: type[Model] | None = None  # what Model(inputs, outputs) makes: cnnkit.models.functional's class
 
-            return super().__new__(Functional)
+    def __init_subclass__(cls, functional_api: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if functional_api:
+            Model._functional = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
+        if cls is Model and ((args and is_symbolic(args[0])) or "outputs" in kwargs) and Model._functional:
+            return super().__new__(Model._functional)
         return super().__new__(cls)
 
     def __init__(

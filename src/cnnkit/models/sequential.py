@@ -147,7 +147,6 @@ class Sequential(LayerModel):
         for layer in self.layers:
             shape = layer.build(shape) if not layer.built else layer.output_shape[1:]
 
-
     # -- computing ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax is left
@@ -159,7 +158,6 @@ class Sequential(LayerModel):
             x = layer(x)
         last = self.layers[-1]
         return last.call(x) if self.output_activation == "softmax" else last(x)
-
 
     def get_config(self) -> dict[str, Any]:
         """Keras-style config: the input shape and each layer's config."""
