@@ -27,7 +27,7 @@ import numpy as np
 
 from cnnkit.errors import ModelFileError
 
-__all__ = ["KerasFile", "keras_kind", "read_keras_file"]
+__all__ = ["KerasFile", "keras_kind", "read_keras_config", "read_keras_file"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _MAX_WEIGHTS = 4 * 2**30  # a zip member larger than this is refused before it is read into memory
@@ -73,6 +73,15 @@ def read_keras_file(path: str | os.PathLike) -> KerasFile:
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
         raise ModelFileError(f"{path} is a damaged Keras file: {e}") from None
     raise ModelFileError(f"{path} is not a Keras model file")
+
+
+def read_keras_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The architecture config of a ``.keras`` zip, without reading its weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return _json(archive.read("config.json"), Path(path), "config.json")
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path} is a damaged Keras file: {e}") from None
 
 
 def _json(raw: bytes | str, path: Path, what: str) -> dict[str, Any]:

@@ -38,8 +38,9 @@ _TRAINING_ONLY = re.compile(r".*_(regularizer|constraint)$|^(dtype|build_config|
                             r"|renorm_momentum|renorm_clipping)$")  # fmt: skip
 # Settings cnnkit has no counterpart for, accepted at Keras' default (which changes nothing).
 _DEFAULTS: dict[str, Any] = {"quantization_config": None, "lora_rank": None, "lora_alpha": None, "renorm": False,
-                             "pad_to_aspect_ratio": False, "antialias": False, "fill_mode": None,
-                             "fill_value": None}  # fmt: skip
+                             "pad_to_aspect_ratio": False, "antialias": False}  # fmt: skip
+# Settings that only matter with another one off its default (Resizing fills only when it pads).
+_UNUSED = {"Resizing": {"fill_mode", "fill_value"}}
 _AUGMENTATION = {"RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomContrast"}
 
 
@@ -98,6 +99,7 @@ def keras_layer(spec: dict[str, Any]) -> Layer:
             _TRAINING_ONLY.match(key)
             or target in _AUGMENTATION  # the identity at inference: its other settings change no prediction
             or (key in _DEFAULTS and value in (_DEFAULTS[key], None))
+            or key in _UNUSED.get(target, ())
         ):
             continue
         else:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
-from cnnkit.keras_file import keras_kind
-from cnnkit.modelfile import read_model_file
+from cnnkit.keras_file import keras_kind, read_keras_config
+from cnnkit.modelfile import read_metadata, read_model_file
 from cnnkit.models._registry import create_model, module_from_config
 from cnnkit.models.functional import Functional
 from cnnkit.models.keras_import import load_keras_model
@@ -22,7 +22,7 @@ from cnnkit.models.sequential import Sequential
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import prefer_channels_last
 
-__all__ = ["load_architecture", "load_model", "load_model_file", "model_from_config"]
+__all__ = ["check_model_file", "load_architecture", "load_model", "load_model_file", "model_from_config"]
 
 
 def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None = None) -> Model:
@@ -68,6 +68,16 @@ def load_architecture(path: str | os.PathLike) -> Model:
         raise ConfigError(f"{path}: {e}") from None
     except CnnkitError as e:
         raise type(e)(f"{path}: {e}") from None
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """Whether ``path`` is a model file :func:`load_model` reads (cnnkit's or Keras'), without loading its weights:
+    a missing, pickled, foreign or damaged file is its one clear error here."""
+    kind = keras_kind(path)
+    if kind == "keras":
+        read_keras_config(path)
+    elif kind is None:
+        read_metadata(path)
 
 
 def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> tuple[Model, dict[str, Any]]:
