@@ -38,8 +38,8 @@ import torch
 from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
 from cnnkit.kernels import fuse
-from cnnkit.models.loading import check_model_file
 from cnnkit.models import Model, load_model
+from cnnkit.models.loading import check_model_file
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 

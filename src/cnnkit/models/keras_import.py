@@ -152,7 +152,7 @@ def _set_weights(model: LayerModel, weights: dict[str, list[Any]]) -> None:
         expected = layer.get_weights()
         if not expected:
             continue
-        if layer.name not in weights:
+        if not weights.get(layer.name):
             raise ModelFileError(f"the file has no weights for layer {layer.name!r}")
         layer.set_weights(weights[layer.name])
 
