@@ -11,11 +11,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from tests.conftest import run_main
 
 from cnnkit import models
 from cnnkit.errors import ModelFileError
 from cnnkit.export import export_model
+from conftest import run_main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RNG = np.random.default_rng(0)
@@ -273,7 +273,7 @@ def test_real_keras_model_through_predict_evaluate_and_export(tmp_path):
 def test_real_keras_model_is_served_and_explained(tmp_path):
     import warnings
 
-    from tests._serve_util import png_bytes
+    from _serve_util import png_bytes
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
