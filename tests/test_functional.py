@@ -172,3 +172,30 @@ def test_concatenate_axis_and_merge_layers():
     cat = layers.Concatenate(axis=1)
     cat.build([(4, 4, 2), (4, 4, 2)])
     assert cat([x, x]).shape == (2, 2, 8, 4)  # Keras' axis 1 (height) is torch's dim 2
+
+
+def test_a_sequential_model_is_a_layer_of_a_functional_one(tmp_path):
+    """Keras' tutorials: ``data_augmentation = keras.Sequential([...])``, then ``x = data_augmentation(inputs)``."""
+    augmentation = keras.Sequential([layers.RandomFlip("horizontal"), layers.RandomRotation(0.1)])
+    inputs = keras.Input((8, 8, 1))
+    x = layers.Conv2D(4, 3, activation="relu")(augmentation(inputs))
+    head = keras.Sequential([layers.Flatten(), layers.Dense(3, activation="softmax")], name="head")
+    model = keras.Model(inputs, head(x))
+    assert model.output_activation == "softmax" and model.count_params() == 40 + 435
+    rows = {row[0]: row for row in model.summary_rows()}
+    assert rows["head"][1:] == ("Sequential", "(None, 3)", 435, f"{model.layers[1].name}[0][0]")
+    x_np = np.random.default_rng(2).random((6, 8, 8, 1), dtype=np.float32)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x_np, np.arange(6) % 3, epochs=1, verbose=0)
+    probabilities = model.predict(x_np, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+    model.save(tmp_path / "nested.keras")
+    np.testing.assert_allclose(models.load_model(tmp_path / "nested.keras").predict(x_np, verbose=0), probabilities,
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    # In the middle of a graph, a nested model's softmax is applied (only the outer model's last is left to predict).
+    inner = keras.Sequential([layers.Flatten(), layers.Dense(4, activation="softmax")])
+    inp = keras.Input((2, 2, 1))
+    outer = keras.Model(inp, layers.Dense(2)(inner(inp)))
+    t = torch.rand(3, 1, 2, 2)
+    expected = outer.layers[1](torch.softmax(inner(t), 1))
+    torch.testing.assert_close(outer(t), expected)

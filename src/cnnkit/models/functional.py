@@ -27,7 +27,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, ConfigError, ShapeError
 from cnnkit.layers import Input, InputLayer, KerasTensor, Layer
-from cnnkit.models.sequential import LayerModel, layer_from_spec
+from cnnkit.models.sequential import LayerModel, Sequential, layer_from_spec
 
 __all__ = ["Functional"]
 
@@ -131,7 +131,10 @@ class Functional(LayerModel, functional_api=True):
         for i, (index, sources, listed) in enumerate(self._steps):
             layer = self.layers[index]
             arg = [values[s] for s in sources] if listed else values[sources[0]]
-            values[i + 1] = layer.call(arg) if i == last and self.output_activation == "softmax" else layer(arg)
+            if isinstance(layer, LayerModel):  # a model used as a layer
+                values[i + 1] = layer(arg) if i == last else layer.as_layer(arg)
+            else:
+                values[i + 1] = layer.call(arg) if i == last and self.output_activation == "softmax" else layer(arg)
             for value in self._release[i]:  # free what no later layer reads
                 del values[value]
         return values[last + 1]
@@ -178,7 +181,8 @@ class Functional(LayerModel, functional_api=True):
             "config": {"batch_shape": [None, *self._image_shape], "name": self.input_name},
         }]  # fmt: skip
         for index, layer in enumerate(self.layers):
-            specs.append({"class_name": type(layer).__name__, "config": layer.get_config(), "name": layer.name,
+            config = layer.get_config()["config"] if isinstance(layer, LayerModel) else layer.get_config()
+            specs.append({"class_name": type(layer).__name__, "config": config, "name": layer.name,
                           "inbound_nodes": by_layer[index]})  # fmt: skip
         out_name, out_node, _ = nodes[-1]
         return {"class_name": "Functional", "config": {
@@ -187,12 +191,13 @@ class Functional(LayerModel, functional_api=True):
         }}  # fmt: skip
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], make_layer: LayerFactory = layer_from_spec) -> Functional:
+    def from_config(cls, config: dict[str, Any], make_layer: LayerFactory | None = None) -> Functional:
         """Rebuild from a functional config: cnnkit's own (``get_config``) or Keras' (3, or 2's lists).
 
         ``make_layer`` turns one ``{"class_name", "config"}`` into a layer (cnnkit's strict reader by
         default; the Keras importer passes its own).
         """
+        make_layer = make_layer or _cnnkit_layer
         inner = config.get("config", config) if isinstance(config, dict) else None
         if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
             raise ConfigError('a functional config needs "layers": a list of layers with their "inbound_nodes"')
@@ -234,6 +239,15 @@ class Functional(LayerModel, functional_api=True):
                 raise ConfigError(f"{key} names {entries[0][0]!r}, which the config does not make")
             ends.append(made[(entries[0][0], entries[0][1])])
         return cls(ends[0], ends[1], name=inner.get("name"))
+
+
+def _cnnkit_layer(spec: dict[str, Any]) -> Layer:
+    """A layer of a cnnkit functional config: a Keras-style layer, or a model nested as one."""
+    if spec.get("class_name") == "Sequential":
+        return Sequential.from_config(spec)
+    if spec.get("class_name") == "Functional":
+        return Functional.from_config(spec)
+    return layer_from_spec(spec)
 
 
 def _tensor_spec(shape: Sequence[int | None], origin: tuple[str, int]) -> dict[str, Any]:

@@ -96,6 +96,18 @@ class Model(nn.Module):
         self._compiled: dict[str, Any] | None = None
         self.set_normalization(normalization)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # A model called on Keras tensors is a layer of a functional model (Keras' nested models).
+        if args and is_symbolic(args[0]):
+            return self._symbolic_call(args[0], **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _symbolic_call(self, inputs: Any, **kwargs: Any) -> Any:
+        raise ConfigError(
+            f"model {self.name!r} wraps a torch module: only Sequential and functional models can be called on "
+            f"Keras tensors (keras.Input(...)) as layers"
+        )
+
     # -- what the model takes and gives ----------------------------------------
     @property
     def image_shape(self) -> Shape | None:

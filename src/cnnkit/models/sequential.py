@@ -47,12 +47,37 @@ class LayerModel(Model):
     @property
     def output_activation(self) -> str:
         """``softmax`` when the last layer ends in one; otherwise the model returns what it computes."""
-        if self.layers and self._output_layer().activation_name == "softmax":
-            return "softmax"
-        return "linear"
+        if not self.layers:
+            return "linear"
+        last = self._output_layer()
+        if isinstance(last, LayerModel):  # a model nested as the last layer: what it ends in
+            return last.output_activation
+        return "softmax" if last.activation_name == "softmax" else "linear"
 
     def _num_outputs(self) -> int:
         return self._output_layer().output_shape[-1]
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Keras' output shape, batch axis first."""
+        return self._output_layer().output_shape
+
+    def _symbolic_call(self, inputs: Any, **kwargs: Any) -> KerasTensor:
+        """``model(x)`` on a Keras tensor: the model as one layer of a functional model (Keras' nesting)."""
+        if not isinstance(inputs, KerasTensor) or kwargs:
+            raise ConfigError(f"model {self.name!r} takes one Keras tensor as a layer")
+        if not self.built:
+            self.build(inputs.shape[1:])
+        elif tuple(inputs.shape[1:]) != tuple(self.image_shape):
+            raise ShapeError(f"model {self.name!r} takes images {self.input_shape}, called on {inputs.shape}")
+        node_index = self.__dict__.get("_node_count", 0)
+        self.__dict__["_node_count"] = node_index + 1
+        return KerasTensor(self.output_shape, self, [inputs], node_index)
+
+    def as_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model computes as a layer inside another model: its output, final softmax included."""
+        out = self(x)
+        return torch.softmax(out, dim=1) if self.output_activation == "softmax" else out
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
