@@ -250,6 +250,9 @@ REAL = np.load(FIXTURES / "keras_models.npz")
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_real_keras_files_reproduce_keras_predictions(name, suffix):
     model = models.load_model(FIXTURES / f"{name}{suffix}")
+    if name == "keras_res":  # two Sequential models nested as layers: data augmentation, and a block with weights
+        nested = [layer for layer in model.layers if isinstance(layer, models.Sequential)]
+        assert [n.name for n in nested] == ["augmentation", "block"] and nested[1].count_params() == 20 + 16
     np.testing.assert_allclose(model.predict(REAL[f"{name}/x"], verbose=0), REAL[f"{name}/y"], rtol=1e-4, atol=1e-6)
 
 

@@ -106,13 +106,18 @@ def _read_zip(path: Path) -> KerasFile:
         if archive.getinfo("model.weights.h5").file_size > _MAX_WEIGHTS:
             raise ModelFileError(f"{path}: its weights are larger than cnnkit reads ({_MAX_WEIGHTS // 2**30} GB)")
         data = archive.read("model.weights.h5")
-    weights: dict[str, list[np.ndarray]] = {}
     with h5py.File(io.BytesIO(data), "r") as h5:
-        for name, group in h5["layers"].items() if "layers" in h5 else ():
-            variables = group.get("vars")
-            count = len(variables) if variables is not None else 0
-            weights[name] = [np.asarray(variables[str(i)][()]) for i in range(count)]
-    return KerasFile(config, _by_layer_name(config, weights), metadata.get("keras_version"), "keras")
+        tree = _tree(h5)
+    return KerasFile(config, _by_layer_name(config, tree.get("layers", {})), metadata.get("keras_version"), "keras")
+
+
+def _tree(group: Any) -> dict[str, Any]:
+    """A saved object's variables (``vars/0, 1, ...``) and, for a model, its layers' (``layers/<key>``)."""
+    variables = group.get("vars")
+    node: dict[str, Any] = {"vars": [np.asarray(variables[str(i)][()]) for i in range(len(variables or ()))]}
+    if "layers" in group:
+        node["layers"] = {key: _tree(sub) for key, sub in group["layers"].items()}
+    return node
 
 
 def _snake(name: str) -> str:
@@ -121,9 +126,10 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-def _by_layer_name(config: dict[str, Any], weights: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
+def _by_layer_name(config: dict[str, Any], saved: dict[str, Any]) -> dict[str, list[np.ndarray]]:
     """``model.weights.h5`` keys layers by class, not by name: ``conv2d``, ``conv2d_1``, ... in the model's
-    layer order (Keras' saving_lib names each saveable in a list so). Keyed here by the layers' names."""
+    layer order (Keras' saving_lib names each saveable in a list so). Keyed here by the layers' names; a
+    model nested as a layer gets all its layers' weights in order, as its ``get_weights()`` lists them."""
     used: dict[str, int] = {}
     named: dict[str, list[np.ndarray]] = {}
     for spec in (config.get("config") or {}).get("layers") or []:
@@ -131,8 +137,12 @@ def _by_layer_name(config: dict[str, Any], weights: dict[str, list[np.ndarray]])
         used[key] = used.get(key, -1) + 1
         key = key if used[key] == 0 else f"{key}_{used[key]}"
         name = spec.get("name") or (spec.get("config") or {}).get("name")
-        if key in weights and name:
-            named[name] = weights[key]
+        if key not in saved or not name:
+            continue
+        if "layers" in saved[key]:
+            named[name] = [w for inner in _by_layer_name(spec, saved[key]["layers"]).values() for w in inner]
+        else:
+            named[name] = saved[key]["vars"]
     return named
 
 

@@ -83,6 +83,10 @@ def _initializer(value: Any) -> str | None:
 def keras_layer(spec: dict[str, Any]) -> Layer:
     """The cnnkit layer for one Keras layer config ``{"class_name", "config"}``."""
     kind, config = spec.get("class_name"), dict(spec.get("config") or {})
+    if kind == "Sequential":  # a model nested as a layer (Keras' data augmentation blocks)
+        return _sequential(spec)
+    if kind in ("Functional", "Model"):
+        return Functional.from_config(spec, keras_layer)
     if kind not in KERAS_LAYERS:
         raise ConfigError(f"cnnkit has no Keras layer {kind!r}")
     config.pop("dtype", None)  # a dtype policy; cnnkit computes in float32 (mixed precision: to float rounding)
@@ -113,12 +117,12 @@ def _unknown_layers(layers: list[dict[str, Any]]) -> list[str]:
     found = []
     for spec in layers:
         kind = spec.get("class_name")
-        if kind == "InputLayer" or kind in KERAS_LAYERS:
+        if kind == "InputLayer" or (kind in KERAS_LAYERS and kind not in ("Sequential", "Functional", "Model")):
             continue
         if kind == "Lambda":
             found.append(f"Lambda {spec.get('config', {}).get('name')!r} (Python code, which cnnkit never runs)")
-        elif kind in ("Sequential", "Functional", "Model"):
-            found.append(f"{kind} {spec.get('config', {}).get('name')!r} (a model nested as a layer)")
+        elif kind in ("Sequential", "Functional", "Model"):  # a nested model: what it holds
+            found.extend(_unknown_layers(list((spec.get("config") or {}).get("layers") or [])))
         else:
             found.append(f"{kind} (registered as {spec['registered_name']!r})" if spec.get("registered_name")
                          else str(kind))  # fmt: skip
