@@ -199,3 +199,14 @@ def test_a_sequential_model_is_a_layer_of_a_functional_one(tmp_path):
     t = torch.rand(3, 1, 2, 2)
     expected = outer.layers[1](torch.softmax(inner(t), 1))
     torch.testing.assert_close(outer(t), expected)
+
+
+def test_inside_view_walks_a_graph_in_execution_order():
+    model = residual()
+    model.eval()
+    view = explain.inside(model, torch.rand(3, 8, 8))
+    names = [layer.name for layer in view.layers]
+    assert names == [layer.name for layer in model.layers]
+    shapes = {layer.name: tuple(layer.output_shape) for layer in view.layers}
+    assert shapes[model.layers[2].name] == (8, 8, 4)  # the Add's output, from its hook on a list input
+    assert view.layers[-1].output_shape == (3,)
