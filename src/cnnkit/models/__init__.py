@@ -1,6 +1,7 @@
-"""Models: Keras-style ``Sequential``, ``Model`` over any torch module, the registry, and loading.
+"""Models: Keras-style ``Sequential``, ``Model`` over any torch module or Keras' functional graph, the
+registry, and loading (cnnkit's model files, and Keras' ``.keras`` / ``.h5``).
 
-``from cnnkit import models``; ``models.Sequential()``, ``models.load_model(path)``,
+``from cnnkit import models``; ``models.Sequential()``, ``models.Model(inputs, outputs)``, ``models.load_model(path)``,
 ``models.create_model("seed", num_classes=10)``, ``models.list_models()``,
 ``models.load_pretrained(model, "imagenet")``.
 """
