@@ -202,11 +202,25 @@ def test_keras_2_h5_with_list_inbound_nodes(tmp_path):
         if spec["class_name"] == "InputLayer":
             spec["config"] = {"batch_input_shape": [None, 5, 5, 1], "dtype": "float32", "name": "input_layer"}
             spec["inbound_nodes"] = []
+        spec["config"]["dtype"] = "float32"  # tf.keras 2: a plain dtype name, not a policy
     config["class_name"] = "Model"
     config["config"]["input_layers"] = [["input_layer", 0, 0]]
     config["config"]["output_layers"] = [["dense", 0, 0]]
     model = models.load_model(write_h5(tmp_path / "old.h5", config, h5_weights(config, weights)))
     x = RNG.standard_normal((2, 5, 5, 1)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), forward(x), rtol=1e-4, atol=1e-5)
+
+
+def test_keras_2_sequential_h5_with_its_old_spellings(tmp_path):
+    """tf.keras 2: the input shape on the first layer, BatchNormalization's built axis as a list, ':0' names."""
+    config, weights, forward = sequential_case()
+    layers = config["config"]["layers"]
+    layers.pop(0)
+    layers[0]["config"]["batch_input_shape"] = [None, 6, 6, 2]
+    layers[1]["config"]["axis"] = [3]
+    named = {name: [(f"{w}:0", a) for w, a in pairs] for name, pairs in h5_weights(config, weights).items()}
+    model = models.load_model(write_h5(tmp_path / "tf2.h5", config, named))
+    x = RNG.standard_normal((2, 6, 6, 2)).astype(np.float32)
     np.testing.assert_allclose(model.predict(x, verbose=0), forward(x), rtol=1e-4, atol=1e-5)
 
 

@@ -62,9 +62,17 @@ def _softmax(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "Activation", {"name": config.get("name"), "activation": "softmax"}
 
 
+def _batchnorm(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    axis = config.get("axis", -1)
+    if isinstance(axis, list) and len(axis) == 1:  # tf.keras 2 stores the built axis as a list: [3]
+        config = {**config, "axis": axis[0]}
+    return "BatchNormalization", config
+
+
 # Keras class name -> the cnnkit layer class name and config (one place to teach cnnkit a Keras layer).
 KERAS_LAYERS: dict[str, Converter] = {
     **{kind: _same(kind) for kind in LAYERS if kind != "InputLayer"},
+    "BatchNormalization": _batchnorm,
     "ReLU": _relu,
     "Softmax": _softmax,
 }
