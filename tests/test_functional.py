@@ -210,3 +210,22 @@ def test_inside_view_walks_a_graph_in_execution_order():
     shapes = {layer.name: tuple(layer.output_shape) for layer in view.layers}
     assert shapes[model.layers[2].name] == (8, 8, 4)  # the Add's output, from its hook on a list input
     assert view.layers[-1].output_shape == (3,)
+
+
+def test_keras_simple_mnist_convnet_runs_with_only_the_import_changed():
+    """Keras' "Simple MNIST convnet" example's model, as written there (Keras prints 34,826 parameters)."""
+    input_shape, num_classes = (28, 28, 1), 10
+    model = keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Flatten(),
+            layers.Dropout(0.5),
+            layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+    assert model.count_params() == 34_826
+    assert model.layers[-1].output_shape == (None, 10)
