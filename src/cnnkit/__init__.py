@@ -24,7 +24,10 @@ _LAZY = {
     "explain": "cnnkit.explain",
 }
 
-__all__ = ["CnnkitError", "__version__", "seed_everything", *_LAZY]
+# Keras' top-level names (``import cnnkit as keras; keras.Sequential([...])``) -> their module.
+_KERAS_NAMES = {"Sequential": "cnnkit.models", "Model": "cnnkit.models", "Input": "cnnkit.layers"}
+
+__all__ = ["CnnkitError", "__version__", "seed_everything", *_LAZY, *_KERAS_NAMES]
 
 
 def __getattr__(name: str) -> Any:
@@ -32,6 +35,8 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(_LAZY[name])
         globals()[name] = module
         return module
+    if name in _KERAS_NAMES:
+        return getattr(importlib.import_module(_KERAS_NAMES[name]), name)
     if name == "CnnkitError":
         from cnnkit.errors import CnnkitError
 

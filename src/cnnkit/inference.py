@@ -38,8 +38,8 @@ import torch
 from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
 from cnnkit.kernels import fuse
-from cnnkit.modelfile import read_metadata
 from cnnkit.models import Model, load_model
+from cnnkit.models.loading import check_model_file
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 
@@ -263,5 +263,5 @@ def load_predictor(
                               f"torch); give its .onnx export for ONNX Runtime")  # fmt: skip
         return TorchScriptPredictor(source.path)
     path = source.model_file("give the .safetensors model")
-    read_metadata(path)  # a missing, pickled or foreign file: its own clear error, before any hashing or export
+    check_model_file(path)  # a missing, pickled or foreign file: its own clear error, before any hashing or export
     return _predictor(functools.cache(lambda: load_model(path)), backend, device, threads, path)

@@ -60,8 +60,8 @@ def write_model_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
     adds the library versions, the time it was written and the SHA-256 of the weights.
     """
     path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ModelFileError(f"{path}: model files end in .safetensors")
+    if path.suffix not in (".safetensors", ".keras"):
+        raise ModelFileError(f"{path}: model files end in .safetensors (or .keras, still in cnnkit's format)")
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     metadata = {
         **metadata,
@@ -87,6 +87,11 @@ def _check_container(path: Path) -> None:
         if header_len <= _MAX_HEADER and header_len + 8 <= size:
             return
         raise ModelFileError(f"{path} is truncated (its header promises more bytes than the file has)")
+    from cnnkit.keras_file import keras_kind
+
+    if keras_kind(path) is not None:
+        raise ModelFileError(f"{path} is a Keras model file, not cnnkit's: load it with cnnkit.models.load_model "
+                             f"(every cnnkit command that takes a model takes it)")  # fmt: skip
     if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
         raise ModelFileError(
             f"{path} is a pickle file (PyTorch's torch.save format). cnnkit never unpickles model files, "

@@ -195,6 +195,8 @@ def _sequential_layers(model: nn.Module) -> list[Layer] | None:
     layers = getattr(model, "layers", None)
     if not isinstance(layers, nn.ModuleList) or not layers or not all(isinstance(m, Layer) for m in layers):
         return None
+    if hasattr(model, "inputs"):  # a functional model: a graph, not a stack to fuse in order
+        return None
     if not callable(getattr(model, "normalize", None)) or getattr(model, "output_activation", None) is None:
         return None
     return list(layers) if all(layer.built for layer in layers) else None

@@ -11,29 +11,51 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import ConfigError
+from cnnkit.layers.augmentation import RandomContrast, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from cnnkit.layers.base import INITIALIZERS, Layer
 from cnnkit.layers.conv import Conv2D
 from cnnkit.layers.core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Rescaling
+from cnnkit.layers.depthwise import DepthwiseConv2D, SeparableConv2D
+from cnnkit.layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from cnnkit.layers.normalization import BatchNormalization
 from cnnkit.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+from cnnkit.layers.reshaping import Resizing, ZeroPadding2D
+from cnnkit.layers.symbolic import KerasTensor
 
 __all__ = [
     "INITIALIZERS",
     "LAYERS",
     "Activation",
+    "Add",
+    "Average",
     "AveragePooling2D",
     "BatchNormalization",
+    "Concatenate",
     "Conv2D",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "Flatten",
     "GlobalAveragePooling2D",
     "GlobalMaxPooling2D",
     "Input",
     "InputLayer",
+    "KerasTensor",
     "Layer",
     "MaxPooling2D",
+    "Maximum",
+    "Minimum",
+    "Multiply",
+    "RandomContrast",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomTranslation",
+    "RandomZoom",
     "Rescaling",
+    "Resizing",
+    "SeparableConv2D",
+    "Subtract",
+    "ZeroPadding2D",
     "layer_from_config",
 ]
 
@@ -42,6 +64,9 @@ LAYERS: dict[str, type[Layer]] = {
     for cls in (
         Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
         GlobalAveragePooling2D, GlobalMaxPooling2D, InputLayer, MaxPooling2D, Rescaling,
+        DepthwiseConv2D, SeparableConv2D, ZeroPadding2D, Resizing,
+        RandomFlip, RandomRotation, RandomZoom, RandomTranslation, RandomContrast,
+        Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
     )
 }  # fmt: skip
 

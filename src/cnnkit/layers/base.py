@@ -18,6 +18,7 @@ from torch import nn
 
 from cnnkit import activations
 from cnnkit.errors import ConfigError, ShapeError
+from cnnkit.layers.symbolic import is_symbolic, symbolic_call
 
 __all__ = ["INITIALIZERS", "Layer", "Shape"]
 
@@ -140,6 +141,15 @@ class Layer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.call(x))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Keras' functional API: a layer called on symbolic tensors records a graph node instead
+        # of computing (see cnnkit.layers.symbolic); on tensors it is torch's module call.
+        if args and is_symbolic(args[0]):
+            if len(args) > 1 or kwargs:
+                raise ConfigError(f"layer {self.name!r} takes one input (or a list of them for a merge layer)")
+            return symbolic_call(self, args[0])
+        return super().__call__(*args, **kwargs)
 
     # -- Keras compatibility --------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:

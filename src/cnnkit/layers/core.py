@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnkit.errors import ConfigError, ShapeError
 from cnnkit.layers.base import Layer, Shape, check_data_format, initialize
+from cnnkit.layers.symbolic import KerasTensor, unique_name
 
 __all__ = ["Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "Rescaling"]
 
@@ -30,9 +31,18 @@ class InputLayer(Layer):
         return {**super().get_config(), "shape": list(self.shape)}
 
 
-def Input(shape: Sequence[int | None], *, name: str | None = None, batch_size: int | None = None) -> InputLayer:  # noqa: N802 - Keras' name
-    """``layers.Input(shape=(28, 28, 1))``: the input of a Sequential model, as in Keras."""
-    return InputLayer(shape, name=name, batch_size=batch_size)
+def Input(shape: Sequence[int | None], *, name: str | None = None, batch_size: int | None = None) -> KerasTensor:  # noqa: N802 - Keras' name
+    """``keras.Input(shape=(28, 28, 1))``: a model's input, as in Keras.
+
+    The first item of a ``Sequential([...])`` list, or the start of the functional API:
+    ``inputs = keras.Input((28, 28, 1)); x = layers.Conv2D(8, 3)(inputs); ...;
+    keras.Model(inputs, outputs)``.
+    """
+    layer = InputLayer(shape, name=name, batch_size=batch_size)
+    if layer.name is None:
+        layer.name = unique_name(layer)
+    layer.build(layer.shape)
+    return KerasTensor((None, *layer.shape), layer)
 
 
 class Flatten(Layer):

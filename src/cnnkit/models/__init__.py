@@ -1,12 +1,14 @@
-"""Models: Keras-style ``Sequential``, ``Model`` over any torch module, the registry, and loading.
+"""Models: Keras-style ``Sequential``, ``Model`` over any torch module or Keras' functional graph, the
+registry, and loading (cnnkit's model files, and Keras' ``.keras`` / ``.h5``).
 
-``from cnnkit import models``; ``models.Sequential()``, ``models.load_model(path)``,
+``from cnnkit import models``; ``models.Sequential()``, ``models.Model(inputs, outputs)``, ``models.load_model(path)``,
 ``models.create_model("seed", num_classes=10)``, ``models.list_models()``,
 ``models.load_pretrained(model, "imagenet")``.
 """
 
 from __future__ import annotations
 
+from cnnkit.layers import Input
 from cnnkit.models import alexnet as _alexnet  # noqa: F401  (each family module registers its models)
 from cnnkit.models import lenet as _lenet  # noqa: F401
 from cnnkit.models import resnet as _resnet  # noqa: F401
@@ -22,12 +24,15 @@ from cnnkit.models._registry import (
     register_model,
     register_module,
 )
+from cnnkit.models.functional import Functional
 from cnnkit.models.loading import load_architecture, load_model, load_model_file, model_from_config
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.models.weights import load_pretrained
 
 __all__ = [
+    "Functional",
+    "Input",
     "Model",
     "ModelEntry",
     "Sequential",

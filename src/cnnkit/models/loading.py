@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
-from cnnkit.modelfile import read_model_file
+from cnnkit.keras_file import keras_kind, read_keras_config
+from cnnkit.modelfile import read_metadata, read_model_file
 from cnnkit.models._registry import create_model, module_from_config
+from cnnkit.models.functional import Functional
+from cnnkit.models.keras_import import load_keras_model
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import prefer_channels_last
 
-__all__ = ["load_architecture", "load_model", "load_model_file", "model_from_config"]
+__all__ = ["check_model_file", "load_architecture", "load_model", "load_model_file", "model_from_config"]
 
 
 def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None = None) -> Model:
@@ -33,12 +36,16 @@ def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None =
     kind = architecture.get("class_name")
     if kind == "Sequential":
         return Sequential.from_config(architecture)
+    if kind == "Functional":
+        return Functional.from_config(architecture)
     if kind == "registry":
         config = dict(architecture.get("config", {}))
         return create_model(config.pop("name", ""), **config)
     if kind == "module":
         return Model(module_from_config(dict(architecture.get("config", {})), trust_code=trust_code))
-    raise ConfigError(f"unknown architecture kind {kind!r}: expected a Sequential, registry or module config")
+    raise ConfigError(
+        f"unknown architecture kind {kind!r}: expected a Sequential, Functional, registry or module config"
+    )
 
 
 def load_architecture(path: str | os.PathLike) -> Model:
@@ -63,6 +70,16 @@ def load_architecture(path: str | os.PathLike) -> Model:
         raise type(e)(f"{path}: {e}") from None
 
 
+def check_model_file(path: str | os.PathLike) -> None:
+    """Whether ``path`` is a model file :func:`load_model` reads (cnnkit's or Keras'), without loading its weights:
+    a missing, pickled, foreign or damaged file is its one clear error here."""
+    kind = keras_kind(path)
+    if kind == "keras":
+        read_keras_config(path)
+    elif kind is None:
+        read_metadata(path)
+
+
 def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> tuple[Model, dict[str, Any]]:
     """The model in a model file (or the run it names) and the file's metadata (for a model card), from
     one read of the file.
@@ -70,6 +87,10 @@ def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = No
     See :func:`load_model`.
     """
     path = resolve_model(filepath).model_file("load the .safetensors model it came from")
+    if keras_kind(path) is not None:  # a real Keras file (zip or HDF5, by its bytes, whatever its name)
+        model, metadata = load_keras_model(path)
+        prefer_channels_last(model)
+        return model.eval(), metadata
     metadata, tensors = read_model_file(path)  # checked: format, version, checksum
     try:
         model = model_from_config(metadata["architecture"], trust_code=trust_code)
@@ -94,7 +115,8 @@ def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = No
 
 
 def load_model(filepath: str | os.PathLike, *, trust_code: bool | None = None) -> Model:
-    """Load a model saved with ``model.save()``; never unpickles.
+    """Load a model saved with ``model.save()``, or one saved by Keras 3 (``.keras``, legacy ``.h5``); never
+    unpickles and never runs code from the file.
 
     ``filepath``: a ``.safetensors`` model file, or a run named as ``cnnkit predict`` takes it (its
     folder, ``"latest"``, or a prefix of its name under ``runs/``; see :func:`cnnkit.runs.resolve_model`).

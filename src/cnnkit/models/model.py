@@ -25,6 +25,7 @@ from cnnkit.data.transforms import images_to_tensor, to_batch
 from cnnkit.errors import ConfigError, DataError, ShapeError
 from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
 from cnnkit.kernels import fuse
+from cnnkit.layers.symbolic import is_symbolic
 from cnnkit.runtime import resolve_device
 from cnnkit.train import callbacks as callbacks_module
 from cnnkit.train import loop, losses, optimizers
@@ -54,7 +55,23 @@ def _to_labels(y: Any) -> torch.Tensor:
 
 
 class Model(nn.Module):
-    """A classifier: a torch module returning logits, plus what travels with it in a model file."""
+    """A classifier: a torch module returning logits, plus what travels with it in a model file.
+
+    ``Model(inputs, outputs)`` on Keras tensors is Keras' functional API and gives a
+    :class:`~cnnkit.models.functional.Functional` model, as ``keras.Model`` does.
+    """
+
+    _functional: type[Model] | None = None  # what Model(inputs, outputs) makes: cnnkit.models.functional's class
+
+    def __init_subclass__(cls, functional_api: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if functional_api:
+            Model._functional = cls
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Model:
+        if cls is Model and ((args and is_symbolic(args[0])) or "outputs" in kwargs) and Model._functional:
+            return super().__new__(Model._functional)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -78,6 +95,18 @@ class Model(nn.Module):
         self.optimizer: torch.optim.Optimizer | None = None
         self._compiled: dict[str, Any] | None = None
         self.set_normalization(normalization)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # A model called on Keras tensors is a layer of a functional model (Keras' nested models).
+        if args and is_symbolic(args[0]):
+            return self._symbolic_call(args[0], **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _symbolic_call(self, inputs: Any, **kwargs: Any) -> Any:
+        raise ConfigError(
+            f"model {self.name!r} wraps a torch module: only Sequential and functional models can be called on "
+            f"Keras tensors (keras.Input(...)) as layers"
+        )
 
     # -- what the model takes and gives ----------------------------------------
     @property
@@ -383,8 +412,12 @@ class Model(nn.Module):
         table.add_column("Layer (type)")
         table.add_column("Output Shape")
         table.add_column("Param #", justify="right")
-        for name, kind, shape, params in self.summary_rows():
-            table.add_row(f"{name} ({kind})", shape, params if isinstance(params, str) else f"{params:,}")
+        rows = self.summary_rows()
+        if rows and len(rows[0]) == 5:  # a graph: Keras 3's "Connected to" column
+            table.add_column("Connected to")
+        for name, kind, shape, params, *connected in rows:
+            count = params if isinstance(params, str) else f"{params:,}"
+            table.add_row(f"{name} ({kind})", shape, count, *(c.replace(", ", ",\n") for c in connected))
         total = self.count_params()
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         lines = [

@@ -16,7 +16,6 @@ training computes the loss on the logits, ``predict`` returns probabilities.
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,17 +25,89 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError, ConfigError, ShapeError
 from cnnkit.layers import LAYERS, InputLayer, Layer, layer_from_config
+from cnnkit.layers.symbolic import KerasTensor, snake_case
 from cnnkit.models.model import Model
 
-__all__ = ["Sequential"]
+__all__ = ["LayerModel", "Sequential"]
 
 
-def _snake_case(name: str) -> str:
-    """``MaxPooling2D`` -> ``max_pooling2d``, Keras' default layer names."""
-    return re.sub(r"(?<=[a-z])([A-Z])", r"_\1", name).lower()
+class LayerModel(Model):
+    """What a model made of Keras-style layers (``self.layers``) has, whether a stack or a graph."""
+
+    layers: nn.ModuleList
+
+    def _output_layer(self) -> Layer:
+        """The layer whose output the model returns."""
+        return self.layers[-1]
+
+    @property
+    def built(self) -> bool:
+        return self._image_shape is not None and all(layer.built for layer in self.layers)
+
+    @property
+    def output_activation(self) -> str:
+        """``softmax`` when the last layer ends in one; otherwise the model returns what it computes."""
+        if not self.layers:
+            return "linear"
+        last = self._output_layer()
+        if isinstance(last, LayerModel):  # a model nested as the last layer: what it ends in
+            return last.output_activation
+        return "softmax" if last.activation_name == "softmax" else "linear"
+
+    def _num_outputs(self) -> int:
+        return self._output_layer().output_shape[-1]
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Keras' output shape, batch axis first."""
+        return self._output_layer().output_shape
+
+    def _symbolic_call(self, inputs: Any, **kwargs: Any) -> KerasTensor:
+        """``model(x)`` on a Keras tensor: the model as one layer of a functional model (Keras' nesting)."""
+        if not isinstance(inputs, KerasTensor) or kwargs:
+            raise ConfigError(f"model {self.name!r} takes one Keras tensor as a layer")
+        if not self.built:
+            self.build(inputs.shape[1:])
+        elif tuple(inputs.shape[1:]) != tuple(self.image_shape):
+            raise ShapeError(f"model {self.name!r} takes images {self.input_shape}, called on {inputs.shape}")
+        node_index = self.__dict__.get("_node_count", 0)
+        self.__dict__["_node_count"] = node_index + 1
+        return KerasTensor(self.output_shape, self, [inputs], node_index)
+
+    def as_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model computes as a layer inside another model: its output, final softmax included."""
+        out = self(x)
+        return torch.softmax(out, dim=1) if self.output_activation == "softmax" else out
+
+    def count_params(self) -> int:
+        return sum(layer.count_params() for layer in self.layers)
+
+    def get_weights(self) -> list[np.ndarray]:
+        """All weights in Keras' layout and order."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Set all weights from arrays in Keras' layout and order (e.g. a Keras model's get_weights())."""
+        weights = list(weights)
+        expected = sum(len(layer.get_weights()) for layer in self.layers)
+        if len(weights) != expected:
+            raise ShapeError(f"set_weights expected {expected} arrays, got {len(weights)}")
+        for layer in self.layers:
+            count = len(layer.get_weights())
+            layer.set_weights(weights[:count])
+            weights = weights[count:]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """A layer by name or index, as Keras' ``get_layer``."""
+        if index is not None:
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ConfigError(f"no layer {name!r}; the layers are: {', '.join(la.name for la in self.layers)}")
 
 
-class Sequential(Model):
+class Sequential(LayerModel):
     """A linear stack of layers with Keras' ``add`` / ``summary`` / ``compile`` / ``fit`` API."""
 
     def __init__(self, layers: Iterable[Layer] | None = None, name: str | None = None) -> None:
@@ -53,8 +124,10 @@ class Sequential(Model):
             return last.output_shape[1:] if last.built else None
         return self._image_shape
 
-    def add(self, layer: Layer) -> None:
-        """Append a layer, building it now if the input shape is known."""
+    def add(self, layer: Layer | KerasTensor) -> None:
+        """Append a layer, building it now if the input shape is known (``keras.Input(...)`` first sets it)."""
+        if isinstance(layer, KerasTensor) and isinstance(layer.layer, InputLayer):
+            layer = layer.layer
         if isinstance(layer, InputLayer):
             if self.layers:
                 raise ConfigError("an Input/InputLayer must come first in a Sequential model")
@@ -76,7 +149,7 @@ class Sequential(Model):
     def _name_layer(self, layer: Layer) -> None:
         taken = {existing.name for existing in self.layers}
         if layer.name is None:
-            base = _snake_case(type(layer).__name__)
+            base = snake_case(type(layer).__name__)
             layer.name = base
             suffix = 1
             while layer.name in taken:
@@ -99,17 +172,6 @@ class Sequential(Model):
         for layer in self.layers:
             shape = layer.build(shape) if not layer.built else layer.output_shape[1:]
 
-    @property
-    def built(self) -> bool:
-        return self._image_shape is not None and all(layer.built for layer in self.layers)
-
-    @property
-    def output_activation(self) -> str:
-        """``softmax`` when the last layer ends in one; otherwise the model returns what it computes."""
-        if self.layers and self.layers[-1].activation_name == "softmax":
-            return "softmax"
-        return "linear"
-
     # -- computing ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax is left
@@ -121,28 +183,6 @@ class Sequential(Model):
             x = layer(x)
         last = self.layers[-1]
         return last.call(x) if self.output_activation == "softmax" else last(x)
-
-    def _num_outputs(self) -> int:
-        return self.layers[-1].output_shape[-1]
-
-    def count_params(self) -> int:
-        return sum(layer.count_params() for layer in self.layers)
-
-    # -- Keras compatibility -----------------------------------------------------------
-    def get_weights(self) -> list[np.ndarray]:
-        """All weights in Keras' layout and order."""
-        return [w for layer in self.layers for w in layer.get_weights()]
-
-    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
-        """Set all weights from arrays in Keras' layout and order (e.g. a Keras model's get_weights())."""
-        weights = list(weights)
-        expected = sum(len(layer.get_weights()) for layer in self.layers)
-        if len(weights) != expected:
-            raise ShapeError(f"set_weights expected {expected} arrays, got {len(weights)}")
-        for layer in self.layers:
-            count = len(layer.get_weights())
-            layer.set_weights(weights[:count])
-            weights = weights[count:]
 
     def get_config(self) -> dict[str, Any]:
         """Keras-style config: the input shape and each layer's config."""
@@ -165,15 +205,15 @@ class Sequential(Model):
             raise ConfigError('a Sequential config needs "layers": a list of {"class_name": ..., "config": {...}}')
         model = cls(name=inner.get("name"))
         for index, spec in enumerate(inner["layers"]):
-            where = _where(index, spec)
+            place = spec_place(index, spec)
             try:
-                model.add(_layer_from_spec(spec))
+                model.add(layer_from_spec(spec))
             except ShapeError as e:
-                raise ShapeError(f"{where}: {e}") from None
+                raise ShapeError(f"{place}: {e}") from None
             except CnnkitError as e:
-                raise ConfigError(f"{where}: {e}") from None
+                raise ConfigError(f"{place}: {e}") from None
             except (TypeError, ValueError) as e:  # a value of the wrong type deep inside a layer
-                raise ConfigError(f"{where}: bad value ({e})") from None
+                raise ConfigError(f"{place}: bad value ({e})") from None
         return model
 
     def summary_rows(self) -> list[tuple[str, str, str, int | str]]:
@@ -184,7 +224,7 @@ class Sequential(Model):
         ]  # fmt: skip
 
 
-def _where(index: int, spec: Any) -> str:
+def spec_place(index: int, spec: Any) -> str:
     """``layers[3] 'dense_1' (Dense)``: where in the config a layer is."""
     if not isinstance(spec, dict):
         return f"layers[{index}]"
@@ -208,7 +248,7 @@ def _fields(cls: type) -> tuple[set[str], set[str]]:
     return accepted, required
 
 
-def _layer_from_spec(spec: Any) -> Layer:
+def layer_from_spec(spec: Any) -> Layer:
     """A layer from ``{"class_name": ..., "config": {...}}``, refusing unknown or missing fields by name."""
     if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
         raise ConfigError('each layer is {"class_name": "Conv2D", "config": {...}}')

@@ -104,11 +104,11 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
         "log_level": "info",
     }
     if config.workers > 1:
-        from cnnkit.modelfile import read_metadata
+        from cnnkit.models.loading import check_model_file
         from cnnkit.serve.service import resolve_served_model
 
         path = resolve_served_model(model)  # resolved once, here: the workers get the file itself
-        read_metadata(path)  # a bad model file is one clear error here, not one per worker
+        check_model_file(path)  # a bad model file is one clear error here, not one per worker
         config = replace(config, backend=_resolve_backend(path, config))
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})
         uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=config.workers, **options)
