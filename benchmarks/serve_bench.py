@@ -99,17 +99,39 @@ def serve(model_path: str, max_batch: int, threads: int, backend: str) -> None:
 class Server:
     """One server in a subprocess (its own session, so LitServe's worker processes stop with it)."""
 
-    def __init__(self, argv: list[str], path: str) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    def __init__(self, argv: list[str], path: str, workers: int = 0, src: Path = ROOT / "src") -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
         self.path = path  # where it answers predictions
         self.proc = subprocess.Popen(
-            [sys.executable, *argv], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
-        )
-        self.port = int(self.proc.stdout.readline())
+            [sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE if workers else None, text=True,
+            env=env, start_new_session=True,
+        )  # fmt: skip
+        self.port = int(self.proc.stdout.readline()) if not workers else self._read_cli_log(workers)
+
+    def _read_cli_log(self, workers: int) -> int:
+        """``cnnkit serve --workers N``: its port from uvicorn's log, once all N workers have started."""
+        port, started = None, 0
+        for line in self.proc.stderr:
+            found = re.search(r"running on http://127\.0\.0\.1:(\d+)", line)
+            port = int(found.group(1)) if found else port
+            started += "Application startup complete" in line
+            if port and started == workers:
+                break
+        else:
+            raise RuntimeError(f"cnnkit serve --workers {workers} did not start")
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()  # keep draining it
+        return port
 
     @classmethod
-    def cnnkit(cls, model_path: Path, max_batch: int, threads: int, backend: str) -> Server:
-        return cls([__file__, "--serve", str(model_path), str(max_batch), str(threads), backend], "/v1/predict")
+    def cnnkit(cls, model_path: Path, max_batch: int, threads: int, backend: str, workers: int = 1,
+               src: Path = ROOT / "src") -> Server:  # fmt: skip
+        if workers == 1:  # the app under uvicorn in this script (see serve()), as the table has always measured
+            argv = [__file__, "--serve", str(model_path), str(max_batch), str(threads), backend]
+            return cls(argv, "/v1/predict", src=src)
+        command = ["-m", "cnnkit", "serve", str(model_path), "--port", "0", "--workers", str(workers), "--backend",
+                   backend, "--max-batch", str(max_batch), "--threads", str(threads), "--max-in-flight", "256",
+                   "--timeout", "120", "--no-access-log"]  # fmt: skip
+        return cls(command, "/v1/predict", workers=workers)
 
     @classmethod
     def anchor(cls, kind: str, model_path: Path, threads: int) -> Server:
@@ -241,10 +263,10 @@ def versions() -> str:
     )
 
 
-Spec = tuple[int, int, str]  # (max batch, threads, backend) of one server
+Spec = tuple[int, int, str, int]  # (max batch, threads, backend, worker processes) of one server
 
 
-def server_specs(configs: str, backends: str, threads: int) -> dict[str, Spec]:
+def server_specs(configs: str, backends: str, threads: int, workers: str = "1") -> dict[str, Spec]:
     """The servers to compare: every batching config (NAME:MAX_BATCH[:THREADS]) on every backend."""
     parsed = {}
     for spec in configs.split(","):
@@ -255,7 +277,8 @@ def server_specs(configs: str, backends: str, threads: int) -> dict[str, Spec]:
     for config, (max_batch, t) in parsed.items():
         for backend in names:
             label = backend if len(parsed) == 1 else config if len(names) == 1 else f"{config}/{backend}"
-            specs[label] = (max_batch, t, backend)
+            for n in map(int, workers.split(",")):
+                specs[label if n == 1 else f"{label} x{n}"] = (max_batch, t, backend, n)
     return specs
 
 
@@ -269,12 +292,16 @@ def save_models(names: list[str], folder: Path) -> dict[str, Path]:
     return paths
 
 
-def start_servers(path: Path, specs: dict[str, Spec], anchors: list[str], threads: int) -> dict[str, Server]:
-    """cnnkit's servers (one at a time: the first onnx one exports), then the anchors."""
+def start_servers(path: Path, specs: dict[str, Spec], anchors: list[str], threads: int,
+                  baseline: Path | None = None) -> dict[str, Server]:  # fmt: skip
+    """cnnkit's servers (one at a time: the first onnx one exports), the baseline's, then the anchors."""
     servers = {}
     try:
-        for name, (max_batch, t, backend) in specs.items():
-            servers[name] = Server.cnnkit(path, max_batch, t, backend)
+        for name, (max_batch, t, backend, workers) in specs.items():
+            servers[name] = Server.cnnkit(path, max_batch, t, backend, workers)
+        if baseline is not None:  # the first server's settings, on another source tree (cnnkit before a change)
+            name, (max_batch, t, backend, workers) = next(iter(specs.items()))
+            servers[f"{name} before"] = Server.cnnkit(path, max_batch, t, backend, workers, src=baseline)
         for kind in anchors:
             servers[kind] = Server.anchor(kind, path, threads)
     except BaseException:
@@ -314,12 +341,12 @@ Results = dict[tuple[str, str, int], list[dict[str, float]]]  # (model, server, 
 
 
 def run_cells(model_paths: dict[str, Path], specs: dict[str, Spec], anchors: list[str], anchor_threads: int,
-              seconds: float, repeats: int, client: str) -> Results:  # fmt: skip
+              seconds: float, repeats: int, client: str, baseline: Path | None = None) -> Results:  # fmt: skip
     """Every (model, server, clients) cell, ``repeats`` times, the servers of a model taking turns."""
     results: Results = {}
     for model_name, path in model_paths.items():
         png = image_bytes(model_name)
-        servers = start_servers(path, specs, anchors, anchor_threads)
+        servers = start_servers(path, specs, anchors, anchor_threads, baseline)
         try:
             check_answers(servers, png)
             requests = {name: http_request(server.path, png, client) for name, server in servers.items()}
@@ -390,9 +417,19 @@ def main() -> None:
         help="batching configs, NAME:MAX_BATCH[:THREADS],... (default: on:32); each runs on every backend",
     )
     parser.add_argument(
+        "--workers",
+        default="1",
+        help="cnnkit's worker processes, a list (default 1; '1,2' adds `cnnkit serve --workers 2` servers)",
+    )
+    parser.add_argument(
         "--anchors",
         default="fastapi,litserve",
         help="what a user would otherwise run, beside cnnkit: fastapi, litserve (default both; '' none)",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also serve the first server's settings from this src/ folder (e.g. main's), for before/after",
     )
     parser.add_argument(
         "--anchor-threads",
@@ -418,9 +455,12 @@ def main() -> None:
     from cnnkit.serve.server import _threads_per_worker
 
     threads = args.threads or _threads_per_worker(ServeConfig())
-    specs = server_specs(args.configs, args.backends, threads)
+    specs = server_specs(args.configs, args.backends, threads, args.workers)
     print(f"machine: {versions()}; load average before: {os.getloadavg()[0]:.1f}", flush=True)
-    described = (f"{n} ({backend}, max batch {b}, {t} threads)" for n, (b, t, backend) in specs.items())
+    described = (
+        f"{n} ({backend}, max batch {b}, {t} threads{f', {w} workers' if w > 1 else ''})"
+        for n, (b, t, backend, w) in specs.items()
+    )
     anchors = [a for a in args.anchors.split(",") if a]
     if anchors and args.client == "raw":
         parser.error("the anchors take multipart forms only: --client raw needs --anchors ''")
@@ -429,10 +469,13 @@ def main() -> None:
     print(f"servers: {', '.join([*described, *shown])}; client: {args.client}")
     with tempfile.TemporaryDirectory() as folder:
         model_paths = save_models(args.models.split(","), Path(folder))
-        results = run_cells(model_paths, specs, anchors, anchor_threads, args.seconds, args.repeats, args.client)
+        results = run_cells(
+            model_paths, specs, anchors, anchor_threads, args.seconds, args.repeats, args.client, args.baseline_src
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print()
-    rows = report(results, [*specs, *anchors])
+    before = [f"{next(iter(specs))} before"] if args.baseline_src else []
+    rows = report(results, [*specs, *before, *anchors])
     if args.json:
         args.json.write_text(json.dumps({"machine": versions(), "rows": rows}, indent=2))
 

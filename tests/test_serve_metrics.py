@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import warnings
 
 import httpx
@@ -138,10 +139,10 @@ def test_two_workers_sum_their_counts(tmp_path, monkeypatch):
         assert "event loop uvloop, HTTP parser httptools" in "".join(log)
         port = int(url.rsplit(":", 1)[1])
         body = png_bytes(np.zeros((28, 28), np.uint8))
-        for _ in range(300):  # until both workers have started (one after the other)
-            if "".join(log).count("Application startup complete") == 2:
-                break
-            asyncio.run(asyncio.sleep(0.1))
+        deadline = time.monotonic() + 120  # until both workers have started (one after the other; slow when busy)
+        while "".join(log).count("Application startup complete") < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(log)
+            time.sleep(0.1)
         pids = {p.stem.rsplit("_", 1)[1] for p in metrics_dir.glob("gauge_livesum_*.db")}
         assert len(pids) == 2, sorted(p.name for p in metrics_dir.iterdir())  # each worker keeps its own file
         before = samples(httpx.get(f"{url}/metrics").text)
