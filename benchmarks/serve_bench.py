@@ -466,7 +466,8 @@ def main() -> None:
         parser.error("the anchors take multipart forms only: --client raw needs --anchors ''")
     anchor_threads = threads if args.anchor_threads is None else args.anchor_threads
     shown = [f"{a} ({anchor_threads or 'default'} threads)" for a in anchors]
-    print(f"servers: {', '.join([*described, *shown])}; client: {args.client}")
+    before = [f"{next(iter(specs))} before ({args.baseline_src})"] if args.baseline_src else []
+    print(f"servers: {', '.join([*described, *before, *shown])}; client: {args.client}")
     with tempfile.TemporaryDirectory() as folder:
         model_paths = save_models(args.models.split(","), Path(folder))
         results = run_cells(
