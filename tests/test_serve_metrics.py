@@ -55,6 +55,7 @@ def test_scrape_send_scrape_counts_exactly_the_requests_sent():
         assert client.post("/v1/predict", content=b"text", headers={"content-type": "text/plain"}).status_code == 415
         assert client.get("/no/such/page").status_code == 404
         assert client.get("/v1/predict").status_code == 405  # a known route, the wrong method
+        assert client.get("/inside").status_code == 200  # a route of an included router
         after = samples(client.get("/metrics").text)
 
     def moved(name: str, **labels: str) -> float:
@@ -65,6 +66,7 @@ def test_scrape_send_scrape_counts_exactly_the_requests_sent():
     assert moved("cnnkit_http_requests_total", route=OTHER_ROUTE, method="GET", status="404") == 1
     assert moved("cnnkit_http_requests_total", route="/v1/predict", method="GET", status="405") == 1
     assert moved("cnnkit_http_requests_total", route="/metrics", method="GET", status="200") == 1  # the first scrape
+    assert moved("cnnkit_http_requests_total", route="/inside", method="GET", status="200") == 1
     assert moved("cnnkit_http_request_duration_seconds_count", route="/v1/predict") == 7
     assert moved("cnnkit_http_request_duration_seconds_bucket", route="/v1/predict", le="+Inf") == 7
     # One image per request, one request at a time: five passes of one image (the warm-up is not counted).

@@ -32,6 +32,7 @@ from prometheus_client import (
     Info,
     generate_latest,
     multiprocess,
+    values,
 )
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,7 +46,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 def _multiprocess() -> bool:
-    return bool(os.environ.get(ENV_DIR))
+    """Whether prometheus-client keeps values in files: it decided when it was imported, from ``ENV_DIR``."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
 
 
 class ServeMetrics:
@@ -75,7 +77,7 @@ class ServeMetrics:
         )  # fmt: skip
         buckets = sorted({1, *(2**i for i in range(1, max_batch.bit_length() + 1) if 2**i < max_batch), max_batch})
         self.batch_size = Histogram(
-            "cnnkit_batch_size", "Images per forward pass (requests that shared it)", buckets=buckets,
+            "cnnkit_batch_size", "Images per forward pass of the batcher", buckets=buckets,
             registry=self.registry,
         )  # fmt: skip
         self.info = Info("cnnkit_model", "The served model and what runs it", registry=self.registry)
@@ -104,7 +106,6 @@ class MetricsMiddleware:
     A request is counted when its answer starts, before the client can have read any of it, so a
     scrape made after an answer arrived always includes it (in every worker's sum too).
 
-
     Args:
         app: the ASGI app inside.
         metrics: where to count.
@@ -118,15 +119,22 @@ class MetricsMiddleware:
         self._route_of = functools.lru_cache(maxsize=1024)(self._match)  # the paths served are few
 
     def _match(self, path: str, method: str) -> str:
+        """The template of the route ``path`` goes to, for a request the router never saw (refused before it)."""
         scope = {"type": "http", "path": path, "method": method, "root_path": ""}
         partial = None
         for route in self.routes:
-            match, _ = route.matches(scope)
+            match, child = route.matches(scope)
+            template = getattr(route, "path", None) or getattr(child.get("route"), "path", None) or path
             if match is Match.FULL:
-                return route.path
+                return template
             if match is Match.PARTIAL and partial is None:
-                partial = route.path  # e.g. GET on a POST route: its 405 is still that route's
+                partial = template  # e.g. GET on a POST route: its 405 is still that route's
         return partial or OTHER_ROUTE
+
+    def _route(self, scope: Scope) -> str:
+        """The request's route template: the one the router chose, else the one it would have."""
+        chosen = getattr(scope.get("route"), "path", None)  # set by the router (an included one's too)
+        return chosen if isinstance(chosen, str) else self._route_of(scope["path"], scope["method"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -134,10 +142,9 @@ class MetricsMiddleware:
             return
         metrics = self.metrics
         method = scope["method"]
-        route = self._route_of(scope["path"], method)
         started = time.perf_counter()
         answered = False
-        flying = route != METRICS_PATH  # a scrape does not count itself in flight
+        flying = scope["path"] != METRICS_PATH  # a scrape does not count itself in flight
         if flying:
             metrics.in_flight.inc()
 
@@ -145,6 +152,7 @@ class MetricsMiddleware:
             nonlocal answered
             if not answered:
                 answered = True
+                route = self._route(scope)
                 metrics.requests.labels(route, method, str(status)).inc()
                 metrics.latency.labels(route).observe(time.perf_counter() - started)
 
