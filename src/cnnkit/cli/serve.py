@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "serve",
         help="serve a model over HTTP: REST API, OpenAPI docs at /docs, a page at /",
         description="Serve a model: POST /v1/predict, POST /v1/explain, GET /v1/model, /healthz, /readyz, "
-        "the page at /. Binds 127.0.0.1 unless --host says otherwise.",
+        "/metrics (Prometheus), the page at /. Binds 127.0.0.1 unless --host says otherwise.",
     )
     p.add_argument("model", help="model file, run folder, `latest` or a prefix of one run's name under runs/")
     p.add_argument("--host", default=d.host, help=f"interface to bind (default {d.host}; 0.0.0.0 for all)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,6 +29,7 @@ from cnnkit.serve.batching import BatcherStopped
 from cnnkit.serve.config import ServeConfig
 from cnnkit.serve.inside import inside_router
 from cnnkit.serve.limits import AdmissionMiddleware, ApiError, BodyLimitMiddleware, deadline, error_response
+from cnnkit.serve.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware
 from cnnkit.serve.service import ModelService
 from cnnkit.serve.uploads import read_uploads
 
@@ -100,7 +101,9 @@ def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = No
     app.add_middleware(
         AdmissionMiddleware, admission=service.admission, paths=("/v1/predict", "/v1/explain", "/v1/inside")
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)  # outermost: before anything reads
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)  # before anything reads
+    # Outermost: every request is counted, the ones the limits above refuse too.
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, routes=app.routes)
     _add_error_handlers(app)
     _add_routes(app, service)
     docs = {"openapi_extra": UPLOAD_DOC, "responses": ERRORS}
@@ -166,6 +169,10 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     @app.get("/v1/model", response_model=schemas.ModelCard, summary="The model card")
     async def model_card() -> JSONResponse:
         return JSONResponse(service.card())
+
+    @app.get("/metrics", response_class=Response, summary="Prometheus metrics (text format)")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", response_model=schemas.Health, summary="Alive")
     async def healthz() -> dict[str, str]:

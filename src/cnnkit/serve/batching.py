@@ -95,6 +95,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.stats = BatchStats()
+        self.observe: Callable[[int], None] | None = None  # told each forward pass' size (the /metrics histogram)
 
     # -- callers (the event loop) -------------------------------------------------
     async def submit(self, images: torch.Tensor) -> BatchResult:
@@ -182,10 +183,11 @@ class Batcher:
             return
         model_ms = (time.perf_counter() - started) * 1000.0
         self._count(len(x))
-        start = 0
+        results, start = [], 0
         for job in batch:
-            _resolve(job, BatchResult(outputs[start : start + job.size], len(x), model_ms))
+            results.append((job, BatchResult(outputs[start : start + job.size], len(x), model_ms)))
             start += job.size
+        _resolve_all(results)
 
     def _run_call(self, job: _Job) -> None:
         if job.future.done():
@@ -203,6 +205,8 @@ class Batcher:
         stats.images += size
         stats.largest = max(stats.largest, size)
         stats.sizes[size] = stats.sizes.get(size, 0) + 1
+        if self.observe is not None:
+            self.observe(size)
 
 
 def _resolve(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
@@ -218,3 +222,19 @@ def _resolve(job: _Job, result: Any = None, error: BaseException | None = None) 
 
     with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
         job.loop.call_soon_threadsafe(complete)
+
+
+def _resolve_all(results: list[tuple[_Job, Any]]) -> None:
+    """Complete a batch's futures with one wake-up of each event loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any]]] = {}
+    for job, result in results:
+        by_loop.setdefault(job.loop, []).append((job, result))
+
+    def complete(jobs: list[tuple[_Job, Any]]) -> None:
+        for job, result in jobs:
+            if not job.future.done():  # not cancelled by its deadline meanwhile
+                job.future.set_result(result)
+
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(complete, jobs)

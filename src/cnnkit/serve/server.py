@@ -7,6 +7,7 @@ SIGTERM (or Ctrl+C) stops accepting connections, lets the requests in flight fin
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from fastapi import FastAPI
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.serve.config import ServeConfig
 
-__all__ = ["ENV_SPEC", "app_from_env", "check_port", "run_server"]
+__all__ = ["ENV_SPEC", "app_from_env", "check_port", "run_server", "server_stack"]
 
 ENV_SPEC = "CNNKIT_SERVE_SPEC"  # how worker processes learn the model and settings
 
@@ -69,6 +70,18 @@ def _resolve_backend(path: os.PathLike, config: ServeConfig) -> str:
     return backend
 
 
+def server_stack() -> dict[str, str]:
+    """The event loop and HTTP parser uvicorn runs: uvloop and httptools (``uvicorn[standard]``) where installed.
+
+    The choice uvicorn's ``auto`` makes, made here so the server can say which it runs.
+    """
+    found = importlib.util.find_spec
+    return {
+        "loop": "uvloop" if sys.platform != "win32" and found("uvloop") else "asyncio",
+        "http": "httptools" if found("httptools") else "h11",
+    }
+
+
 def check_port(host: str, port: int) -> None:
     """Raise a one-line :class:`~cnnkit.errors.ConfigError` unless ``host:port`` can be listened on now.
 
@@ -95,7 +108,10 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
     config = config or ServeConfig()
     check_port(config.host, config.port)  # before loading the model: a busy port is said at once
     config = replace(config, threads=_threads_per_worker(config))
+    stack = server_stack()
+    said = f"cnnkit serve: uvicorn {uvicorn.__version__}, event loop {stack['loop']}, HTTP parser {stack['http']}"
     options = {
+        **stack,
         "host": config.host,
         "port": config.port,
         "access_log": config.access_log,
@@ -111,12 +127,17 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
         check_model_file(path)  # a bad model file is one clear error here, not one per worker
         config = replace(config, backend=_resolve_backend(path, config))
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})
-        uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=config.workers, **options)
+        from cnnkit.serve.metrics import multiprocess_dir
+
+        print(said, file=sys.stderr)  # once the model is known to load: a bad one is the only line
+        with multiprocess_dir():  # /metrics sums every worker's counts (prometheus-client's multiprocess mode)
+            uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=config.workers, **options)
         return
 
     from cnnkit.serve.app import create_app
 
     app = create_app(model, config)  # loads the model: a bad file fails here, before binding
+    print(said, file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(app, **options))
     # uvicorn re-raises the signal that stopped it once it has drained; with a handler of
     # ours in place that is a no-op and the process exits 0 instead of dying by SIGTERM.

@@ -34,6 +34,7 @@ import anyio.to_thread
 import torch
 from PIL import Image
 
+from cnnkit.data.decode import ALLOWED_FORMATS
 from cnnkit.data.transforms import open_input, to_batch
 from cnnkit.errors import CnnkitError, DataError, ImageTooLargeError, UnsupportedImageError
 from cnnkit.explain import DEFAULT_METHOD, conv_layer_names, get_method, heatmap, list_methods, overlay
@@ -42,11 +43,19 @@ from cnnkit.models import Model, load_model_file
 from cnnkit.serve.batching import Batcher, BatchStats
 from cnnkit.serve.config import ServeConfig
 from cnnkit.serve.limits import Admission, ApiError, describe
+from cnnkit.serve.metrics import ServeMetrics
 from cnnkit.serve.uploads import Upload
 
 __all__ = ["ModelService", "image_error", "png_base64", "resolve_served_model", "tensor_to_png"]
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own lines
+
+# Uploads this small are decoded on the event loop: a 28x28 PNG decodes in tens of microseconds,
+# and handing it to a worker thread and back costs several times that (and GIL hand-overs under
+# load). Anything larger, or whose header says it is larger, is decoded in a worker thread, so a
+# big image never holds up the other requests.
+INLINE_BYTES = 64 * 1024
+INLINE_PIXELS = 256 * 256
 
 
 def image_error(upload: Upload, error: DataError) -> ApiError:
@@ -109,6 +118,8 @@ class ModelService:
         self.class_names = list(predictor.class_names)
         self.explainable = bool(conv_layer_names(model))  # Grad-CAM needs a convolution to look at
         self.notes: list[str] = []  # warnings from loading, logged at start
+        runtime = _runtime(predictor, config.threads)
+        self.metrics = ServeMetrics(model.name, predictor.backend, runtime, config.max_batch)
 
     @classmethod
     def load(cls, model: Model | str | os.PathLike, config: ServeConfig) -> ModelService:
@@ -141,11 +152,13 @@ class ModelService:
         for size in sorted({1, min(2, self.config.max_batch), self.config.max_batch}):
             await self.batcher.submit(probe.expand(size, -1, -1, -1).contiguous())
         self.batcher.stats = BatchStats()  # count requests only
+        self.batcher.observe = self.metrics.batch_size.observe
         self.ready = True
 
     def stop(self) -> None:
         self.ready = False
         self.batcher.stop(timeout=self.config.drain_timeout_s)
+        self.metrics.close()
 
     # -- inference --------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -161,21 +174,24 @@ class ModelService:
         return to_batch(decoded.image, self.input_shape), decoded.size  # (1, C, H, W) in [0, 1]
 
     async def prepare_all(self, uploads: list[Upload]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Decode every upload off the event loop; ``(n, C, H, W)`` and their sizes."""
+        """Decode every upload (small ones on the event loop, others in a worker thread); ``(n, C, H, W)`` and sizes."""
 
         def work() -> tuple[torch.Tensor, list[tuple[int, int]]]:
             prepared = [self.prepare(upload) for upload in uploads]
             return torch.cat([x for x, _ in prepared]), [size for _, size in prepared]
 
+        if all(_decodes_quickly(upload) for upload in uploads):
+            return work()
         async with self._decode_slots:
             return await anyio.to_thread.run_sync(work)
 
     def top_k(self, probabilities: torch.Tensor, k: int) -> list[tuple[list[str], list[float]]]:
         """Per row of ``(n, classes)`` probabilities: the ``k`` best labels and their probabilities."""
         top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
-        return [
-            ([self.class_names[int(i)] for i in indices], [round(float(p), 6) for p in values])
-            for values, indices in zip(top.values, top.indices)
+        names = self.class_names
+        return [  # through Python lists: indexing a tensor element by element costs more than the rest
+            ([names[i] for i in indices], [round(p, 6) for p in values])
+            for values, indices in zip(top.values.tolist(), top.indices.tolist())
         ]
 
     @contextlib.asynccontextmanager
@@ -333,6 +349,18 @@ def resolve_served_model(model: str | os.PathLike) -> Path:
         "serve the .safetensors model file (heat maps need it); "
         "--backend onnx exports, checks and caches the ONNX file next to it"
     )
+
+
+def _decodes_quickly(upload: Upload) -> bool:
+    """Whether ``upload`` is small enough to decode on the event loop (its header read, nothing decoded)."""
+    if len(upload.data) > INLINE_BYTES:
+        return False
+    try:
+        with Image.open(io.BytesIO(upload.data), formats=ALLOWED_FORMATS) as image:  # the header only
+            width, height = image.size
+    except Exception:  # not an image (or a bomb): prepare() refuses it at once, from the same header
+        return True
+    return width * height <= INLINE_PIXELS
 
 
 def _device_of(model: Model) -> torch.device:
