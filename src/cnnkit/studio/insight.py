@@ -35,7 +35,7 @@ def png(image: Any) -> bytes:
     return out.getvalue()
 
 
-def filters_png(model: Model, scale: int = 6) -> bytes:
+def filters_png(model: Model, width: int = 320) -> bytes:
     """The first convolution's kernels as one tiled image (colour for RGB input, grey otherwise)."""
     kernels = conv_kernels(model)  # (F, C, kh, kw)
     maps = kernels.transpose(0, 2, 3, 1) if kernels.shape[1] == 3 else kernels.mean(axis=1)  # (F, kh, kw[, 3])
@@ -44,6 +44,7 @@ def filters_png(model: Model, scale: int = 6) -> bytes:
 
     pixels = (np.clip(grid, 0, 1) * 255).astype(np.uint8)
     image = Image.fromarray(pixels)
+    scale = max(1, width // image.width)  # whole pixels: each weight one crisp square
     return png(image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST))
 
 
