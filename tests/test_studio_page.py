@@ -5,10 +5,10 @@ images, relabel one (the file moves on disk), try the model, export it; a screen
 from __future__ import annotations
 
 import pytest
+
 from _browser import artifacts_dir, chromium, needs_chromium
 from _serve_util import threaded_server
 from _studio_util import TOKEN, stripes_png
-
 from cnnkit.studio import create_app
 
 pytestmark = [needs_chromium, pytest.mark.slow]
@@ -80,7 +80,9 @@ def test_gather_train_understand_fix_and_ship_in_the_browser(tmp_path):
         assert sum(counts) == 20
         page.click("#confusion td[data-true='1'][data-pred='1']" if counts[3] else "#confusion td >> nth=0")
         page.wait_for_selector("#cell-images .item")
-        page.wait_for_function("() => [...document.querySelectorAll('#cell-images .item img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#cell-images .item img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
         first = page.locator("#cell-images .item").first
         path = first.get_attribute("data-path")
         source_class = path.split("/")[0]

@@ -158,7 +158,7 @@ def _ship_routes(app: FastAPI, project: Project, runs: Runs, limits: ServeConfig
             {
                 "labels": [names[i] for i in order],
                 "probabilities": [float(p[i]) for i in order],
-                "command": f"cnnkit predict IMAGE --model {shlex.quote(str(runs.run_dir(name)))}",
+                "command": f"cnnkit predict {shlex.quote(str(runs.run_dir(name)))} IMAGE",
             }
         )
 
