@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--project", default="/tmp/studio-bench")
-    parser.add_argument("--train-seconds", default="40s", help="the training job's --time budget")
+    parser.add_argument("--train-seconds", type=float, default=40, help="the training job's --time budget")
     args = parser.parse_args()
     root = Path(args.project)
     started = time.perf_counter()

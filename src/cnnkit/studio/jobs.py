@@ -1,7 +1,7 @@
 """Training jobs: ``cnnkit train --data PROJECT ...`` in a worker process, one at a time, the rest queued.
 
 A job is exactly the command the page shows: the studio runs ``python -m cnnkit train`` with the
-flags :func:`cnnkit.cli._options.command_line` spells from the job's :class:`TrainConfig` options,
+flags :func:`cnnkit._flags.command_line` spells from the job's :class:`TrainConfig` options,
 so what the studio trains is what the CLI trains, on the same engine. The server only watches the
 run folder the engine writes (``metrics.csv`` after each epoch, ``last.safetensors`` with the
 weights of the last epoch), so the page stays responsive whatever the training does. Stopping sends
@@ -25,8 +25,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cnnkit._flags import command_line
 from cnnkit._io import atomic_write_json
-from cnnkit.cli._options import command_line
 from cnnkit.recipe.config import TrainConfig
 from cnnkit.studio.project import Project, ProjectError
 

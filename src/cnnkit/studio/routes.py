@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from cnnkit.cli._options import command_line
+from cnnkit._flags import command_line
 from cnnkit.models import load_model
 from cnnkit.recipe.config import TrainConfig
 from cnnkit.serve.config import ServeConfig
@@ -63,7 +63,7 @@ def _build_routes(app: FastAPI, project: Project, jobs: Jobs) -> None:
 
     @app.post("/api/lr-find")
     def lr_find(body: dict = Body(...)) -> dict[str, Any]:
-        from cnnkit.cli.lr_find import OPTIONS
+        from cnnkit.recipe.config import LR_FIND_OPTIONS as OPTIONS
         from cnnkit.recipe.lr_find import find_learning_rate
 
         given = {k: v for k, v in jobs.options(body.get("options", {})).items() if k in OPTIONS}
