@@ -59,6 +59,12 @@ def test_gather_train_understand_fix_and_ship_in_the_browser(tmp_path):
         page.wait_for_function("() => document.querySelector('#command').textContent.includes('--epochs 2')")
         assert page.inner_text("#command").startswith(f"cnnkit train --data {root}")
         page.click("#train")
+        page.wait_for_function("() => document.querySelector('#job-status').dataset.status === 'running'")
+        page.reload()  # a reload finds the running job
+        page.click('#tabs button[data-tab="train"]')
+        page.wait_for_function(
+            "() => ['running', 'done'].includes(document.querySelector('#job-status').dataset.status)"
+        )
         page.wait_for_function("() => document.querySelector('#job-status').dataset.status === 'done'", timeout=240_000)
         page.wait_for_selector("#filters[data-epoch='2']")
         assert page.evaluate("document.querySelector('#filters').naturalWidth") > 0
