@@ -96,6 +96,15 @@ def test_layer_stack_shapes_and_the_apis_own_error(app):
         assert bad.status_code == 422 and "epochs" in bad.json()["detail"]
 
 
+def test_lr_find_sweeps_and_plots(app):
+    options = {"model": "seed_small", "image_size": 20, "batch_size": 2, "epochs": 3}  # epochs: not lr-find's
+    with client(app) as c:
+        found = c.post("/api/lr-find", json={"options": options, "steps": 10}).json()
+        assert found["suggestion"] > 0
+        assert found["command"].startswith("cnnkit lr-find --data ") and "--epochs" not in found["command"]
+        assert c.get("/api/lr-find.png").content[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow
 def test_a_training_job_runs_cnnkit_train_and_the_run_is_understood(app):
     root = app.state.project.root

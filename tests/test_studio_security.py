@@ -36,7 +36,8 @@ def test_token_in_the_url_becomes_a_cookie(app):
 
 def test_foreign_origin_and_host_are_refused(app):
     with client(app) as c:
-        assert c.get("/api/project", headers={"origin": "http://127.0.0.1:9999"}).status_code == 200
+        assert c.get("/api/project", headers={"origin": "http://127.0.0.1"}).status_code == 200  # its own page
+        assert c.get("/api/project", headers={"origin": "http://127.0.0.1:9999"}).status_code == 403  # another app
         r = c.post("/api/classes", json={"name": "evil"}, headers={"origin": "https://evil.example"})
         assert r.status_code == 403 and "other sites" in r.json()["detail"]
         assert c.get("/api/project", headers={"host": "evil.example:8000"}).status_code == 403

@@ -4,8 +4,8 @@ As Jupyter does, the studio prints a URL with a random token; every request must
 ``token`` query parameter, which the first page load trades for a cookie, an ``X-Studio-Token``
 header, or that cookie), else 403. The ``Host`` header must name the loopback address the studio
 listens on (a DNS-rebinding page names its own host) and an ``Origin`` header, when a browser sends
-one, must be the studio's own (a page elsewhere cannot post to it: CSRF). The cookie is
-``SameSite=Strict`` and ``HttpOnly``.
+one, must be the studio's own, port included (a page elsewhere, even another local app, cannot post to
+it: CSRF). The cookie is ``SameSite=Strict`` and ``HttpOnly``.
 """
 
 from __future__ import annotations
@@ -74,14 +74,17 @@ class TokenGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        host = _host_name(headers.get(b"host", b"").decode("latin-1")).lower()
+        host_header = headers.get(b"host", b"").decode("latin-1").lower()
+        host = _host_name(host_header)
         if host not in self.hosts:
             await _refuse(send, f"the studio answers requests for {', '.join(sorted(self.hosts))} only")
             return
         origin = headers.get(b"origin")
         if origin is not None:
+            # The page's origin is the studio's own: its host and its port (another local app on another
+            # port is the same *site* for cookies, so the port must match too).
             parts = urlsplit(origin.decode("latin-1"))
-            if parts.scheme not in ("http", "https") or (parts.hostname or "").lower() not in self.hosts:
+            if parts.scheme not in ("http", "https") or parts.netloc.lower() != host_header:
                 await _refuse(send, "requests from other sites are refused")
                 return
         given, in_query = self._given(scope, headers)
