@@ -4,6 +4,8 @@ exclude, undo), build (models, a layer stack's shapes and the API's own error) a
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 
@@ -89,7 +91,8 @@ def test_layer_stack_shapes_and_the_apis_own_error(app):
         fixed = [*stack[:2], {"class_name": "Flatten", "config": {}}, stack[2]]
         assert c.post("/api/layers", json={"layers": fixed, "input_shape": [20, 20, 1]}).json()["error"] is None
         saved = c.post("/api/architecture", json={"layers": fixed, "input_shape": [20, 20, 1]}).json()["model"]
-        assert json.loads((app.state.project.root / saved).read_text())["class_name"] == "Sequential"
+        assert json.loads(Path(saved).read_text())["class_name"] == "Sequential"
+        assert Path(saved).parent == app.state.project.root / ".cnnkit-studio" / "models"
         models = {m["name"]: m for m in c.get("/api/models").json()["models"]}
         assert models["seed"]["input_size"] == 28 and models["seed"]["params"] > 0
         bad = c.post("/api/command", json={"options": {"epochs": 0}})
@@ -108,17 +111,26 @@ def test_lr_find_sweeps_and_plots(app):
 @pytest.mark.slow
 def test_a_training_job_runs_cnnkit_train_and_the_run_is_understood(app):
     root = app.state.project.root
-    options = {"model": "seed_small", "epochs": 2, "image_size": 20, "batch_size": 8, "lr": 0.01, "report": False}
+    # 8 epochs: after the first, the stop arrives long before the other seven could finish.
+    options = {"model": "seed_small", "epochs": 8, "image_size": 20, "batch_size": 8, "lr": 0.01, "report": False}
     with client(app) as c:
         job = c.post("/api/jobs", json={"options": options}).json()
         assert job["command"].startswith(f"cnnkit train --data {root} --out {root}/runs/")
-        assert "--epochs 2" in job["command"]
+        assert "--epochs 8" in job["command"]
         queued = c.post("/api/jobs", json={"options": {**options, "epochs": 1}}).json()
         assert c.get(f"/api/jobs/{queued['id']}").json()["status"] == "queued"  # one at a time
         c.post(f"/api/jobs/{queued['id']}/stop")
-        done = app.state.jobs.wait(job["id"], timeout=240)
+        # Stop after the first epoch (SIGTERM: cnnkit train ends as on Ctrl-C), then resume the run.
+        while not c.get(f"/api/jobs/{job['id']}").json()["history"]:
+            time.sleep(0.2)
+        c.post(f"/api/jobs/{job['id']}/stop")
+        stopped = app.state.jobs.wait(job["id"], timeout=120)
+        assert stopped["status"] == "stopped", stopped
+        resumed = c.post("/api/jobs", json={"resume": job["run"]}).json()
+        assert resumed["command"] == f"cnnkit train --resume {root / job['run']}"
+        done = app.state.jobs.wait(resumed["id"], timeout=240)
         assert done["status"] == "done", done
-        assert [row["epoch"] for row in done["history"]] == [1, 2]
+        assert [row["epoch"] for row in done["history"]] == list(range(1, 9))
         assert {"loss", "accuracy", "val_loss"} <= set(done["history"][0])
         assert c.get(f"/api/jobs/{job['id']}/filters.png").content[:4] == b"\x89PNG"
         assert c.get(f"/api/jobs/{queued['id']}").json()["status"] == "stopped"

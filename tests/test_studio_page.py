@@ -50,6 +50,17 @@ def test_gather_train_understand_fix_and_ship_in_the_browser(tmp_path):
 
         # 2. Build and train: two epochs of a small model; the curves and the filters appear.
         page.click('#tabs button[data-tab="train"]')
+        # A layer stack of one's own: each layer's output shape and parameters, and the API's own error.
+        page.select_option("#model", "__stack__")
+        page.wait_for_selector("#stack tbody tr >> nth=3")
+        assert page.inner_text("#stack tbody tr:nth-child(1) td:nth-child(4)") == "(None, 26, 26, 16)"
+        assert page.inner_text("#stack tbody tr:nth-child(1) td:nth-child(5)") == "160"
+        page.select_option("#block", "Dense")
+        page.click("#add-layer")  # inserted before the last layer
+        page.click("#stack tbody tr:nth-child(3) button")  # remove the Flatten: Dense on a 4-D input
+        page.wait_for_selector("#stack-error:not([hidden])")
+        assert "Flatten" in page.inner_text("#stack-error")
+        page.screenshot(path=str(artifacts / "studio-2a-layers.png"), full_page=True)
         page.select_option("#model", "seed_small")
         page.fill("#image-size", "20")
         page.fill("#epochs", "2")

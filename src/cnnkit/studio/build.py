@@ -84,7 +84,7 @@ def _total(rows: list[dict[str, Any]]) -> int:
 
 
 def save_architecture(project: Project, layers: list[dict[str, Any]], input_shape: list[int]) -> str:
-    """Write the stack as an architecture JSON in the project's state; its project path (``--model`` takes it)."""
+    """Write the stack as an architecture JSON in the project's state; its path, as ``--model`` takes it."""
     table = layer_table(layers, input_shape)
     if table["error"] is not None:
         raise ProjectError(f"layer {table['error']['index'] + 1}: {table['error']['message']}")
@@ -94,4 +94,4 @@ def save_architecture(project: Project, layers: list[dict[str, Any]], input_shap
     digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     path = project.state / "models" / f"sequential-{digest}.json"
     atomic_write_json(path, config)
-    return project.relative(path)
+    return str(path)  # absolute: the command the studio shows runs from any folder
