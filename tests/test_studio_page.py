@@ -27,6 +27,8 @@ def test_gather_train_understand_fix_and_ship_in_the_browser(tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        failed: list[str] = []
+        page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.goto(f"{url}/?token={TOKEN}")
         page.wait_for_selector("#classes p")  # "No classes yet"
 
@@ -98,8 +100,10 @@ def test_gather_train_understand_fix_and_ship_in_the_browser(tmp_path):
         page.click("#confusion td[data-true='1'][data-pred='1']" if counts[3] else "#confusion td >> nth=0")
         page.wait_for_selector("#cell-images .item")
         page.wait_for_function(
-            "() => [...document.querySelectorAll('#cell-images .item img')].every(i => i.complete && i.naturalWidth > 0)"
+            "() => [...document.querySelectorAll('#cell-images .item img')].every(i => i.complete)", timeout=120_000
         )
+        widths = page.eval_on_selector_all("#cell-images .item img", "imgs => imgs.map(i => i.naturalWidth)")
+        assert all(widths), (widths, failed)  # each image and its heat map arrived
         first = page.locator("#cell-images .item").first
         path = first.get_attribute("data-path")
         source_class = path.split("/")[0]

@@ -51,7 +51,7 @@ async function drawStack() {
     return tr;
   }));
   $("stack-error").hidden = !table.error;
-  $("stack-error").textContent = table.error ? `layer ${table.error.index + 1}: ${table.error.message}` : "";
+  $("stack-error").textContent = table.error ? table.error.message : ""; // names the layer: layers[N], N from 1
   $("model-note").textContent = `${table.params.toLocaleString()} parameters in the layers so far`;
   await drawCommand();
 }
@@ -165,7 +165,9 @@ function showJob(job) {
   drawCurves(job.history);
   $("eta").textContent = job.eta_s !== null ? `about ${Math.ceil(job.eta_s)} s left for the whole run` : "";
   $("stop").disabled = !["running", "queued"].includes(job.status);
-  $("resume").disabled = !["stopped", "interrupted"].includes(job.status) || !job.history.length;
+  const resumable = ["stopped", "interrupted"].includes(job.status) && job.history.length;
+  $("resume").disabled = !(resumable || job.status === "done");
+  $("resume").textContent = job.status === "done" ? "Train more epochs" : "Resume";
   if (job.history.length && job.history.length !== train.filtersEpoch) {
     train.filtersEpoch = job.history.length;
     const img = $("filters");
@@ -187,8 +189,17 @@ async function poll() {
   const active = jobs.find((j) => j.status === "running") || jobs.find((j) => j.status === "queued");
   const current = active || (train.job && jobs.find((j) => j.id === train.job.id)) || jobs[0];
   if (current) showJob(current);
+  if (current && !train.formFilled) fillForm(current.options || {}); // after a reload: the job's own settings
+  train.formFilled = true;
   clearTimeout(train.timer);
   train.timer = setTimeout(guarded(poll), active ? 1000 : 5000);
+}
+
+function fillForm(options) {
+  const fields = { epochs: "epochs", lr: "lr", batch_size: "batch-size", augment: "augment", image_size: "image-size" };
+  for (const [key, id] of Object.entries(fields)) if (options[key] !== undefined) $(id).value = String(options[key]);
+  if (options.model && [...$("model").options].some((o) => o.value === options.model)) $("model").value = options.model;
+  $("model").dispatchEvent(new Event("change"));
 }
 
 async function startTraining() {
@@ -211,7 +222,8 @@ async function lrFind() {
 }
 
 export function initTrain() {
-  guarded(loadModels)().then(guarded(drawCommand));
+  train.ready = guarded(loadModels)();
+  train.ready.then(guarded(drawCommand));
   $("add-layer").addEventListener("click", guarded(async () => {
     const kind = $("block").value;
     train.stack.splice(Math.max(0, train.stack.length - 1), 0, { class_name: kind, config: { ...train.blocks[kind] } });
@@ -224,8 +236,15 @@ export function initTrain() {
   $("lr-find").addEventListener("click", guarded(lrFind));
   $("stop").addEventListener("click", guarded(async () => { await api(`/api/jobs/${train.job.id}/stop`, { method: "POST" }); await poll(); }));
   $("resume").addEventListener("click", guarded(async () => {
-    showJob(await api("/api/jobs", { json: { resume: train.job.run } }));
+    const body = { resume: train.job.run };
+    if (train.job.status === "done") { // extend the finished run (cnnkit train --resume RUN --epochs N)
+      const epochs = Number(prompt("Train this run to how many epochs in all?", String(train.job.epochs * 2)));
+      if (!epochs) return;
+      body.epochs = epochs;
+    }
+    showJob(await api("/api/jobs", { json: body }));
     await poll();
   }));
-  guarded(poll)(); // a reload finds the running job
+  // A reload finds the running job (the models first, so the form can show its settings).
+  train.ready.then(guarded(poll));
 }
