@@ -74,7 +74,7 @@ def create_app(project: str | os.PathLike | Project, token: str, *, hosts: Itera
     _add_error_handlers(app)
     _add_page(app)
     _add_gather_routes(app, project, limits)
-    add_model_routes(app, project, jobs, runs, limits)
+    add_model_routes(app, project, jobs, runs)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.mount("/serve-static", StaticFiles(directory=SERVE_STATIC), name="serve-static")
     return app

@@ -98,6 +98,9 @@ class Runs:
         self._models: dict[str, tuple[float, Model]] = {}
         self._evaluations: dict[tuple[str, str], RunEvaluation] = {}
         self._lock = threading.Lock()
+        # One computation on the loaded models at a time: the heat-map methods hook into the model's
+        # layers, and two requests hooking the same model at once would read each other's activations.
+        self._compute = threading.Lock()
 
     def run_dir(self, name: str) -> Path:
         run = self.project.resolve(f"runs/{name}")
@@ -135,7 +138,8 @@ class Runs:
         if not ok:
             raise ProjectError(f"no readable images to evaluate run {name} on ({scope})", 409)
         labels = np.array([names.index(index.class_names[index.labels[i]]) for i in ok], dtype=np.int64)
-        evaluation = evaluate_model(model, scan.images[scan.ok], labels, names)
+        with self._compute:
+            evaluation = evaluate_model(model, scan.images[scan.ok], labels, names)
         result = RunEvaluation(evaluation, [self.project.relative(index.paths[i]) for i in ok], scope,
                                len(index.paths) - len(ok))  # fmt: skip
         with self._lock:
@@ -152,6 +156,18 @@ class Runs:
             return index_path(self.project.root)
         return load_split(self.run_dir(name)).index("test", verify=False)
 
+    def predict(self, name: str, data: bytes, filename: str, top: int = 5) -> dict[str, Any]:
+        """The top classes of one uploaded image (cnnkit's decoder and its pixel limit, then ``model.predict``)."""
+        from cnnkit.data.decode import open_image
+
+        model = self.model(name)
+        image = open_image(data, name=filename, max_pixels=self.project.max_pixels).image
+        with self._compute:
+            p = model.predict(image, verbose=0)[0]  # to_batch inside: the one input conversion
+        order = [int(i) for i in p.argsort()[::-1][:top]]
+        names = list(model.class_names or [])
+        return {"labels": [names[i] for i in order], "probabilities": [float(p[i]) for i in order]}
+
     def heatmap_png(self, name: str, relative: str, target: str | None = None) -> bytes:
         """The image as the model sees it, under the default method's heat map for ``target`` (default: top class)."""
         model = self.model(name)
@@ -163,7 +179,8 @@ class Runs:
 
         image = torch.from_numpy(x.images[0].transpose(2, 0, 1).copy())  # (C, H, W)
         try:
-            heat = heatmap(model, image, target, method=DEFAULT_METHOD)
+            with self._compute:
+                heat = heatmap(model, image, target, method=DEFAULT_METHOD)
         except CnnkitError as e:
             raise ProjectError(str(e)) from None
         shown = overlay(to_pil(image), heat.heat)

@@ -13,13 +13,13 @@ import subprocess
 import sys
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from cnnkit._flags import command_line
 from cnnkit.models import load_model
 from cnnkit.recipe.config import TrainConfig
-from cnnkit.serve.config import ServeConfig
 from cnnkit.serve.uploads import read_uploads
 from cnnkit.studio.build import BLOCKS, layer_table, registered_models, save_architecture
 from cnnkit.studio.insight import Runs, filters_png
@@ -31,12 +31,12 @@ __all__ = ["add_model_routes"]
 DOWNLOADS = (".safetensors", ".onnx", ".pt", ".json", ".csv", ".png", ".html")
 
 
-def add_model_routes(app: FastAPI, project: Project, jobs: Jobs, runs: Runs, limits: ServeConfig) -> None:
+def add_model_routes(app: FastAPI, project: Project, jobs: Jobs, runs: Runs) -> None:
     """Add the Build, Train, Understand and Ship routes to ``app``."""
     _build_routes(app, project, jobs)
     _train_routes(app, project, jobs)
     _understand_routes(app, project, runs)
-    _ship_routes(app, project, runs, limits)
+    _ship_routes(app, project, runs)
 
 
 def _build_routes(app: FastAPI, project: Project, jobs: Jobs) -> None:
@@ -143,24 +143,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ship_routes(app: FastAPI, project: Project, runs: Runs, limits: ServeConfig) -> None:
+def _ship_routes(app: FastAPI, project: Project, runs: Runs) -> None:
     @app.post("/api/runs/{name}/predict")
     async def predict(name: str, request: Request) -> JSONResponse:
-        model = runs.model(name)
-        (upload,) = (await read_uploads(request, 1))[:1]
-        from cnnkit.data.decode import open_image
-
-        image = open_image(upload.data, name=upload.name, max_pixels=limits.max_pixels).image
-        p = model.predict(image, verbose=0)[0]  # to_batch inside: the one input conversion
-        order = [int(i) for i in p.argsort()[::-1][:5]]
-        names = list(model.class_names or [])
-        return JSONResponse(
-            {
-                "labels": [names[i] for i in order],
-                "probabilities": [float(p[i]) for i in order],
-                "command": f"cnnkit predict {shlex.quote(str(runs.run_dir(name)))} IMAGE",
-            }
-        )
+        upload = (await read_uploads(request, 1))[0]
+        answer = await anyio.to_thread.run_sync(runs.predict, name, upload.data, upload.name)
+        command = f"cnnkit predict {shlex.quote(str(runs.run_dir(name)))} IMAGE"
+        return JSONResponse({**answer, "command": command})
 
     @app.post("/api/runs/{name}/export")
     def export(name: str, body: dict = Body(...)) -> dict[str, Any]:
