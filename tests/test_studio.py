@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,11 @@ def test_a_training_job_runs_cnnkit_train_and_the_run_is_understood(app):
         assert all(i["label"] == i["predicted"] == "vertical" for i in cell)
         heat = c.get(f"/api/runs/{run}/heatmap", params={"path": "vertical/vertical-00.png"})
         assert heat.content[:4] == b"\x89PNG", heat.text
+        # A page asks for a cell's heat maps all at once: each one computed alone on the shared model.
+        paths = [f"vertical/vertical-{i:02d}.png" for i in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda p: c.get(f"/api/runs/{run}/heatmap", params={"path": p}), paths))
+        assert [a.status_code for a in answers] == [200] * 8
         answer = c.post(f"/api/runs/{run}/predict", content=stripes_png(True, 5),
                         headers={"content-type": "image/png"}).json()  # fmt: skip
         assert set(answer["labels"]) == {"horizontal", "vertical"}
