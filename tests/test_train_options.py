@@ -86,7 +86,7 @@ def test_resume_refuses_each_given_option_by_its_flag(tmp_path):
 
 
 def test_lr_find_flags_are_training_options():
-    from cnnkit.cli.lr_find import OPTIONS
+    from cnnkit.recipe.config import LR_FIND_OPTIONS as OPTIONS
 
     flags = _actions("lr-find")
     assert set(flags) == {"--help", "--steps", "--out", *(flag_of(TrainConfig, name) for name in OPTIONS)}

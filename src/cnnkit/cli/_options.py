@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cnnkit.recipe.config import Option
 
+from cnnkit._flags import command_line, field_flags, flag_of, option_fields
 
 __all__ = ["LazyParser", "add_options", "command_line", "flag_of", "given_options"]
 
@@ -56,31 +56,6 @@ class LazyParser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def _option_fields(config_class: type, names: Collection[str] | None) -> list[dataclasses.Field]:
-    known = dataclasses.fields(config_class)
-    if names is None:
-        return list(known)
-    unknown = set(names) - {f.name for f in known}
-    if unknown:
-        raise ValueError(f"{config_class.__name__} has no option(s) {', '.join(sorted(unknown))}")
-    return [f for f in known if f.name in names]
-
-
-def _flags(f: dataclasses.Field, spec: Option) -> tuple[str, ...]:
-    if spec.flags:
-        return spec.flags
-    name = f.name.replace("_", "-")
-    return (f"--no-{name}",) if f.default is True else (f"--{name}",)
-
-
-def flag_of(config_class: type, name: str) -> str:
-    """The flag a user types for option ``name`` of ``config_class`` (its long form)."""
-    from cnnkit.recipe.config import option_of
-
-    (f,) = _option_fields(config_class, [name])
-    return _flags(f, option_of(f))[-1]
-
-
 def _text_parser(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """``parse`` for argparse: its ``ValueError`` becomes argparse's one-line usage error, message kept."""
 
@@ -114,7 +89,7 @@ def _argument(f: dataclasses.Field) -> tuple[tuple[str, ...], dict[str, Any]]:
     else:
         parse = _text_parser(spec.parse) if spec.parse else value_type
         settings.update(type=parse, choices=spec.choices, metavar=spec.metavar)
-    return _flags(f, spec), settings
+    return field_flags(f, spec), settings
 
 
 def add_options(parser: argparse.ArgumentParser, config_class: type,
@@ -123,7 +98,7 @@ def add_options(parser: argparse.ArgumentParser, config_class: type,
     from cnnkit.recipe.config import option_of
 
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in _option_fields(config_class, names):
+    for f in option_fields(config_class, names):
         flags, settings = _argument(f)
         group = option_of(f).group
         if group is not None and group not in groups:
@@ -134,23 +109,5 @@ def add_options(parser: argparse.ArgumentParser, config_class: type,
 def given_options(args: argparse.Namespace, config_class: type,
                   names: Collection[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """The options that the command line gave (field name -> value), in field order."""
-    return {f.name: getattr(args, f.name) for f in _option_fields(config_class, names)
+    return {f.name: getattr(args, f.name) for f in option_fields(config_class, names)
             if getattr(args, f.name, None) is not None}  # fmt: skip
-
-
-def command_line(config_class: type, options: dict[str, Any]) -> str:
-    """The flags that give ``options`` (field name -> value, e.g. :func:`given_options`), as a user types them.
-
-    ``cnnkit lr-find --model resnet9 --data photos/`` ends with the ``cnnkit train`` command to
-    run next: the same options, spelt by the same declaration that made the flags.
-    """
-    from cnnkit.recipe.config import option_of
-
-    fields = {f.name: f for f in _option_fields(config_class, list(options))}
-    words: list[str] = []
-    for name, value in options.items():
-        f = fields[name]
-        flag = _flags(f, option_of(f))[-1]
-        # A switch (a bool, or a flag that stores a constant) is its flag alone.
-        words += [flag] if isinstance(value, bool) or option_of(f).const is not None else [flag, str(value)]
-    return shlex.join(words)

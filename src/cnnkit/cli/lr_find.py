@@ -7,11 +7,7 @@ import argparse
 from cnnkit.cli._common import console
 from cnnkit.cli._options import add_options, command_line, given_options
 
-__all__ = ["OPTIONS", "add_parser", "run"]
-
-# The training options that change what the sweep sees (the model, its data, the optimizer); the others would not.
-OPTIONS = ("model", "data", "data_dir", "max_bad_files", "workers", "batch_size", "optimizer", "weight_decay",
-           "image_size", "seed", "device", "runs_dir")  # fmt: skip
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,18 +19,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.recipe.config import LR_FIND_OPTIONS, TrainConfig
 
-    add_options(p, TrainConfig, OPTIONS)
+    add_options(p, TrainConfig, LR_FIND_OPTIONS)
     p.add_argument("--steps", type=int, default=100, help="at most this many batches (default: 100)")
     p.add_argument("--out", help="where to save the plot (default: RUNS_DIR/lr-find-MODEL-DATA-TIME.png)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.recipe.config import LR_FIND_OPTIONS, TrainConfig
     from cnnkit.recipe.lr_find import find_learning_rate
 
-    given = given_options(args, TrainConfig, OPTIONS)
+    given = given_options(args, TrainConfig, LR_FIND_OPTIONS)
     found = find_learning_rate(TrainConfig().replace(**given), steps=args.steps, plot=args.out)
     console.print(f"suggested peak learning rate: {found.suggestion:.2g} (lowest loss at {found.lowest:.2g})")
     console.print(f"plot saved to {found.plot}", soft_wrap=True)

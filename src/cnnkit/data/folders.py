@@ -7,7 +7,8 @@ Layouts (as in Keras' ``image_dataset_from_directory`` and torchvision's ``Image
     labels.csv: path,label[,split]                   paths relative to the CSV
 
 Class folders are searched recursively; hidden files are ignored; files whose names are
-not images (``notes.txt``) are listed in ``ImageIndex.skipped``. Class names are sorted
+not images (``notes.txt``) are listed in ``ImageIndex.skipped``; a ``runs/`` folder of cnnkit
+runs is not a class. Class names are sorted
 (numerically when they are all numbers). An empty folder, an empty class or a single class
 is a clear :class:`~cnnkit.errors.DataError`. Nothing is ever written to the data folder.
 """
@@ -98,6 +99,18 @@ def _files_of(folder: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
+def _is_runs_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a ``runs/`` folder of cnnkit runs (``cnnkit train`` run inside the data folder,
+    or ``cnnkit studio``'s project), not a class: named ``runs``, no image of its own, and each sub-folder
+    a run (its ``config.json``) or one just being made (empty)."""
+    if folder.name != "runs":
+        return False
+    children = list(folder.iterdir())
+    if any(c.is_file() and is_image_path(c) for c in children):
+        return False
+    return all((c / "config.json").is_file() or not any(c.iterdir()) for c in children if c.is_dir())
+
+
 def _split_folders(folder: Path) -> dict[str, Path]:
     found = {}
     for child in folder.iterdir():
@@ -114,7 +127,7 @@ def index_folder(folder: str | os.PathLike) -> ImageIndex:
     entries: list[tuple[Path, str, str]] = []  # (path, class, role)
     skipped: list[Path] = []
     for role, split_dir in splits.items():
-        classes = sorted(d for d in split_dir.iterdir() if d.is_dir() and _visible(d))
+        classes = sorted(d for d in split_dir.iterdir() if d.is_dir() and _visible(d) and not _is_runs_folder(d))
         if not classes:
             loose = [f for f in split_dir.iterdir() if f.is_file() and is_image_path(f)]
             hint = f" ({len(loose)} images lie directly in it)" if loose else ""

@@ -29,11 +29,14 @@ from cnnkit.errors import ConfigError
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
 from cnnkit.train.settings import PRECISIONS
 
-__all__ = ["BATCH_SCOPES", "CHANNELS_LAST", "Option", "TrainConfig",
+__all__ = ["BATCH_SCOPES", "CHANNELS_LAST", "LR_FIND_OPTIONS", "Option", "TrainConfig",
            "field_type", "option", "option_of", "parse_duration"]  # fmt: skip
 
 CHANNELS_LAST = ("auto", "on", "off")  # "auto" is on: oneDNN and cuDNN both prefer it for convolutions
 BATCH_SCOPES = ("global", "process")  # what batch_size counts under torchrun
+# The options that change what `cnnkit lr-find`'s sweep sees (the model, its data, the optimizer); the others would not.
+LR_FIND_OPTIONS = ("model", "data", "data_dir", "max_bad_files", "workers", "batch_size", "optimizer", "weight_decay",
+                   "image_size", "seed", "device", "runs_dir")  # fmt: skip
 
 
 def parse_duration(text: str) -> float:
