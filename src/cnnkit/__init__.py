@@ -16,10 +16,12 @@ _LAZY = {
     "layers": "cnnkit.layers",
     "models": "cnnkit.models",
     "data": "cnnkit.data",
-    "datasets": "cnnkit.data",  # Keras' name: datasets.load_data("digits")
+    "datasets": "cnnkit.datasets",  # Keras' datasets.mnist.load_data(), and datasets.load_data("digits")
+    "utils": "cnnkit.utils",
     "callbacks": "cnnkit.train.callbacks",
     "losses": "cnnkit.train.losses",
     "optimizers": "cnnkit.train.optimizers",
+    "metrics": "cnnkit.evaluate.keras_metrics",
     "activations": "cnnkit.activations",
     "explain": "cnnkit.explain",
 }
@@ -40,7 +42,9 @@ def __getattr__(name: str) -> Any:
         from cnnkit.runtime import seed_everything
 
         return seed_everything
-    raise AttributeError(f"module 'cnnkit' has no attribute {name!r}")
+    from cnnkit._keras_names import missing  # a Keras name cnnkit lacks: say what to use instead
+
+    raise missing("cnnkit", name)
 
 
 def __dir__() -> list[str]:
