@@ -148,10 +148,12 @@ class Model(nn.Module):
         self,
         optimizer: str | optimizers.Optimizer = "rmsprop",
         loss: str | losses.Loss | None = None,
-        metrics: Sequence[str] | None = None,
+        metrics: Sequence[Any] | None = None,
         **unsupported: Any,
     ) -> None:
         """Choose the optimizer, loss and metrics, by Keras name or object."""
+        for name in ("jit_compile", "run_eagerly", "steps_per_execution", "auto_scale_loss"):
+            unsupported.pop(name, None)  # how Keras runs its graph: cnnkit's engine always runs eagerly, step by step
         if unsupported:
             raise ConfigError(f"compile() does not support: {', '.join(unsupported)}")
         spec = optimizers.get(optimizer)
@@ -205,6 +207,8 @@ class Model(nn.Module):
         if y.ndim != 1 or len(y) == 0:
             return
         classes = self._num_outputs()
+        if classes == 1 and self.output_activation == "sigmoid":
+            classes = 2  # a one-unit binary classifier: labels 0 and 1
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
             raise DataError(f"labels must be in 0..{classes - 1} for this model's {classes} outputs, got {low}..{high}")
@@ -281,6 +285,8 @@ class Model(nn.Module):
         logits = predict_logits(fuse(self), x_t, batch_size or 32).float()
         if self.output_activation == "softmax":
             logits = torch.softmax(logits, dim=1)
+        elif self.output_activation == "sigmoid":  # (N, 1) probabilities of class 1, as Keras' binary classifier
+            logits = torch.sigmoid(logits)
         return logits.cpu().numpy()
 
     # -- weights, config, files ----------------------------------------------------

@@ -105,22 +105,23 @@ class Sequential(Model):
 
     @property
     def output_activation(self) -> str:
-        """``softmax`` when the last layer ends in one; otherwise the model returns what it computes."""
-        if self.layers and self.layers[-1].activation_name == "softmax":
-            return "softmax"
+        """``softmax`` or ``sigmoid`` when the last layer ends in one (``forward`` then returns the logits
+        before it); otherwise ``linear``: the model returns what it computes."""
+        if self.layers and self.layers[-1].activation_name in ("softmax", "sigmoid"):
+            return self.layers[-1].activation_name
         return "linear"
 
     # -- computing ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax is left
-        to ``predict``)."""
+        """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax or
+        sigmoid is left to ``predict``)."""
         if not self.layers:
             raise ConfigError("the model has no layers; add some with model.add(...)")
         x = self.normalize(x)
         for layer in self.layers[:-1]:
             x = layer(x)
         last = self.layers[-1]
-        return last.call(x) if self.output_activation == "softmax" else last(x)
+        return last.call(x) if self.output_activation != "linear" else last(x)
 
     def _num_outputs(self) -> int:
         return self.layers[-1].output_shape[-1]
