@@ -26,7 +26,7 @@ _LAZY = {
     "data": "cnnkit.data",
     "datasets": "cnnkit.datasets",  # Keras' datasets.mnist.load_data(), and datasets.load_data("digits")
     "utils": "cnnkit.utils",
-    "callbacks": "cnnkit.train.callbacks",
+    "callbacks": "cnnkit.train.keras_callbacks",
     "losses": "cnnkit.train.losses",
     "optimizers": "cnnkit.train.optimizers",
     "metrics": "cnnkit.evaluate.keras_metrics",

@@ -22,7 +22,7 @@ KERAS_MODULES = {
     "cnnkit.models": "keras.models",
     "cnnkit.datasets": "keras.datasets",
     "cnnkit.utils": "keras.utils",
-    "cnnkit.train.callbacks": "keras.callbacks",
+    "cnnkit.train.keras_callbacks": "keras.callbacks",
     "cnnkit.train.optimizers": "keras.optimizers",
     "cnnkit.train.schedules": "keras.optimizers.schedules",
     "cnnkit.train.losses": "keras.losses",

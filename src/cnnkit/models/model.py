@@ -39,6 +39,15 @@ MODULE_ATTR = "_cnnkit_registered"
 Shape = tuple[int | None, ...]
 
 
+def _dataset_arrays(x: Any, y: Any, what: str) -> tuple[Any, Any]:
+    """A dataset object (``image_dataset_from_directory``'s: it has ``as_arrays()``) -> its images and labels."""
+    if not hasattr(x, "as_arrays"):
+        return x, y
+    if y is not None:
+        raise ConfigError(f"{what}() got a dataset, which holds its labels: pass no y")
+    return x.as_arrays()
+
+
 def _to_labels(y: Any) -> torch.Tensor:
     """Integer labels ``(N,)`` -> int64; one-hot ``(N, classes)`` -> float32."""
     t = torch.as_tensor(np.asarray(y))
@@ -230,6 +239,11 @@ class Model(nn.Module):
         """Train on NHWC images ``x`` and labels ``y``, as Keras' ``fit``; returns a History."""
         if self._compiled is None:
             raise ConfigError("call model.compile(optimizer=..., loss=..., metrics=[...]) before fit()")
+        if hasattr(x, "as_arrays"):  # a dataset: its batch size and shuffling, as Keras takes them from it
+            batch_size, shuffle = batch_size or x.batch_size, shuffle and x.shuffle
+        x, y = _dataset_arrays(x, y, "fit")
+        if validation_data is not None and hasattr(validation_data, "as_arrays"):
+            validation_data = validation_data.as_arrays()
         if x is None or y is None:
             raise ConfigError("fit() needs images x and labels y")
         x_t, y_t = images_to_tensor(x), _to_labels(y)
@@ -265,6 +279,7 @@ class Model(nn.Module):
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras; x as for predict."""
+        x, y = _dataset_arrays(x, y, "evaluate")
         x_t, y_t = to_batch(x, self.image_shape), _to_labels(y)
         self._check_images(x_t)
         results = evaluate_tensors(fuse(self), x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch_size or 32)
@@ -280,6 +295,7 @@ class Model(nn.Module):
         ``x``: Keras' NHWC arrays, or anything :func:`~cnnkit.data.transforms.to_batch` takes
         (image files, PIL images, ``(N, C, H, W)`` tensors, lists of them).
         """
+        x, _ = _dataset_arrays(x, None, "predict")  # a dataset: its images, in its file order
         x_t = to_batch(x, self.image_shape)
         self._check_images(x_t)
         logits = predict_logits(fuse(self), x_t, batch_size or 32).float()

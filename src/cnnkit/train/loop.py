@@ -296,8 +296,10 @@ def fit(
     history = history or History()
     model.stop_training = False
     hooks = CallbackList([history, *callbacks], model, {"epochs": epochs, "steps": len(train), "verbose": verbose})
-    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch, processes=world.size)
     hooks.on_train_begin()
+    # A callback that restored a backup (BackupAndRestore) says where the interrupted fit had got to.
+    initial_epoch = max([initial_epoch, *(cb.resume_epoch for cb in hooks.callbacks if cb.resume_epoch is not None)])
+    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch, processes=world.size)
     try:
         for epoch in range(initial_epoch, epochs):
             started = time.perf_counter()
