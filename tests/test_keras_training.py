@@ -23,7 +23,9 @@ def _data(n=64, seed=0):
 
 def _model(units=3, activation="softmax"):
     keras.utils.set_random_seed(0)
-    return keras.models.Sequential([layers.Input((6, 6, 1)), layers.Flatten(), layers.Dense(units, activation=activation)])
+    return keras.models.Sequential(
+        [layers.Input((6, 6, 1)), layers.Flatten(), layers.Dense(units, activation=activation)]
+    )
 
 
 def test_schedules_follow_keras_formulas():
@@ -68,7 +70,7 @@ def test_clipnorm_clips_each_gradient_and_clipvalue_each_element():
 
 
 def test_losses_classes_functions_and_label_smoothing():
-    logits, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
     smooth = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.3)
     target = torch.tensor([[1.0, 0.0, 0.0]]) * 0.7 + 0.1
     assert float(smooth(logits, torch.tensor([[1.0, 0, 0]]))) == pytest.approx(
@@ -129,7 +131,8 @@ def test_learning_rate_scheduler_csv_logger_and_lambda(tmp_path):
         keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch)),
         keras.callbacks.CSVLogger(tmp_path / "log.csv"),
     ])  # fmt: skip
-    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [float(r["learning_rate"]) for r in rows] == pytest.approx([1e-2, 1e-3, 1e-4]) and seen == [0, 1, 2]
     with pytest.raises(CnnkitError, match="once an epoch"):
         keras.callbacks.LambdaCallback(on_batch_end=print)
@@ -154,6 +157,7 @@ def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path
         model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
         callbacks = [keras.callbacks.BackupAndRestore(tmp_path / "backup")]
         if epochs_before_crash is not None:
+
             class Crash(keras.callbacks.Callback):
                 def on_epoch_begin(self, epoch, logs=None):
                     if epoch == epochs_before_crash:

@@ -32,7 +32,8 @@ def test_to_categorical_as_keras():
 def test_keras_split_is_keras_order_and_both_subsets_partition_the_files(tmp_path):
     root = _folder(tmp_path / "pets")
     train, val = keras.utils.image_dataset_from_directory(
-        root, validation_split=0.25, subset="both", seed=123, image_size=(8, 10), batch_size=4, verbose=False)
+        root, validation_split=0.25, subset="both", seed=123, image_size=(8, 10), batch_size=4, verbose=False
+    )
     assert train.class_names == ["cat", "dog"] and len(train.file_paths) == 9 and len(val.file_paths) == 3
     assert not set(train.file_paths) & set(val.file_paths)
     # Keras' order: paths sorted by class then name, shuffled once by RandomState(seed), the last quarter held out
@@ -67,7 +68,8 @@ def test_label_modes_and_grayscale(tmp_path):
 def test_fit_evaluate_predict_take_the_dataset_a_binary_classifier_as_keras_cats_vs_dogs(tmp_path):
     root = _folder(tmp_path / "pets", per_class=16)
     train, val = keras.utils.image_dataset_from_directory(
-        root, validation_split=0.25, subset="both", seed=1, image_size=(8, 8), batch_size=8, verbose=False)
+        root, validation_split=0.25, subset="both", seed=1, image_size=(8, 8), batch_size=8, verbose=False
+    )
     keras.utils.set_random_seed(0)
     model = keras.models.Sequential([
         layers.Input((8, 8, 3)), layers.Rescaling(1.0 / 255), layers.Conv2D(4, 3, activation="relu"),

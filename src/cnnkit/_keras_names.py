@@ -43,7 +43,7 @@ INSTEAD: dict[str, str] = {
     "keras.random": "use torch's random functions (torch.rand, torch.randn) and keras.utils.set_random_seed",
     "keras.applications": _ZOO,
     "keras.preprocessing": "use keras.utils.image_dataset_from_directory, load_img and img_to_array, or "
-                           "cnnkit's augmentation (`cnnkit train --augment flip+affine`)",  # fmt: skip
+    "cnnkit's augmentation (`cnnkit train --augment flip+affine`)",  # fmt: skip
     "keras.mixed_precision": "cnnkit trains in bf16 autocast on a GPU by default; `cnnkit train --precision fp16`",
     "keras.distribution": "run the same script under torchrun: `torchrun --nproc-per-node N -m cnnkit train ...`",
     "keras.export": "cnnkit.export.export_model(model, 'onnx', out='model.onnx') or `cnnkit export`",
@@ -53,13 +53,14 @@ INSTEAD: dict[str, str] = {
     "keras.Function": _TORCH,
     "keras.Variable": _TORCH,
     "keras.datasets.imdb": "cnnkit is for images: keras.datasets.mnist, fashion_mnist, cifar10 and cifar100 "
-                           "are here, and `cnnkit datasets` lists every image data set",  # fmt: skip
+    "are here, and `cnnkit datasets` lists every image data set",  # fmt: skip
     "keras.datasets.reuters": "cnnkit is for images: `cnnkit datasets` lists its data sets",
     "keras.datasets.boston_housing": "cnnkit is for images: `cnnkit datasets` lists its data sets",
     "keras.datasets.california_housing": "cnnkit is for images: `cnnkit datasets` lists its data sets",
     "keras.utils.text_dataset_from_directory": "cnnkit is for images: keras.utils.image_dataset_from_directory",
     "keras.utils.timeseries_dataset_from_array": "cnnkit is for images: keras.utils.image_dataset_from_directory",
     "keras.utils.audio_dataset_from_directory": "cnnkit is for images: keras.utils.image_dataset_from_directory",
+    "keras.utils.split_dataset": _TF_DATA,
     "keras.utils.Sequence": "pass arrays, image_dataset_from_directory's result or a torch DataLoader to fit",
     "keras.utils.PyDataset": "pass arrays, image_dataset_from_directory's result or a torch DataLoader to fit",
     "keras.utils.plot_model": "model.summary() prints the layers; `cnnkit serve MODEL` draws them at /inside",
@@ -69,7 +70,7 @@ INSTEAD: dict[str, str] = {
     "keras.callbacks.ProgbarLogger": "fit(verbose=1) shows cnnkit's progress bar",
     "keras.callbacks.SwapEMAWeights": "`cnnkit train --ema 0.999` validates and saves the averaged weights",
     "keras.layers.Lambda": "a Lambda layer would save code into the model file: write a torch module and "
-                           "wrap it with cnnkit.models.Model(module, input_shape=...)",  # fmt: skip
+    "wrap it with cnnkit.models.Model(module, input_shape=...)",  # fmt: skip
     "keras.layers.TFSMLayer": "cnnkit loads cnnkit model files, .keras and .h5 files, not TensorFlow SavedModels",
     "keras.layers.LSTM": "cnnkit is for images (CNNs); use torch.nn.LSTM inside cnnkit.models.Model(module, ...)",
     "keras.layers.GRU": "cnnkit is for images (CNNs); use torch.nn.GRU inside cnnkit.models.Model(module, ...)",
@@ -80,7 +81,7 @@ INSTEAD: dict[str, str] = {
     "keras.losses.MeanAbsoluteError": "cnnkit trains classifiers: sparse/categorical/binary cross-entropy",
     "keras.losses.Huber": "cnnkit trains classifiers: sparse/categorical/binary cross-entropy",
     "keras.losses.CategoricalFocalCrossentropy": "CategoricalCrossentropy(label_smoothing=...), or "
-                                                 "fit(class_weight=...) for imbalanced classes",  # fmt: skip
+    "fit(class_weight=...) for imbalanced classes",  # fmt: skip
     "keras.metrics.MeanSquaredError": "cnnkit trains classifiers: accuracy, top-k accuracy, `cnnkit evaluate`",
     "keras.metrics.AUC": "`cnnkit evaluate MODEL` prints per-class precision, recall, F1 and calibration",
     "keras.metrics.Precision": "`cnnkit evaluate MODEL` prints per-class precision, recall and F1",
@@ -99,8 +100,9 @@ INSTEAD: dict[str, str] = {
 # Whole namespaces: any name under them.
 _PREFIXES = ("keras.ops", "keras.backend", "keras.random", "keras.applications", "keras.preprocessing",
              "keras.mixed_precision", "keras.distribution", "keras.export", "keras.quantizers")  # fmt: skip
-# Names people write for TensorFlow itself, reached through `import cnnkit as tf` or keras code that mixes it in.
-_TENSORFLOW = {"data": _TF_DATA, "function": _TORCH, "GradientTape": "cnnkit's fit trains; for a loop of your own, "
+# Names people write for TensorFlow itself, through `import cnnkit as tf` or Keras code that mixes it in
+# (`cnnkit.data` is cnnkit's own data module, so tf.data's datasets meet its names instead).
+_TENSORFLOW = {"function": _TORCH, "GradientTape": "cnnkit's fit trains; for a loop of your own, "
                "use torch autograd (loss.backward()) on cnnkit.models.Model", "Tensor": _TORCH,
                "constant": _TORCH, "convert_to_tensor": _TORCH, "image": "keras.utils.load_img / img_to_array, "
                "or cnnkit's augmentation layers", "keras": "import cnnkit as keras"}  # fmt: skip

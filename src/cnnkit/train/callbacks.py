@@ -352,8 +352,19 @@ class TensorBoard(Callback):
     def __init__(self, log_dir: str | os.PathLike = "logs", **keras_only: Any) -> None:
         super().__init__()
         # Keras' histogram_freq, write_graph, update_freq, ...: accepted; cnnkit writes the epoch scalars only.
-        unknown = sorted(set(keras_only) - {"histogram_freq", "write_graph", "write_images", "write_steps_per_second",
-                                            "update_freq", "profile_batch", "embeddings_freq", "embeddings_metadata"})
+        unknown = sorted(
+            set(keras_only)
+            - {
+                "histogram_freq",
+                "write_graph",
+                "write_images",
+                "write_steps_per_second",
+                "update_freq",
+                "profile_batch",
+                "embeddings_freq",
+                "embeddings_metadata",
+            }
+        )
         if unknown:
             raise ConfigError(f"TensorBoard does not take {', '.join(unknown)}")
         try:

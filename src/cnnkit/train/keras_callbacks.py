@@ -22,8 +22,8 @@ import torch
 from cnnkit._keras_names import missing
 from cnnkit.errors import ConfigError
 from cnnkit.train.callbacks import (
-    CSVLogger,
     Callback,
+    CSVLogger,
     EarlyStopping,
     History,
     Logs,

@@ -14,10 +14,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cnnkit._keras_names import missing
 from cnnkit.errors import ConfigError
 
 __all__ = ["LOSSES", "BinaryCrossentropy", "CategoricalCrossentropy", "Loss", "SparseCategoricalCrossentropy",
-           "binary_crossentropy", "categorical_crossentropy", "get", "resolve", "sparse_categorical_crossentropy"]  # fmt: skip
+           "binary_crossentropy", "categorical_crossentropy", "get", "resolve",
+           "sparse_categorical_crossentropy"]  # fmt: skip
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -143,3 +145,7 @@ def resolve(loss: Loss, output_activation: str | None, class_weight: torch.Tenso
         return (loss.per_sample(logits, targets) * class_weight.to(logits.device)[labels]).mean()
 
     return weighted
+
+
+def __getattr__(name: str) -> Any:
+    raise missing(__name__, name)

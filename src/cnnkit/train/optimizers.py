@@ -139,7 +139,8 @@ class Adam(Optimizer):
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self._lr0, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
-                                amsgrad=self.amsgrad, weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
+                                amsgrad=self.amsgrad, weight_decay=self.weight_decay,
+                                fused=_fused_ok(params))  # fmt: skip
 
 
 class AdamW(Adam):
@@ -154,7 +155,8 @@ class AdamW(Adam):
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=self._lr0, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
-                                 amsgrad=self.amsgrad, weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
+                                 amsgrad=self.amsgrad, weight_decay=self.weight_decay,
+                                 fused=_fused_ok(params))  # fmt: skip
 
 
 class SGD(Optimizer):
@@ -187,7 +189,8 @@ class RMSprop(Optimizer):
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
         return torch.optim.RMSprop(params, lr=self._lr0, alpha=self.rho, eps=self.epsilon,
-                                   momentum=self.momentum, centered=self.centered, weight_decay=self.weight_decay)  # fmt: skip
+                                   momentum=self.momentum, centered=self.centered,
+                                   weight_decay=self.weight_decay)  # fmt: skip
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSprop)}
