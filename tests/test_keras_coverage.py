@@ -42,3 +42,20 @@ def test_tensorflow_names_through_the_keras_import_say_what_to_use():
         keras.GradientTape  # noqa: B018  (`tf.GradientTape` written against `import cnnkit as tf`)
     with pytest.raises(KerasNameError, match=r"keras\.utils\.split_dataset is not in cnnkit: pass NumPy arrays"):
         keras.utils.split_dataset  # noqa: B018
+
+
+def test_the_readme_keras_example_runs_as_written(tmp_path, monkeypatch):
+    """Keras' "simple MNIST convnet" from the README, on MNIST files written here (epochs cut to 1)."""
+    import cnnkit.data.downloads as downloads
+    from official_formats import write_mnist
+
+    monkeypatch.setattr(downloads, "_open", lambda url, timeout: pytest.fail(f"tried to download {url}"))
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    write_mnist(tmp_path, n_train=200, n_test=50)
+    code = re.search(r"## Keras code.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(code.replace("epochs=15", "epochs=1"), scope)  # noqa: S102 (the README's own code)
+    loss, accuracy = scope["score"]
+    assert 0 <= accuracy <= 1 and loss > 0
+    assert not (tmp_path / "backup").exists()  # BackupAndRestore's backup is gone once fit completes
