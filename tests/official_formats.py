@@ -40,7 +40,7 @@ def write_mnist(root: Path, folder: str = "MNIST", n_train: int = 40, n_test: in
 
 def _records(images: np.ndarray, labels: np.ndarray, coarse: bool) -> bytes:
     planes = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # (N, 3072): R, G, B planes
-    label_bytes = [np.zeros_like(labels), labels] if coarse else [labels]
+    label_bytes = [labels // 5, labels] if coarse else [labels]  # CIFAR-100: (coarse, fine)
     return np.concatenate([*(lb[:, None] for lb in label_bytes), planes], axis=1).astype(np.uint8).tobytes()
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "canonical_name",
     "find_dataset_info",
     "get_dataset_info",
+    "load_published",
     "load_registered",
     "register_dataset",
     "resolve_data",
@@ -87,6 +88,9 @@ class DatasetInfo:
     sizes: dict[str, int] = field(default_factory=dict)
     files: tuple[RemoteFile, ...] = ()  # what a download fetches into the data cache
     ready: Callable[[Path], bool] | None = None  # whether the cache already holds what loader(root) reads
+    # published(root, **options) -> ((x_train, y_train), (x_test, y_test)): the arrays as their publisher stores
+    # them (uint8 images), what Keras' keras.datasets.<name>.load_data() returns; loader(root) is built on it.
+    published: Callable[..., tuple] | None = None
 
     @property
     def download_bytes(self) -> int:
@@ -152,9 +156,26 @@ def load_registered(info: DatasetInfo, *, data_dir: str | os.PathLike | None = N
     """
     if info.builtin:
         return info.loader()
+    return info.loader(_cache_with(info, data_dir, download))
+
+
+def load_published(info: DatasetInfo, *, data_dir: str | os.PathLike | None = None, download: bool = True,
+                   **options: object) -> tuple:  # fmt: skip
+    """The arrays of a standard data set as its publisher stores them (uint8 images), from the data cache.
+
+    What ``keras.datasets.<name>.load_data()`` returns; ``options`` go to the reader (CIFAR-100's
+    ``label_mode``). Cached, downloaded and refused exactly as :func:`load_registered`.
+    """
+    if info.published is None:
+        raise DataError(f"{info.name} has no published-array form; use cnnkit.datasets.load_data({info.name!r})")
+    return info.published(_cache_with(info, data_dir, download), **options)
+
+
+def _cache_with(info: DatasetInfo, data_dir: str | os.PathLike | None, download: bool) -> Path:
+    """The data cache, once it holds ``info``'s files (downloaded unless ``download`` is False)."""
     root = data_root(data_dir)
     if not info.is_cached(root):
         if not download:
             raise DataError(f"{info.name} is not in the data cache {root}: `cnnkit datasets --download {info.name}`")
         fetch(info.name, info.files, root)
-    return info.loader(root)
+    return root

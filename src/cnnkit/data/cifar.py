@@ -51,8 +51,12 @@ class _Layout:
 
 
 # -- the binary version ---------------------------------------------------------------------------------
-def read_binary_batches(paths: list[Path], label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Records of ``label_bytes`` label bytes + 3,072 pixel bytes -> uint8 ``(N, 32, 32, 3)`` images and labels."""
+def read_binary_batches(paths: list[Path], label_bytes: int, label_at: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Records of ``label_bytes`` label bytes + 3,072 pixel bytes -> uint8 ``(N, 32, 32, 3)`` images and labels.
+
+    The label is the record's byte ``label_at`` (default: its last label byte, CIFAR-100's fine label).
+    """
     record = label_bytes + _PIXELS
     chunks = []
     for path in paths:
@@ -62,7 +66,7 @@ def read_binary_batches(paths: list[Path], label_bytes: int) -> tuple[np.ndarray
                             f"delete it and try again")  # fmt: skip
         chunks.append(raw.reshape(-1, record))
     records = np.concatenate(chunks)  # (N, label_bytes + 3072)
-    labels = records[:, label_bytes - 1].astype(np.int64)
+    labels = records[:, label_bytes - 1 if label_at is None else label_at].astype(np.int64)
     images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
     return images, labels
 
@@ -110,7 +114,7 @@ def _python_arrays(batches: list[dict[str, Any]], key: str, source: str) -> tupl
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
 
-def _read_python(layout: _Layout, root: Path) -> Dataset:
+def _read_python(layout: _Layout, root: Path, label_key: str) -> tuple[list[str], tuple, tuple]:
     folder = root / layout.python_folder
     archive = root / layout.python_archive
     names = (*layout.python_train, layout.python_test, layout.python_meta)
@@ -126,11 +130,11 @@ def _read_python(layout: _Layout, root: Path) -> Dataset:
         except (tarfile.TarError, KeyError, EOFError, OSError) as e:
             raise DataError(f"{archive}: damaged or not a CIFAR archive ({e})") from None
     batches = {name: read_python_batch(data, f"{layout.python_folder}/{name}") for name, data in read.items()}
-    train = _python_arrays([batches[n] for n in layout.python_train], layout.python_label_key, str(folder))
-    test = _python_arrays([batches[layout.python_test]], layout.python_label_key, str(folder))
+    train = _python_arrays([batches[n] for n in layout.python_train], label_key, str(folder))
+    test = _python_arrays([batches[layout.python_test]], label_key, str(folder))
     raw_names = batches[layout.python_meta].get(layout.python_names_key, [])
     names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in raw_names]
-    return _dataset(layout, names, train, test)
+    return names, train, test
 
 
 # -- both ------------------------------------------------------------------------------------------------
@@ -160,17 +164,40 @@ def _ready(layout: _Layout, root: Path) -> bool:
     )
 
 
-def _load(layout: _Layout, root: Path) -> Dataset:
+def _read(layout: _Layout, root: Path, label_mode: str = "fine") -> tuple[list[str], tuple, tuple]:
+    """(fine class names, (train images, labels), (test images, labels)): uint8 NHWC images, int64 labels.
+
+    ``label_mode="coarse"``: CIFAR-100's 20 superclasses (the first label byte) instead of its 100 classes.
+    """
+    if label_mode not in ("fine", "coarse") or (label_mode == "coarse" and layout.label_bytes == 1):
+        choices = '"fine" or "coarse"' if layout.label_bytes == 2 else '"fine" (CIFAR-10 has one label)'
+        raise DataError(f"{layout.name}: label_mode must be {choices}, got {label_mode!r}")
+    coarse = label_mode == "coarse"
     folder = root / layout.binary_folder
     have_binary = all((folder / name).exists() for name in _binary_files(layout))
-    if not have_binary and not (root / layout.binary_archive.path).exists():
-        return _read_python(layout, root)  # only the Python version is here
+    if not have_binary and not (root / layout.binary_archive.path).exists():  # only the Python version is here
+        return _read_python(layout, root, "coarse_labels" if coarse else layout.python_label_key)
     if not have_binary:
         extract_archive(root / layout.binary_archive.path, root,
                         members=[f"{layout.binary_folder}/{name}" for name in _binary_files(layout)])  # fmt: skip
-    train = read_binary_batches([folder / n for n in layout.binary_train], layout.label_bytes)
-    test = read_binary_batches([folder / layout.binary_test], layout.label_bytes)
-    return _dataset(layout, _names(folder / layout.binary_names), train, test)
+    label_at = 0 if coarse else None
+    train = read_binary_batches([folder / n for n in layout.binary_train], layout.label_bytes, label_at)
+    test = read_binary_batches([folder / layout.binary_test], layout.label_bytes, label_at)
+    return _names(folder / layout.binary_names), train, test
+
+
+def _load(layout: _Layout, root: Path) -> Dataset:
+    return _dataset(layout, *_read(layout, root))
+
+
+def _published(layout: _Layout, root: Path, label_mode: str = "fine") -> tuple:
+    """Keras' ``cifar10/cifar100.load_data()``: uint8 ``(N, 32, 32, 3)`` images and ``(N, 1)`` labels.
+
+    The labels' dtype is Keras' too: uint8 for CIFAR-10, int64 for CIFAR-100 (Keras reads them from lists).
+    """
+    _, *splits = _read(layout, root, label_mode)
+    dtype = np.uint8 if layout.label_bytes == 1 else np.int64
+    return tuple((images, labels.astype(dtype).reshape(-1, 1)) for images, labels in splits)
 
 
 _CIFAR10 = _Layout(
@@ -203,4 +230,5 @@ for _layout, _description in (
         image_shape=(32, 32, 3), description=_description, source="University of Toronto (download, binary version)",
         builtin=False, augment="flip-crop", sizes={"train": 50000, "test": 10000}, files=(_layout.binary_archive,),
         ready=lambda root, layout=_layout: _ready(layout, root),
+        published=lambda root, layout=_layout, **options: _published(layout, root, **options),
     ))  # fmt: skip

@@ -57,7 +57,10 @@ _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-
 
 def _mnist_family(tv_class: str, mirrors: tuple[str, ...], md5s: tuple[str, ...], sizes: tuple[int, ...]
                   ) -> tuple[tuple[RemoteFile, ...], Callable, Callable]:  # fmt: skip
-    """(files, ready, loader) for one of torchvision's MNIST-format classes (its mirrors and checksums)."""
+    """(files, ready, published) for one of torchvision's MNIST-format classes (its mirrors and checksums).
+
+    ``published(root)`` gives Keras' arrays: uint8 ``(N, 28, 28)`` images and uint8 ``(N,)`` labels.
+    """
     files = tuple(
         RemoteFile(f"{tv_class}/raw/{name}.gz", tuple(f"{m}{name}.gz" for m in mirrors), md5=md5, size=size)
         for name, md5, size in zip(_IDX, md5s, sizes)
@@ -67,7 +70,7 @@ def _mnist_family(tv_class: str, mirrors: tuple[str, ...], md5s: tuple[str, ...]
         raw = root / tv_class / "raw"
         return all((raw / name).exists() or (raw / f"{name}.gz").exists() for name in _IDX)
 
-    def loader(root: Path) -> tuple[ImageArrays, ImageArrays]:
+    def published(root: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         raw = root / tv_class / "raw"
         for name in _IDX:
             if not (raw / name).exists():
@@ -78,23 +81,23 @@ def _mnist_family(tv_class: str, mirrors: tuple[str, ...], md5s: tuple[str, ...]
             splits = [getattr(tv, tv_class)(str(root), train=train, download=False) for train in (True, False)]
         except (AssertionError, ValueError, TypeError, RuntimeError, KeyError) as e:
             raise DataError(f"{raw}: not valid IDX files ({e or type(e).__name__}); delete them, try again") from None
-        return tuple(arrays_from_uint8(s.data.numpy(), s.targets.numpy()) for s in splits)  # type: ignore[return-value]
+        return tuple((s.data.numpy(), s.targets.numpy().astype(np.uint8)) for s in splits)  # type: ignore[return-value]
 
-    return files, ready, loader
+    return files, ready, published
 
 
 def _register_mnist(name: str, tv_class: str, classes: list[str], description: str, augment: str,
                     mirrors: tuple[str, ...], md5s: tuple[str, ...], sizes: tuple[int, ...]) -> None:  # fmt: skip
-    files, ready, read = _mnist_family(tv_class, mirrors, md5s, sizes)
+    files, ready, published = _mnist_family(tv_class, mirrors, md5s, sizes)
 
     def loader(root: Path) -> Dataset:
-        train, test = read(root)
+        train, test = (arrays_from_uint8(*split) for split in published(root))
         return Dataset(name=name, class_names=classes, train=train, test=test)
 
     register_dataset(DatasetInfo(
         name=name, loader=loader, num_classes=10, image_shape=(28, 28, 1), description=description,
         source=f"torchvision.datasets.{tv_class} (download)", builtin=False, augment=augment,
-        sizes={"train": 60000, "test": 10000}, files=files, ready=ready,
+        sizes={"train": 60000, "test": 10000}, files=files, ready=ready, published=published,
     ))  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +31,11 @@ __all__ = [
     "resolve_metrics",
 ]
 
-# Keras metric names -> k of a top-k accuracy.
+# Keras metric names -> k of a top-k accuracy (a one-unit model's accuracy is the binary one: see count_correct).
 METRICS = {
     "accuracy": 1,
     "acc": 1,
+    "binary_accuracy": 1,
     "sparse_categorical_accuracy": 1,
     "categorical_accuracy": 1,
     "top_k_accuracy": 5,
@@ -42,10 +44,13 @@ METRICS = {
 }
 
 
-def resolve_metrics(metrics: Iterable[str] | None) -> dict[str, int]:
-    """Metric names -> k; unknown names are a clear error."""
+def resolve_metrics(metrics: Iterable[Any] | None) -> dict[str, int]:
+    """Metric names (or Keras metric objects with a ``name`` and a top-``k``) -> k; unknown names are a clear error."""
     resolved = {}
     for name in metrics or ():
+        if not isinstance(name, str) and isinstance(getattr(name, "k", None), int):  # keras.metrics.TopK...(k=3)
+            resolved[str(name.name)] = name.k
+            continue
         if name not in METRICS:
             raise ConfigError(f"unknown metric {name!r}; cnnkit has: {', '.join(METRICS)}")
         resolved[name] = METRICS[name]
@@ -53,7 +58,13 @@ def resolve_metrics(metrics: Iterable[str] | None) -> dict[str, int]:
 
 
 def count_correct(logits: torch.Tensor, targets: torch.Tensor, k: int = 1) -> torch.Tensor:
-    """How many rows have their target among the ``k`` highest logits (a 0-d tensor, no host sync)."""
+    """How many rows have their target among the ``k`` highest logits (a 0-d tensor, no host sync).
+
+    A one-unit model (a sigmoid binary classifier) is right where its logit's sign matches the 0/1 target:
+    Keras' binary accuracy at threshold 0.5.
+    """
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        return ((logits[:, 0] > 0) == (targets.reshape(-1) > 0.5)).sum()
     if targets.ndim == 2:  # one-hot / soft targets
         targets = targets.argmax(dim=1)
     if k == 1:

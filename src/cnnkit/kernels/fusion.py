@@ -88,7 +88,7 @@ def fuse(model: nn.Module) -> nn.Module:
             i += 1
     if not blocks:
         return model
-    steps.append(last.call if model.output_activation == "softmax" else last)  # logits, as forward returns
+    steps.append(last.call if model.output_activation != "linear" else last)  # logits, as forward returns
     return Fused(model, steps, blocks)
 
 

@@ -80,3 +80,9 @@ def layer_from_config(spec: dict[str, Any]) -> Layer:
         return LAYERS[class_name](**spec.get("config", {}))
     except TypeError as e:
         raise ConfigError(f"bad config for {class_name}: {e}") from None
+
+
+def __getattr__(name: str) -> Any:
+    from cnnkit._keras_names import missing  # a Keras layer cnnkit lacks: say what to use instead
+
+    raise missing(__name__, name)

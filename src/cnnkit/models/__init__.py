@@ -48,3 +48,9 @@ __all__ = [
     "register_model",
     "register_module",
 ]
+
+
+def __getattr__(name: str) -> object:
+    from cnnkit._keras_names import missing  # a Keras name cnnkit lacks: say what to use instead
+
+    raise missing(__name__, name)

@@ -40,6 +40,15 @@ MODULE_ATTR = "_cnnkit_registered"
 Shape = tuple[int | None, ...]
 
 
+def _dataset_arrays(x: Any, y: Any, what: str) -> tuple[Any, Any]:
+    """A dataset object (``image_dataset_from_directory``'s: it has ``as_arrays()``) -> its images and labels."""
+    if not hasattr(x, "as_arrays"):
+        return x, y
+    if y is not None:
+        raise ConfigError(f"{what}() got a dataset, which holds its labels: pass no y")
+    return x.as_arrays()
+
+
 def _to_labels(y: Any) -> torch.Tensor:
     """Integer labels ``(N,)`` -> int64; one-hot ``(N, classes)`` -> float32."""
     t = torch.as_tensor(np.asarray(y))
@@ -177,10 +186,12 @@ class Model(nn.Module):
         self,
         optimizer: str | optimizers.Optimizer = "rmsprop",
         loss: str | losses.Loss | None = None,
-        metrics: Sequence[str] | None = None,
+        metrics: Sequence[Any] | None = None,
         **unsupported: Any,
     ) -> None:
         """Choose the optimizer, loss and metrics, by Keras name or object."""
+        for name in ("jit_compile", "run_eagerly", "steps_per_execution", "auto_scale_loss"):
+            unsupported.pop(name, None)  # how Keras runs its graph: cnnkit's engine always runs eagerly, step by step
         if unsupported:
             raise ConfigError(f"compile() does not support: {', '.join(unsupported)}")
         spec = optimizers.get(optimizer)
@@ -234,6 +245,8 @@ class Model(nn.Module):
         if y.ndim != 1 or len(y) == 0:
             return
         classes = self._num_outputs()
+        if classes == 1 and self.output_activation == "sigmoid":
+            classes = 2  # a one-unit binary classifier: labels 0 and 1
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
             raise DataError(f"labels must be in 0..{classes - 1} for this model's {classes} outputs, got {low}..{high}")
@@ -255,6 +268,11 @@ class Model(nn.Module):
         """Train on NHWC images ``x`` and labels ``y``, as Keras' ``fit``; returns a History."""
         if self._compiled is None:
             raise ConfigError("call model.compile(optimizer=..., loss=..., metrics=[...]) before fit()")
+        if hasattr(x, "as_arrays"):  # a dataset: its batch size and shuffling, as Keras takes them from it
+            batch_size, shuffle = batch_size or x.batch_size, shuffle and x.shuffle
+        x, y = _dataset_arrays(x, y, "fit")
+        if validation_data is not None and hasattr(validation_data, "as_arrays"):
+            validation_data = validation_data.as_arrays()
         if x is None or y is None:
             raise ConfigError("fit() needs images x and labels y")
         x_t, y_t = images_to_tensor(x), _to_labels(y)
@@ -290,6 +308,7 @@ class Model(nn.Module):
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras; x as for predict."""
+        x, y = _dataset_arrays(x, y, "evaluate")
         x_t, y_t = to_batch(x, self.image_shape), _to_labels(y)
         self._check_images(x_t)
         results = evaluate_tensors(fuse(self), x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch_size or 32)
@@ -305,11 +324,14 @@ class Model(nn.Module):
         ``x``: Keras' NHWC arrays, or anything :func:`~cnnkit.data.transforms.to_batch` takes
         (image files, PIL images, ``(N, C, H, W)`` tensors, lists of them).
         """
+        x, _ = _dataset_arrays(x, None, "predict")  # a dataset: its images, in its file order
         x_t = to_batch(x, self.image_shape)
         self._check_images(x_t)
         logits = predict_logits(fuse(self), x_t, batch_size or 32).float()
         if self.output_activation == "softmax":
             logits = torch.softmax(logits, dim=1)
+        elif self.output_activation == "sigmoid":  # (N, 1) probabilities of class 1, as Keras' binary classifier
+            logits = torch.sigmoid(logits)
         return logits.cpu().numpy()
 
     # -- weights, config, files ----------------------------------------------------

@@ -46,13 +46,14 @@ class LayerModel(Model):
 
     @property
     def output_activation(self) -> str:
-        """``softmax`` when the last layer ends in one; otherwise the model returns what it computes."""
+        """``softmax`` or ``sigmoid`` when the last layer ends in one (``forward`` then returns the logits
+        before it); otherwise ``linear``: the model returns what it computes."""
         if not self.layers:
             return "linear"
         last = self._output_layer()
         if isinstance(last, LayerModel):  # a model nested as the last layer: what it ends in
             return last.output_activation
-        return "softmax" if last.activation_name == "softmax" else "linear"
+        return last.activation_name if last.activation_name in ("softmax", "sigmoid") else "linear"
 
     def _num_outputs(self) -> int:
         return self._output_layer().output_shape[-1]
@@ -75,9 +76,11 @@ class LayerModel(Model):
         return KerasTensor(self.output_shape, self, [inputs], node_index)
 
     def as_layer(self, x: torch.Tensor) -> torch.Tensor:
-        """What the model computes as a layer inside another model: its output, final softmax included."""
+        """What the model computes as a layer inside another model: its output, final softmax or sigmoid included."""
         out = self(x)
-        return torch.softmax(out, dim=1) if self.output_activation == "softmax" else out
+        if self.output_activation == "softmax":
+            return torch.softmax(out, dim=1)
+        return torch.sigmoid(out) if self.output_activation == "sigmoid" else out
 
     def count_params(self) -> int:
         return sum(layer.count_params() for layer in self.layers)
@@ -174,15 +177,15 @@ class Sequential(LayerModel):
 
     # -- computing ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax is left
-        to ``predict``)."""
+        """``(B, C, H, W)`` images -> logits: every layer as written, in order (the last one's softmax or
+        sigmoid is left to ``predict``)."""
         if not self.layers:
             raise ConfigError("the model has no layers; add some with model.add(...)")
         x = self.normalize(x)
         for layer in self.layers[:-1]:
             x = layer(x)
         last = self.layers[-1]
-        return last.call(x) if self.output_activation == "softmax" else last(x)
+        return last.call(x) if self.output_activation != "linear" else last(x)
 
     def get_config(self) -> dict[str, Any]:
         """Keras-style config: the input shape and each layer's config."""

@@ -44,6 +44,7 @@ class Callback:
     """Base class; override the hooks you need."""
 
     rank_zero_only = False  # under torchrun: run on rank 0 only (set for callbacks that write files)
+    resume_epoch: int | None = None  # set in on_train_begin by a callback that restored a backup: fit continues there
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
@@ -119,12 +120,14 @@ class _Monitor:
         self.monitor, self.mode, self.min_delta = monitor, mode, abs(min_delta)
         self.best = math.inf if mode == "min" else -math.inf
 
-    def improved(self, value: float) -> bool:
+    def improved(self, value: float, than: float | None = None) -> bool:
+        """Whether ``value`` beats ``than`` (default: the best so far) by more than ``min_delta``."""
+        than = self.best if than is None else than
         if math.isnan(value):
             return False
         if self.mode == "min":
-            return value < self.best - self.min_delta
-        return value > self.best + self.min_delta
+            return value < than - self.min_delta
+        return value > than + self.min_delta
 
     def value(self, logs: Logs | None) -> float | None:
         return None if logs is None else logs.get(self.monitor)
@@ -146,10 +149,9 @@ class EarlyStopping(Callback):
     def on_train_begin(self, logs: Logs | None = None) -> None:
         if self._resumed:
             return
-        self.wait, self.stopped_epoch, self.best_weights = 0, 0, None
-        self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
-        if self.baseline is not None:
-            self._monitor.best = self.baseline
+        # Keras: the first monitored epoch is always the best so far; the baseline only decides the waiting.
+        self.wait, self.stopped_epoch, self.best_weights, self.best_epoch = 0, 0, None, 0
+        self._monitor.best = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"wait": self.wait, "best": self._monitor.best}
@@ -157,15 +159,23 @@ class EarlyStopping(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wait, self._monitor.best, self._resumed = state["wait"], state["best"], True
 
+    def _better(self, value: float, than: float | None) -> bool:
+        return than is None or self._monitor.improved(value, than)
+
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         value = self._monitor.value(logs)
         if value is None or epoch < self.start_from_epoch:
             return
+        if self.restore_best_weights and self.best_weights is None:  # until an epoch improves, this one is best
+            self.best_weights, self.best_epoch = copy.deepcopy(self.model.state_dict()), epoch
         self.wait += 1
-        if self._monitor.improved(value):
-            self._monitor.best, self.wait = value, 0
+        if self._better(value, self._monitor.best):
+            self._monitor.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
                 self.best_weights = copy.deepcopy(self.model.state_dict())
+            if self.baseline is None or self._better(value, self.baseline):  # beat the baseline too: wait anew
+                self.wait = 0
+            return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
@@ -174,6 +184,8 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.load_state_dict(self.best_weights)
 
 
@@ -188,11 +200,14 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False, mode: str = "auto",
-                 initial_value_threshold: float | None = None) -> None:  # fmt: skip
+                 save_freq: str = "epoch", initial_value_threshold: float | None = None) -> None:  # fmt: skip
         super().__init__()
         self.filepath = os.fspath(filepath)
-        if not self.filepath.endswith(".safetensors"):
-            raise ConfigError(f"ModelCheckpoint writes .safetensors files, got {self.filepath!r}")
+        if save_freq != "epoch":
+            raise ConfigError(f"ModelCheckpoint saves once an epoch (save_freq='epoch'), got save_freq={save_freq!r}")
+        if not self.filepath.endswith((".safetensors", ".keras", ".h5")):
+            raise ConfigError(f"ModelCheckpoint writes model files (.safetensors, or a .keras name), got "
+                              f"{self.filepath!r}")  # fmt: skip
         self._monitor = _Monitor(monitor, mode)
         if initial_value_threshold is not None:
             self._monitor.best = initial_value_threshold
@@ -215,7 +230,9 @@ class ModelCheckpoint(Callback):
                 return
             self._monitor.best = value
         path = self.filepath.format(epoch=epoch + 1, **logs)
-        if self.save_weights_only or not hasattr(self.model, "save"):
+        if self.save_weights_only and hasattr(self.model, "save_weights"):
+            self.model.save_weights(path)
+        elif self.save_weights_only or not hasattr(self.model, "save"):
             from safetensors.torch import save_model
 
             from cnnkit._io import atomic_write
@@ -332,8 +349,24 @@ class TensorBoard(Callback):
 
     rank_zero_only = True
 
-    def __init__(self, log_dir: str | os.PathLike) -> None:
+    def __init__(self, log_dir: str | os.PathLike = "logs", **keras_only: Any) -> None:
         super().__init__()
+        # Keras' histogram_freq, write_graph, update_freq, ...: accepted; cnnkit writes the epoch scalars only.
+        unknown = sorted(
+            set(keras_only)
+            - {
+                "histogram_freq",
+                "write_graph",
+                "write_images",
+                "write_steps_per_second",
+                "update_freq",
+                "profile_batch",
+                "embeddings_freq",
+                "embeddings_metadata",
+            }
+        )
+        if unknown:
+            raise ConfigError(f"TensorBoard does not take {', '.join(unknown)}")
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:

@@ -297,9 +297,12 @@ def fit(
             callbacks = [cb for cb in callbacks if not cb.rank_zero_only]
     history = history or History()
     model.stop_training = False
-    hooks = CallbackList([history, *callbacks], model, {"epochs": epochs, "steps": len(train), "verbose": verbose})
-    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch, processes=world.size)
+    # History last, as in Keras: it records what the other callbacks added to the logs (the learning rate).
+    hooks = CallbackList([*callbacks, history], model, {"epochs": epochs, "steps": len(train), "verbose": verbose})
     hooks.on_train_begin()
+    # A callback that restored a backup (BackupAndRestore) says where the interrupted fit had got to.
+    initial_epoch = max([initial_epoch, *(cb.resume_epoch for cb in hooks.callbacks if cb.resume_epoch is not None)])
+    progress = TrainingProgress(verbose, epochs, len(train), initial_epoch, processes=world.size)
     try:
         for epoch in range(initial_epoch, epochs):
             started = time.perf_counter()

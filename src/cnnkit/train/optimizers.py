@@ -2,7 +2,10 @@
 
 Keras creates an optimizer before the model has weights (``compile(optimizer=Adam(1e-3))``);
 these classes hold the settings, with Keras' argument names and defaults, and ``build``
-the torch optimizer once the parameters exist.
+the torch optimizer once the parameters exist. Keras' ``clipnorm`` (each gradient's norm),
+``clipvalue`` and ``global_clipnorm``, and a ``learning_rate`` that is a
+:mod:`~cnnkit.train.schedules` schedule, become step pre-hooks of that torch optimizer, so
+every loop that steps it (``fit``, or your own) gets them.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from typing import Any
 
 import torch
 
+from cnnkit._keras_names import missing
 from cnnkit.errors import ConfigError
+from cnnkit.train import schedules
+from cnnkit.train.schedules import LearningRateSchedule
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule",
-           "decay_groups", "get", "make_schedule", "match_state_layout"]  # fmt: skip
+           "decay_groups", "get", "make_schedule", "match_state_layout", "schedules"]  # fmt: skip
 
 Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
 
@@ -47,22 +53,77 @@ def _fused_ok(params: list[Any]) -> bool:
 
 
 class Optimizer:
-    """Base: holds settings; ``build(params)`` returns a ``torch.optim.Optimizer``."""
+    """Base: holds settings; ``build(params)`` returns a ``torch.optim.Optimizer``.
+
+    ``learning_rate`` is a number or a :class:`~cnnkit.train.schedules.LearningRateSchedule`.
+    ``clipnorm`` clips each gradient's norm, ``clipvalue`` each element, ``global_clipnorm`` the
+    norm of all gradients together, as in Keras.
+    """
 
     name = "optimizer"
 
-    def __init__(self, learning_rate: float, weight_decay: float | None = None) -> None:
-        if not learning_rate > 0:
+    def __init__(self, learning_rate: float | LearningRateSchedule, weight_decay: float | None = None, *,
+                 clipnorm: float | None = None, clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 **keras_only: Any) -> None:  # fmt: skip
+        if isinstance(learning_rate, dict):  # a schedule's config, from a model file
+            learning_rate = schedules.get(learning_rate)
+        if not isinstance(learning_rate, LearningRateSchedule) and not learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {learning_rate}")
-        self.learning_rate = float(learning_rate)
+        if keras_only.pop("use_ema", False):
+            raise ConfigError("use_ema=True: cnnkit averages weights with `cnnkit train --ema 0.999` (EMA)")
+        unknown = sorted(set(keras_only) - {"name", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor"})
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} does not take {', '.join(unknown)}")
+        if clipnorm is not None and global_clipnorm is not None:
+            raise ConfigError("pass clipnorm or global_clipnorm, not both (as in Keras)")
+        self.learning_rate = learning_rate if isinstance(learning_rate, LearningRateSchedule) else float(learning_rate)
         self.weight_decay = float(weight_decay or 0.0)
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+
+    @property
+    def _lr0(self) -> float:
+        """The learning rate of the first step."""
+        rate = self.learning_rate
+        return rate(0) if isinstance(rate, LearningRateSchedule) else rate
 
     def build(self, params: Params) -> torch.optim.Optimizer:
         """The torch optimizer over ``params`` (parameters, or groups from :func:`decay_groups`)."""
+        optimizer = self._build(list(params))
+        if self.clipnorm or self.clipvalue or self.global_clipnorm:
+            optimizer.register_step_pre_hook(self._clip)
+        if isinstance(self.learning_rate, LearningRateSchedule):
+            optimizer.register_step_pre_hook(self._schedule)
+        return optimizer
+
+    def _build(self, params: list[Any]) -> torch.optim.Optimizer:
         raise NotImplementedError
 
+    def _clip(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grads = [p.grad for p in params]
+        if not grads:
+            return
+        if self.clipvalue:
+            torch._foreach_clamp_min_(grads, -self.clipvalue)
+            torch._foreach_clamp_max_(grads, self.clipvalue)
+        if self.clipnorm:  # each gradient on its own, as Keras' clipnorm
+            for grad, norm in zip(grads, torch._foreach_norm(grads)):
+                grad.mul_(torch.clamp(self.clipnorm / (norm + 1e-12), max=1.0))
+        if self.global_clipnorm:
+            torch.nn.utils.clip_grad_norm_(params, self.global_clipnorm, foreach=True)
+
+    def _schedule(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        # The step count lives in the param groups, so it travels in the optimizer's state_dict (resume, save).
+        step = int(optimizer.param_groups[0].get("iterations", 0))
+        rate = self.learning_rate(step)
+        for group in optimizer.param_groups:
+            group["lr"], group["iterations"] = rate, step + 1
+
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+        config = {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+        if isinstance(self.learning_rate, LearningRateSchedule):
+            config["learning_rate"] = self.learning_rate.get_config()
+        return {k: v for k, v in config.items() if v is not None}
 
 
 class Adam(Optimizer):
@@ -70,15 +131,16 @@ class Adam(Optimizer):
 
     name = "adam"
 
-    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, weight_decay: float | None = None) -> None:  # fmt: skip
-        super().__init__(learning_rate, weight_decay)
-        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
+                 weight_decay: float | None = None, **clip: Any) -> None:  # fmt: skip
+        super().__init__(learning_rate, weight_decay, **clip)
+        self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, bool(amsgrad)
 
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        params = list(params)
-        return torch.optim.Adam(params, lr=self.learning_rate, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
-                                weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
+    def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self._lr0, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+                                amsgrad=self.amsgrad, weight_decay=self.weight_decay,
+                                fused=_fused_ok(params))  # fmt: skip
 
 
 class AdamW(Adam):
@@ -86,14 +148,15 @@ class AdamW(Adam):
 
     name = "adamw"
 
-    def __init__(self, learning_rate: float = 0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-7) -> None:  # fmt: skip
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay)
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, weight_decay: float = 0.004,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7, amsgrad: bool = False,
+                 **clip: Any) -> None:  # fmt: skip
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, **clip)
 
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        params = list(params)
-        return torch.optim.AdamW(params, lr=self.learning_rate, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
-                                 weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
+    def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=self._lr0, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
+                                 amsgrad=self.amsgrad, weight_decay=self.weight_decay,
+                                 fused=_fused_ok(params))  # fmt: skip
 
 
 class SGD(Optimizer):
@@ -101,16 +164,15 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float | None = None) -> None:  # fmt: skip
-        super().__init__(learning_rate, weight_decay)
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float | None = None, **clip: Any) -> None:  # fmt: skip
+        super().__init__(learning_rate, weight_decay, **clip)
         if nesterov and momentum <= 0:
             raise ConfigError("SGD(nesterov=True) needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
 
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        params = list(params)
-        return torch.optim.SGD(params, lr=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov,
+    def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self._lr0, momentum=self.momentum, nesterov=self.nesterov,
                                weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
 
 
@@ -119,14 +181,16 @@ class RMSprop(Optimizer):
 
     name = "rmsprop"
 
-    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
-                 epsilon: float = 1e-7, weight_decay: float | None = None) -> None:  # fmt: skip
-        super().__init__(learning_rate, weight_decay)
-        self.rho, self.momentum, self.epsilon = rho, momentum, epsilon
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, weight_decay: float | None = None,
+                 **clip: Any) -> None:  # fmt: skip
+        super().__init__(learning_rate, weight_decay, **clip)
+        self.rho, self.momentum, self.epsilon, self.centered = rho, momentum, epsilon, bool(centered)
 
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(params, lr=self.learning_rate, alpha=self.rho, eps=self.epsilon,
-                                   momentum=self.momentum, weight_decay=self.weight_decay)  # fmt: skip
+    def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(params, lr=self._lr0, alpha=self.rho, eps=self.epsilon,
+                                   momentum=self.momentum, centered=self.centered,
+                                   weight_decay=self.weight_decay)  # fmt: skip
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSprop)}
@@ -193,3 +257,7 @@ def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int)
     if name == "constant":
         return None
     return Schedule(optimizer, name, total_steps)
+
+
+def __getattr__(name: str) -> Any:
+    raise missing(__name__, name)
