@@ -43,7 +43,8 @@ def test_four_batches_of_16_train_as_one_batch_of_64(n):
 
 
 def test_clipping_sees_the_group_s_mean_gradient():
-    for a, b in zip(_trained(64, 1, 128, clip_norm=0.05).parameters(), _trained(32, 2, 128, clip_norm=0.05).parameters()):
+    plain, accumulated = _trained(64, 1, 128, clip_norm=0.05), _trained(32, 2, 128, clip_norm=0.05)
+    for a, b in zip(plain.parameters(), accumulated.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -66,7 +67,7 @@ def test_micro_batches_before_the_last_skip_ddp_s_all_reduce():
         step.forward = ddp
         x, y = torch.rand(16, 2, 6, 6), torch.randint(0, 3, (16,))
         before = [p.detach().clone() for p in model.parameters()]
-        for i in range(3):
+        for _ in range(3):
             step(x, y, last=False)
         assert reduced == [] and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no step yet
         step(x, y, last=True)
