@@ -25,6 +25,7 @@ from cnnkit.cli import (
     predict,
     report,
     serve,
+    show_batch,
     train,
     tune,
 )
@@ -33,7 +34,7 @@ from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (train, tune, lr_find, evaluate, predict, explain, report, export, serve, listings, check_data)
+SUBCOMMANDS = (train, tune, lr_find, evaluate, predict, explain, report, show_batch, export, serve, listings, check_data)
 
 
 class _Parser(argparse.ArgumentParser):

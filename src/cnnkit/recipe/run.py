@@ -5,7 +5,8 @@
 the engine (the same ``loop.fit`` as ``Model.fit``), keeps the best epoch, tests it, and
 writes ``runs/<name>/``: ``model.safetensors`` (best), ``last.safetensors``,
 ``resume.safetensors`` (everything to continue exactly), ``config.json``, ``split.json``,
-``metrics.csv``, ``curves.png`` and ``report.html`` (the run's self-contained report).
+``train_batch.png`` (what the model is fed), ``metrics.csv``, ``curves.png`` and ``report.html``
+(the run's self-contained report).
 ``train(resume=RUN_DIR)`` continues an interrupted run on exactly the same data.
 
 Under torchrun every process calls ``train`` alike (see :mod:`cnnkit.train.distributed`):
@@ -53,6 +54,7 @@ from cnnkit.recipe.build import (
 )
 from cnnkit.recipe.checks import one_class_warning, setup_warnings
 from cnnkit.recipe.config import AUTO_BATCH, TrainConfig
+from cnnkit.recipe.show_batch import BATCH_FILE, write_train_batch
 from cnnkit.recipe.tracking import MLflowTracking, split_sha256
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
@@ -186,6 +188,7 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     if resume is None and world.is_main:
         atomic_write_json(run_dir / "config.json", resolved)
         prepared.write(run_dir)  # split.json; for a folder/CSV also bad_files.txt and data_report.json/.html
+        write_train_batch(run_dir / BATCH_FILE, prepared, resolved["augment"], model.image_shape, seed=config.seed)
     if config.verbose:
         print(f"device: {describe_device(device)}; run folder: {run_dir}")
         if world.distributed:
