@@ -34,7 +34,8 @@ from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (train, tune, lr_find, evaluate, predict, explain, report, show_batch, export, serve, listings, check_data)
+SUBCOMMANDS = (train, tune, lr_find, evaluate, predict, explain, report, show_batch, export, serve, listings,
+               check_data)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

@@ -40,7 +40,7 @@ def _augment(policy: str, images: torch.Tensor, labels: torch.Tensor, classes: i
 
 
 def _training_images(prepared: data_prepare.TrainingData, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` training images ``(n, C, H, W)`` in [0, 1] and their labels: a seeded sample, or the first streamed batch."""
+    """``n`` training images ``(n, C, H, W)`` in [0, 1] and their labels: a seeded sample, or a streamed batch."""
     if prepared.stream is not None:
         x, y = next(iter(prepared.stream))
         return x[:n], y[:n]
