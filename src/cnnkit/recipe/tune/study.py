@@ -266,10 +266,7 @@ def _write_trials(trials: list[optuna.trial.FrozenTrial], tune_dir: Path) -> Non
 
 def _plots(study: optuna.Study, tune_dir: Path) -> None:
     """Optuna's optimization history and parameter importances (matplotlib; the second needs 2+ trials)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # Optuna draws on pyplot's figures; each is closed once saved
     from optuna.visualization import matplotlib as plots
 
     from cnnkit.report.plots import save_figure
