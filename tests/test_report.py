@@ -28,6 +28,15 @@ def run(tmp_path_factory):
     return train(TrainConfig(epochs=1, out=str(out), verbose=0))
 
 
+def test_the_run_folder_and_the_report_show_what_the_model_was_fed(run):
+    """train_batch.png: written when the run starts, inlined in the report's batch section."""
+    from PIL import Image
+
+    assert Image.open(run.run_dir / "train_batch.png").size[0] > 300
+    section = _sections((run.run_dir / REPORT_FILE).read_text())["batch"]
+    assert "--augment crop+affine" in section and len(_IMG.findall(section)) == 1  # digits' own policy
+
+
 def run_model(run):
     from cnnkit.models import load_model
 
@@ -64,7 +73,7 @@ def test_report_is_self_contained_and_its_images_decode(run):
     assert not re.search(r'(src|href)="(?!data:|#)', text)  # nothing fetched: no files, no network
     assert "<script" not in text
     images = _IMG.findall(text)
-    assert len(images) == 7
+    assert len(images) == 8  # with the training batch
     for data, alt in images:
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         image.load()
@@ -89,7 +98,7 @@ def test_report_without_its_data_still_has_every_section(run, tmp_path):
     text = write_report(copy).read_text()
     assert list(_sections(text)) == [sid for sid, _ in SECTIONS]
     assert "the run&#x27;s data could not be reopened" in text and "unknown data set &#x27;nope&#x27;" in text
-    assert len(_IMG.findall(text)) == 2  # the curves and the filters need no data
+    assert len(_IMG.findall(text)) == 3  # the curves, the filters and the training batch need no data
 
 
 def test_report_of_a_run_on_a_folder_uses_its_recorded_split(tmp_path, capsys):
@@ -131,5 +140,5 @@ def test_report_loads_in_headless_chromium_without_errors(run):
         images = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth, i.alt])")
         headings = page.evaluate("Array.from(document.querySelectorAll('section h2'), h => h.textContent)")
     assert errors == []
-    assert len(images) == 7 and all(complete and width > 0 for complete, width, _ in images)
+    assert len(images) == 8 and all(complete and width > 0 for complete, width, _ in images)
     assert headings == [title for _, title in SECTIONS]

@@ -15,13 +15,28 @@ from typing import Any
 
 from cnnkit import __version__
 from cnnkit._suggest import nearest
-from cnnkit.cli import check_data, evaluate, explain, export, listings, lr_find, predict, report, serve, studio, train
+from cnnkit.cli import (
+    check_data,
+    evaluate,
+    explain,
+    export,
+    listings,
+    lr_find,
+    predict,
+    report,
+    serve,
+    show_batch,
+    studio,
+    train,
+    tune,
+)
 from cnnkit.cli._options import LazyParser
 from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (train, lr_find, evaluate, predict, explain, report, export, serve, studio, listings, check_data)
+SUBCOMMANDS = (train, tune, lr_find, evaluate, predict, explain, report, show_batch, export, serve, studio, listings,
+               check_data)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

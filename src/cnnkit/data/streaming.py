@@ -95,9 +95,11 @@ def file_batches(
     )  # fmt: skip
 
 
-def shard_batches(loader: DataLoader, rank: int, world_size: int, seed: int = 0) -> DataLoader:
-    """``loader`` (from :func:`file_batches`, global batches) as this rank's share under torchrun."""
+def shard_batches(loader: DataLoader, rank: int, world_size: int, seed: int = 0,
+                  batch_size: int | None = None) -> DataLoader:  # fmt: skip
+    """``loader`` (from :func:`file_batches`, global batches) as this rank's share under torchrun,
+    in global batches of ``batch_size`` when given (``--batch-size auto``, found after the data was opened)."""
     files = loader.dataset
-    return file_batches(files.paths, files.labels, files.input_shape, loader.batch_size,
+    return file_batches(files.paths, files.labels, files.input_shape, batch_size or loader.batch_size,
                         shuffle=isinstance(loader.sampler, RandomSampler), seed=seed, workers=loader.num_workers,
                         pin_memory=loader.pin_memory, rank=rank, world_size=world_size)  # fmt: skip

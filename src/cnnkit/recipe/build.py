@@ -8,6 +8,7 @@ model and optimizer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,9 @@ from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
 from cnnkit.models import Model, create_model, get_model_entry, load_architecture
 from cnnkit.models.weights import load_pretrained
-from cnnkit.recipe.config import TrainConfig
+from cnnkit.recipe.config import AUTO_BATCH, TrainConfig
 from cnnkit.runs import MODEL_FILE
-from cnnkit.train import optimizers
+from cnnkit.train import autobatch, losses, optimizers
 from cnnkit.train.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, TensorBoard, TimeBudget
 from cnnkit.train.settings import TrainSettings
 
@@ -33,6 +34,7 @@ __all__ = [
     "default_size",
     "make_optimizer",
     "optimizer_spec",
+    "resolve_batch_size",
     "resolve_settings",
     "run_callbacks",
     "train_labels",
@@ -130,11 +132,42 @@ def resolve_settings(config: TrainConfig, data_augment: str, device: torch.devic
     channels_last = config.channels_last != "off"  # oneDNN and cuDNN both prefer it for convolutions
     augment = data_augment if config.augment == "auto" else config.augment
     settings = TrainSettings(precision=precision, channels_last=channels_last, augment=make_augment(augment),
-                             clip_norm=config.clip_norm, compile=config.compile)  # fmt: skip
+                             clip_norm=config.clip_norm, compile=config.compile,
+                             accumulate=config.accumulate)  # fmt: skip
     recorded = {**config.to_dict(), "device": str(device), "precision": precision, "augment": augment,
                 "channels_last": "on" if channels_last else "off",
                 "freeze_epochs": config.head_only_epochs}  # fmt: skip
     return settings, recorded
+
+
+CPU_BATCH = 64  # --batch-size auto off a GPU: memory is not what limits a CPU's batch
+
+
+def resolve_batch_size(config: TrainConfig, model: Model, prepared: data_prepare.TrainingData,
+                       device: torch.device, processes: int = 1,
+                       free_memory: Callable[[torch.device], int] = autobatch.free_memory) -> TrainConfig:  # fmt: skip
+    """The config with ``--batch-size auto`` replaced by the largest batch that fits the GPU (found by trying).
+
+    On a CPU it is :data:`CPU_BATCH`. Under torchrun every process would search its own GPU:
+    refused, the batch is given there. ``free_memory`` is an argument for the tests' simulated GPU.
+    """
+    if config.batch_size != AUTO_BATCH:
+        return config
+    if processes > 1:
+        raise ConfigError("--batch-size auto is for one process: under torchrun give the global batch")
+    if device.type != "cuda":
+        found = CPU_BATCH
+        how = f"{found} (on {device.type}, memory does not limit the batch)"
+    else:
+        example = conform(images_to_tensor(prepared.dataset.test.images[:1]), model.image_shape)[0]  # (C, H, W)
+        loss = losses.resolve(losses.SparseCategoricalCrossentropy(), model.output_activation)
+        trial = autobatch.trial_step(model, loss, example, len(prepared.dataset.class_names))
+        free = free_memory(device)
+        found = autobatch.find_batch_size(trial, free, largest=max(1, prepared.train_size))
+        how = f"{found}, the largest that fits in {autobatch.DEFAULT_SHARE:.0%} of {free / 2**30:.1f} GiB free"
+    if config.verbose:
+        print(f"batch size auto: {how}")
+    return config.replace(batch_size=found)
 
 
 def run_callbacks(config: TrainConfig, run_dir: Path, schedule: Any, steps: int, validated: bool

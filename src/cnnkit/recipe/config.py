@@ -29,11 +29,13 @@ from cnnkit.errors import ConfigError
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
 from cnnkit.train.settings import PRECISIONS
 
-__all__ = ["BATCH_SCOPES", "CHANNELS_LAST", "LR_FIND_OPTIONS", "Option", "TrainConfig",
-           "field_type", "option", "option_of", "parse_duration"]  # fmt: skip
+__all__ = ["AUTO_BATCH", "BATCH_SCOPES", "CHANNELS_LAST", "LR_FIND_OPTIONS", "TRACKERS", "Option",
+           "TrainConfig", "field_type", "option", "option_of", "parse_batch_size", "parse_duration"]  # fmt: skip
 
 CHANNELS_LAST = ("auto", "on", "off")  # "auto" is on: oneDNN and cuDNN both prefer it for convolutions
 BATCH_SCOPES = ("global", "process")  # what batch_size counts under torchrun
+AUTO_BATCH = 0  # batch_size "auto": the largest that fits the GPU (cnnkit.train.autobatch), recorded once found
+TRACKERS = ("none", "mlflow")  # experiment trackers (cnnkit.recipe.tracking)
 # The options that change what `cnnkit lr-find`'s sweep sees (the model, its data, the optimizer); the others would not.
 LR_FIND_OPTIONS = ("model", "data", "data_dir", "max_bad_files", "workers", "batch_size", "optimizer", "weight_decay",
                    "image_size", "seed", "device", "runs_dir")  # fmt: skip
@@ -45,6 +47,16 @@ def parse_duration(text: str) -> float:
     if not match:
         raise ValueError(f"expected a duration like 90, 90s, 5m or 1h, got {text!r}")
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def parse_batch_size(text: str) -> int:
+    """``64`` -> 64; ``auto`` -> :data:`AUTO_BATCH`."""
+    if text.strip().lower() == "auto":
+        return AUTO_BATCH
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected a number of images or auto, got {text!r}") from None
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,18 @@ def _check_type(f: dataclasses.Field, value: Any) -> None:
         raise ConfigError(f"option {f.name} must be {expected.__name__}, got {value!r}")
 
 
+def _parsed(name: str, value: Any) -> Any:
+    """A config file's text for a field that parses special values (``"batch_size": "auto"``, ``"time": "5m"``)."""
+    f = TrainConfig.__dataclass_fields__[name]
+    parse = option_of(f).parse
+    if parse is None or not isinstance(value, str) or field_type(f)[0] is str:
+        return value
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise ConfigError(f"option {name}: {e}") from None
+
+
 TORCHRUN = "under torchrun"  # the help section of the options only a torchrun job uses
 
 
@@ -137,8 +161,13 @@ class TrainConfig:
                         "the free memory, else disk", choices=CACHE_MODES)  # fmt: skip
     # The optimization.
     epochs: int = option(30, "passes over the training images, after any head-only --freeze-epochs")
-    batch_size: int = option(64, "images per step; under torchrun the global batch, split evenly over the "
-                             "processes (so N processes train as one would), unless --batch-scope process")  # fmt: skip
+    batch_size: int = option(64, "images per step (per micro-batch with --accumulate); auto: the largest that fits "
+                             "in 0.8 of the GPU's free memory, found by trying (64 on a CPU); under torchrun the "
+                             "global batch, split evenly over the processes (so N processes train as one would), "
+                             "unless --batch-scope process", parse=parse_batch_size, metavar="N|auto")  # fmt: skip
+    accumulate: int = option(1, "add up the gradients of N batches before each optimizer step: trains as a batch N "
+                             "times --batch-size would, in the memory of one (under torchrun, one all-reduce per "
+                             "step)", metavar="N")  # fmt: skip
     optimizer: str = option("adam", "sgd uses Nesterov momentum 0.9", choices=tuple(OPTIMIZERS))
     lr: float = option(3e-3, "peak learning rate of the schedule (see `cnnkit lr-find`), for the global batch: "
                        "never scaled by the number of processes; when you grow --batch-size k times, raise it "
@@ -173,6 +202,11 @@ class TrainConfig:
     runs_dir: str = option("runs", "where new run folders go")
     out: str | None = option(None, "the run folder to write (default: runs/<model>-<data>-<time>)")
     tensorboard: bool = option(False, "also write TensorBoard event files")
+    track: str = option("none", "log the run to an experiment tracker: mlflow (options, every epoch's metrics, the "
+                        "model, report and plots; needs pip install 'cnnkit[mlflow]')", choices=TRACKERS)  # fmt: skip
+    track_uri: str | None = option(None, "where --track logs: a folder (default: ./mlruns, an SQLite store with "
+                                   "its artifacts) or an MLflow tracking URI (http://..., sqlite:///...)",
+                                   metavar="URI")  # fmt: skip
     report: bool = option(True, "skip report.html (evaluation, filters, feature maps, Grad-CAM) at the end "
                           "(a few seconds; `cnnkit report RUN` writes it later)")  # fmt: skip
     verbose: int = option(1, "no progress output, only the result", flags=("-q", "--quiet"), const=0,
@@ -207,7 +241,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"unknown training option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        config = cls(**values)
+        config = cls(**{name: _parsed(name, value) for name, value in values.items()})
         config.validate()
         return config
 
@@ -245,7 +279,8 @@ class TrainConfig:
                 raise ConfigError(f"{f.name} must be {_one_of(choices)}, got {value!r}")
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.batch_size >= 1 or self.batch_size == AUTO_BATCH, "batch_size must be at least 1 (or auto)"),
+            (self.accumulate >= 1, "accumulate must be at least 1 batch per step"),
             (self.lr > 0, "lr must be positive"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),

@@ -5,7 +5,8 @@
 the engine (the same ``loop.fit`` as ``Model.fit``), keeps the best epoch, tests it, and
 writes ``runs/<name>/``: ``model.safetensors`` (best), ``last.safetensors``,
 ``resume.safetensors`` (everything to continue exactly), ``config.json``, ``split.json``,
-``metrics.csv``, ``curves.png`` and ``report.html`` (the run's self-contained report).
+``train_batch.png`` (what the model is fed), ``metrics.csv``, ``curves.png`` and ``report.html``
+(the run's self-contained report).
 ``train(resume=RUN_DIR)`` continues an interrupted run on exactly the same data.
 
 Under torchrun every process calls ``train`` alike (see :mod:`cnnkit.train.distributed`):
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
 import time
@@ -44,19 +46,22 @@ from cnnkit.recipe.build import (
     default_size,
     make_optimizer,
     optimizer_spec,
+    resolve_batch_size,
     resolve_settings,
     run_callbacks,
     train_labels,
     training_tensors,
 )
 from cnnkit.recipe.checks import one_class_warning, setup_warnings
-from cnnkit.recipe.config import TrainConfig
+from cnnkit.recipe.config import AUTO_BATCH, TrainConfig
+from cnnkit.recipe.show_batch import BATCH_FILE, write_train_batch
+from cnnkit.recipe.tracking import MLflowTracking, split_sha256
 from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import describe_device, seed_everything
 from cnnkit.train import distributed, loop, losses, optimizers
-from cnnkit.train.callbacks import History
+from cnnkit.train.callbacks import Callback, History
 from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, read_checkpoint, save_checkpoint
 from cnnkit.train.distributed import World
 from cnnkit.train.ema import EMA
@@ -82,6 +87,8 @@ def _open(config: TrainConfig, resume: Path | None) -> data_prepare.TrainingData
     if resume is not None:
         return data_prepare.reopen_data(resume, data_dir=config.data_dir, workers=config.workers,
                                         batch_size=config.batch_size, cache=config.cache)  # fmt: skip
+    if config.batch_size == AUTO_BATCH:  # a stream's batches until the batch size is found (then rebatched)
+        config = dataclasses.replace(config, batch_size=64)
     return data_prepare.training_data(config, default_size=default_size(config))
 
 
@@ -93,11 +100,13 @@ def _saved_config(run_dir: Path) -> TrainConfig:
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None,
-          epochs: int | None = None) -> TrainResult:  # fmt: skip
+          epochs: int | None = None, callbacks: Sequence[Callback] = ()) -> TrainResult:  # fmt: skip
     """Run one training as configured, or continue the run in folder ``resume``; return its results.
 
     ``epochs`` (with ``resume``): extend a finished run to this many epochs in all, as Keras'
     ``fit(initial_epoch=...)`` and fastai's fit-again do; see :func:`_continued`.
+    ``callbacks``: more engine callbacks, run after the run's own each epoch (``cnnkit tune``'s
+    pruning); an exception raised in one ends the run, its folder kept as far as it got.
     Under torchrun every process calls this; only rank 0 writes files and tests the model.
     """
     segment = _Segment()
@@ -115,7 +124,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
                 config, segment = _continued(_saved_config(resume), resume, None)
         if not world.is_main:
             config = dataclasses.replace(config, verbose=0)  # rank 0 alone prints
-        return _train(config, resume, world, device, segment)
+        return _train(config, resume, world, device, segment, tuple(callbacks))
 
 
 @dataclass(frozen=True)
@@ -153,17 +162,20 @@ def _continued(config: TrainConfig, run_dir: Path, epochs: int | None) -> tuple[
 
 
 def _train(config: TrainConfig, resume: Path | None, world: World, device: torch.device,
-           segment: _Segment) -> TrainResult:  # fmt: skip
+           segment: _Segment, extra: tuple[Callback, ...] = ()) -> TrainResult:  # fmt: skip
     started = time.perf_counter()
     config = _global_batch(config, world, device)
     generator = seed_everything(config.seed, deterministic=config.deterministic)
     _download_once(config, world)
     prepared = _open(config, resume)
-    if world.distributed and prepared.stream is not None:  # decode only this process's share of the files
+    model = build_model(config, prepared.dataset).to(device)
+    auto_batch = config.batch_size == AUTO_BATCH
+    config = resolve_batch_size(config, model, prepared, device, world.size)
+    if prepared.stream is not None and (world.distributed or auto_batch):  # this process's share, in its batches
         from cnnkit.data.streaming import shard_batches
 
-        prepared.stream = shard_batches(prepared.stream, world.rank, world.size, seed=config.seed)
-    model = build_model(config, prepared.dataset).to(device)
+        prepared.stream = shard_batches(prepared.stream, world.rank, world.size, seed=config.seed,
+                                        batch_size=config.batch_size)  # fmt: skip
     if config.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     settings, resolved = resolve_settings(config, prepared.augment, device)
@@ -176,6 +188,7 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     if resume is None and world.is_main:
         atomic_write_json(run_dir / "config.json", resolved)
         prepared.write(run_dir)  # split.json; for a folder/CSV also bad_files.txt and data_report.json/.html
+        write_train_batch(run_dir / BATCH_FILE, prepared, resolved["augment"], model.image_shape, seed=config.seed)
     if config.verbose:
         print(f"device: {describe_device(device)}; run folder: {run_dir}")
         if world.distributed:
@@ -185,11 +198,31 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
     if world.is_main:
         for warning in warnings:
             _warn(warning)
-    history = _fit(config, settings, model, prepared, run_dir, generator, resume is not None, world, segment)
-    seconds = time.perf_counter() - started
-    if not world.is_main:  # rank 0 tests the model and writes the results
-        return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
-    return _finish(config, model, prepared, run_dir, history, seconds, world.size, warnings)
+    tracker = _tracker(config, resolved, run_dir, prepared) if world.is_main else None
+    try:
+        history = _fit(config, settings, model, prepared, run_dir, generator, resume is not None, world, segment,
+                       extra + ((tracker,) if tracker is not None else ()))  # fmt: skip
+        seconds = time.perf_counter() - started
+        if not world.is_main:  # rank 0 tests the model and writes the results
+            return TrainResult(run_dir, run_dir / MODEL_FILE, history, None, seconds)
+        result = _finish(config, model, prepared, run_dir, history, seconds, world.size, warnings)
+    except BaseException as e:
+        if tracker is not None:
+            tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if tracker is not None:
+        tracker.finish(run_dir, result.test.to_dict() if result.test is not None else None)
+    return result
+
+
+def _tracker(config: TrainConfig, resolved: dict[str, Any], run_dir: Path,
+             prepared: data_prepare.TrainingData) -> MLflowTracking | None:  # fmt: skip
+    """The experiment tracker of ``--track`` (rank 0's), its run named after the run folder."""
+    if config.track == "none":
+        return None
+    tags = {"data": prepared.dataset.name, "split_sha256": split_sha256(prepared.split), "model": config.model,
+            "run_dir": str(run_dir)}  # fmt: skip
+    return MLflowTracking(config.track_uri, run_dir.name, resolved, tags)
 
 
 def _download_once(config: TrainConfig, world: World) -> None:
@@ -267,15 +300,16 @@ def _new_run_dir(config: TrainConfig, prepared: data_prepare.TrainingData, world
 
 
 def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: data_prepare.TrainingData,
-         run_dir: Path, generator: torch.Generator, resuming: bool, world: World, segment: _Segment
-         ) -> dict[str, list[float]]:  # fmt: skip
+         run_dir: Path, generator: torch.Generator, resuming: bool, world: World, segment: _Segment,
+         extra_callbacks: tuple[Callback, ...] = ()) -> dict[str, list[float]]:  # fmt: skip
     """Set up the engine, restore a checkpoint when resuming (on every rank), and train."""
     train_set, validation = training_tensors(prepared, model)
     loss = losses.SparseCategoricalCrossentropy(label_smoothing=config.label_smoothing)
     plain = losses.resolve(losses.SparseCategoricalCrossentropy(), model.output_activation)  # val_loss = test loss
     weights = class_weights(config.class_weights, train_labels(prepared), len(prepared.dataset.class_names))
     model.compile(optimizer=config.optimizer, loss=loss, metrics=["accuracy"])
-    steps = distributed.steps_per_epoch(prepared.train_size, config.batch_size, world.size)
+    batches = distributed.steps_per_epoch(prepared.train_size, config.batch_size, world.size)
+    steps = math.ceil(batches / config.accumulate)  # optimizer steps: one per --accumulate batches
     epochs, extra = config.epochs, {}
     if config.weights:  # fastai's fine_tune: the head alone while the body is frozen, then all layers
         plan = finetune.plan_fine_tune(model, optimizer_spec(config), lr=config.lr, epochs=config.epochs,
@@ -297,7 +331,7 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
             model, train_set,
             loss_fn=losses.resolve(loss, model.output_activation, weights), optimizer=model.optimizer,
             epochs=epochs, batch_size=config.batch_size, validation=validation, metrics={"accuracy": 1},
-            callbacks=list(callbacks.values()), settings=settings, scheduler=schedule, ema=ema,
+            callbacks=[*callbacks.values(), *extra_callbacks], settings=settings, scheduler=schedule, ema=ema,
             initial_epoch=initial_epoch, verbose=config.verbose, generator=generator, history=history, world=world,
             val_loss_fn=plain,
             on_epoch_saved=lambda epoch, _: save_checkpoint(run_dir, state, epoch),  # rank 0 only

@@ -43,6 +43,7 @@ SECTIONS = (
     ("filters", "First-layer filters"),
     ("feature-maps", "Feature maps"),
     ("data", "Data"),
+    ("batch", "What the model is fed"),
     ("model", "Model"),
     ("config", "Settings"),
 )
@@ -96,6 +97,11 @@ class _Page:
         if save_as:
             atomic_write_bytes(self.run_dir / save_as, png)
         return _img(png, alt)
+
+    def picture(self, name: str, alt: str) -> str | None:
+        """A PNG of the run folder inlined (None if the folder has no such file)."""
+        path = self.run_dir / name
+        return _img(path.read_bytes(), alt) if path.exists() else None
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from cnnkit._io import atomic_write_bytes
 from cnnkit.evaluate.metrics import Calibration, Evaluation
 
 __all__ = [
+    "batch_captions",
     "confusion_figure",
     "curves_figure",
     "figure_png",
@@ -161,6 +162,22 @@ def gallery_figure(
     ax.axis("off")
     fig.suptitle(title)
     return fig
+
+
+def batch_captions(targets: np.ndarray, class_names: Sequence[str]) -> list[str]:
+    """Each image's label: its class (``(B,)`` targets), or for mixed ``(B, classes)`` targets the two
+    largest shares, e.g. ``"cat 62%\ndog 38%"`` (MixUp and CutMix mix two images)."""
+    targets = np.asarray(targets)
+    if targets.ndim == 1:
+        return [str(class_names[int(t)]) for t in targets]
+    captions = []
+    for row in targets:
+        first, second = np.argsort(-row, kind="stable")[:2]
+        if row[second] < 0.005:  # not mixed (or label smoothing's crumbs)
+            captions.append(str(class_names[first]))
+        else:
+            captions.append(f"{class_names[first]} {row[first]:.0%}\n{class_names[second]} {row[second]:.0%}")
+    return captions
 
 
 def mistakes_figure(evaluation: Evaluation, images: np.ndarray, n: int = 16) -> Figure | None:

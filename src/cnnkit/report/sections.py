@@ -200,6 +200,17 @@ def _data(ctx: Context, page: Any) -> str:
     return intro + table(["class", "train", "validation", "test"], rows) + _data_checks(ctx.run_dir)
 
 
+def _batch(ctx: Context, page: Any) -> str:
+    picture = page.picture("train_batch.png", "a batch of augmented training images with their labels")
+    if picture is None:
+        return _note("the run folder has no train_batch.png (runs of cnnkit before 0.2 did not write it)")
+    policy = ctx.config.get("augment", "none")
+    return (f"<p>Training images at the model's input, through <code>--augment {_e(policy)}</code> as training "
+            f"applies it; mixed labels show their two largest shares. Preview another policy with "
+            f"<code>cnnkit show-batch --data {_e(ctx.config.get('data', 'DATA'))} --augment POLICY</code>.</p>"
+            + picture)  # fmt: skip
+
+
 def _model(ctx: Context, page: Any) -> str:
     model = ctx.model
     params = model.count_params() if hasattr(model, "count_params") else sum(p.numel() for p in model.parameters())
@@ -382,6 +393,7 @@ def _mistakes(ctx: Context, page: Any) -> str:
 RENDERERS: dict[str, Callable[[Context, Any], str]] = {
     "config": _config,
     "data": _data,
+    "batch": _batch,
     "model": _model,
     "training": _training,
     "evaluation": _evaluation,

@@ -91,6 +91,13 @@ class Stepper:
 
     ``settings`` say how (precision, channels-last, augmentation, clipping, compile);
     ``scheduler`` and ``ema`` are stepped after the optimizer.
+
+    Gradient accumulation (``settings.accumulate``): a call with ``last=False`` is a micro-batch
+    whose gradient is added up and kept; the next call with ``last=True`` ends the group and steps.
+    Each micro-batch's backward pass weighs its mean loss by its images and the sum is divided by
+    the group's images before clipping, so the step is the one the whole group as one batch would
+    give (a short last group included). Under DDP the micro-batches before the last run inside
+    ``no_sync()``: their gradients stay local, and the last one's backward all-reduces the sum once.
     """
 
     def __init__(
@@ -117,26 +124,45 @@ class Stepper:
         # torch's fused Adam/AdamW/SGD read `found_inf` and skip the update on the device.
         self.skip_on_device = bool(optimizer.defaults.get("fused")) and self.scaler is None
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.accumulate = settings.accumulate
+        self._images = 0  # images in the micro-batches of the group so far (0: a group starts)
+        self._group_bad: torch.Tensor | None = None
 
-    def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Train on one batch (on the device); return (loss, logits, bad) as device tensors, no host sync."""
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, *, last: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Train on one batch (on the device); return (loss, logits, bad) as device tensors, no host sync.
+
+        ``last=False``: a micro-batch of a gradient-accumulation group, added up without stepping.
+        """
         if self.augment is not None:
             xb = self.augment(xb)
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            logits = self.forward(xb)  # (B, classes)
-            loss = self.loss_fn(logits.float(), yb)
+        first, alone = self._images == 0, self._images == 0 and last  # alone: no accumulation
+        no_sync = getattr(self.forward, "no_sync", None)  # DDP's: skip the all-reduce of this backward
+        with nullcontext() if last or no_sync is None else no_sync():
+            with self.autocast():
+                logits = self.forward(xb)  # (B, classes)
+                loss = self.loss_fn(logits.float(), yb)
+            if first:
+                self.optimizer.zero_grad(set_to_none=True)
+            weighted = loss if alone else loss * len(yb)  # a sum over images; divided by the group's below
+            (self.scaler.scale(weighted) if self.scaler is not None else weighted).backward()
         bad = ~torch.isfinite(loss)
-        self.optimizer.zero_grad(set_to_none=True)
+        self._group_bad = bad if first else self._group_bad | bad
+        self._images += len(yb)
+        if not last:
+            return loss.detach(), logits.detach(), bad
+        bad, images = self._group_bad, self._images
+        self._images, self._group_bad = 0, None
         if self.scaler is not None:  # fp16: the scaler unscales, checks for inf, and skips
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
+            self._mean_over(images, alone)
             self._clip(bad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
+            self._mean_over(images, alone)
             bad = self._clip(bad)
             if self.skip_on_device:
                 self.optimizer.found_inf = bad.float()
@@ -148,6 +174,13 @@ class Stepper:
         if self.ema is not None:
             self.ema.update(self.model)
         return loss.detach(), logits.detach(), bad
+
+    def _mean_over(self, images: int, alone: bool) -> None:
+        """A group's summed gradient -> the gradient of its mean loss (nothing to do for one batch)."""
+        if not alone:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            if grads:
+                torch._foreach_div_(grads, images)
 
     def _clip(self, bad: torch.Tensor) -> torch.Tensor:
         if not self.clip_norm:
@@ -198,10 +231,11 @@ def train_one_epoch(
         total, images, *hits = distributed.sum_over_ranks(loss_sum, kept, *correct.values())
         return [total, images, dict(zip(correct, hits))]
 
+    total, group = len(batches), step.accumulate  # a step after every `group` batches, and after the last
     for number, (xb, yb) in enumerate(batches, 1):
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
         try:
-            loss, logits, bad = step(xb, yb)
+            loss, logits, bad = step(xb, yb, last=number % group == 0 or number == total)
         except _OOM:
             raise TrainingError(
                 f"out of memory on {device} with batches of {len(yb)} images: try a smaller --batch-size "

@@ -32,6 +32,8 @@ class TrainSettings:
         augment: applied to each training batch on the device (see :mod:`cnnkit.data.augment`).
         clip_norm: clip the gradients' global norm to this; None: no clipping.
         compile: run the forward pass through ``torch.compile``.
+        accumulate: micro-batches whose gradients are summed before each optimizer step (the
+            step then trains on ``accumulate`` times the batch; see :class:`~cnnkit.train.loop.Stepper`).
     """
 
     precision: str = "fp32"
@@ -39,8 +41,11 @@ class TrainSettings:
     augment: Augment | None = None
     clip_norm: float | None = None
     compile: bool = False
+    accumulate: int = 1
 
     def __post_init__(self) -> None:
+        if self.accumulate < 1:
+            raise TrainingError(f"accumulate must be at least 1 micro-batch per step, got {self.accumulate}")
         if self.precision not in PRECISIONS:
             raise TrainingError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
