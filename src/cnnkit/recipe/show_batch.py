@@ -40,12 +40,15 @@ def _augment(policy: str, images: torch.Tensor, labels: torch.Tensor, classes: i
 
 
 def _training_images(prepared: data_prepare.TrainingData, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` training images ``(n, C, H, W)`` in [0, 1] and their labels: a seeded sample, or a streamed batch."""
+    """``n`` training images ``(n, C, H, W)`` in [0, 1] and their labels: a seeded sample (in memory or from
+    the decoded-image cache on disk), or a streamed batch."""
     if prepared.stream is not None:
         x, y = next(iter(prepared.stream))
         return x[:n], y[:n]
+    chosen = np.random.default_rng(seed).permutation(prepared.train_size)[:n]
+    if prepared.mapped is not None:  # dataset.train is empty: the images are on disk
+        return prepared.mapped[chosen].contiguous(), torch.from_numpy(np.asarray(prepared.mapped.labels)[chosen])
     train = prepared.dataset.train
-    chosen = np.random.default_rng(seed).permutation(len(train))[:n]
     return images_to_tensor(train.images[chosen]), torch.from_numpy(train.labels[chosen])
 
 
