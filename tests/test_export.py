@@ -67,24 +67,23 @@ def test_torchscript_round_trip(trained_seed, tmp_path, digits):
     np.testing.assert_allclose(got, model.predict(x_test[:5], verbose=0), atol=1e-4, rtol=0)
 
 
-class _CallCounter(nn.Module):
-    """A module whose output depends on Python state: tracing bakes in one value, eager keeps counting."""
+class _Noisy(nn.Module):
+    """A module with noise in eval mode: ONNX Runtime's random numbers are not torch's."""
 
     def __init__(self) -> None:
         super().__init__()
         self.linear = nn.Linear(64, 3)
-        self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.linear(x.flatten(1)) * self.calls
+        logits = self.linear(x.flatten(1))
+        return logits + 10 * torch.randn_like(logits)
 
 
 def test_a_disagreeing_export_fails_and_writes_nothing(tmp_path):
     from cnnkit.export import ParityError, export_model
     from cnnkit.models import Model
 
-    model = Model(_CallCounter(), input_shape=(8, 8, 1))
+    model = Model(_Noisy(), input_shape=(8, 8, 1))
     with pytest.raises(ParityError, match="disagrees with the PyTorch model.*nothing was written"):
         export_model(model, "onnx", out=tmp_path / "bad.onnx")
     assert list(tmp_path.iterdir()) == []
@@ -95,13 +94,24 @@ def test_an_op_that_does_not_export_is_a_clear_error(tmp_path, capfd):
     from cnnkit.export import ParityError, export_model
     from cnnkit.models import Model
 
-    # Adaptive pooling to a size that does not divide the input has no ONNX equivalent.
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(36, 3))
-    with pytest.raises(ExportError, match="cannot be exported to ONNX: .*adaptive_avg_pool2d") as error:
-        export_model(Model(net, input_shape=(7, 7, 1)), "onnx", out=tmp_path / "x.onnx")
+    # A branch on the pixel values: torch.export captures one graph for every input, so it refuses it.
+    with pytest.raises(ExportError, match="cannot be exported to ONNX: ") as error:
+        export_model(Model(_PixelBranch(), input_shape=(7, 7, 1)), "onnx", out=tmp_path / "x.onnx")
     assert not isinstance(error.value, ParityError) and list(tmp_path.iterdir()) == []
-    # torch's exporter dumps its IR graph to stdout (from C++) before raising: none of it gets out.
+    # torch's exporters print progress and graphs to stdout (some from C++): none of it gets out.
     assert capfd.readouterr().out == ""
+
+
+class _PixelBranch(nn.Module):
+    """Control flow on the data: no single graph computes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(49, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(x.flatten(1))
+        return logits if x.mean() > 0.5 else -logits
 
 
 def _registered():
@@ -113,8 +123,7 @@ def _registered():
 @pytest.mark.parametrize("name", _registered())
 def test_every_registered_model_exports_to_onnx(name):
     """Every model in the zoo, at a small input size, with an odd class count, checked on 8 images."""
-    from cnnkit.errors import ExportError
-    from cnnkit.export import ParityError, build_onnx, open_onnx
+    from cnnkit.export import build_onnx, open_onnx
     from cnnkit.export.common import ReferenceData
     from cnnkit.models import create_model, get_model_entry
 
@@ -125,12 +134,7 @@ def test_every_registered_model_exports_to_onnx(name):
     h, w, c = model.image_shape
     images = torch.rand(8, c, h, w, generator=torch.Generator().manual_seed(0))
     reference = ReferenceData(images, None, images, "8 synthetic images", "8 synthetic images")
-    try:
-        payload, parity = build_onnx(model, source_sha256=None, reference=reference)
-    except ParityError:
-        raise
-    except ExportError as e:
-        pytest.skip(f"{name} does not export to ONNX: {e}")
+    payload, parity = build_onnx(model, source_sha256=None, reference=reference)  # alexnet included
     assert parity.passed and parity.n == 8
     exported = open_onnx(payload)
     assert exported.info.image_shape == (h, w, c)

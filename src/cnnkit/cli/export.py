@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)",
     )
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18, the oldest the exporter writes)")
     p.set_defaults(run=run)
 
 

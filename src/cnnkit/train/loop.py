@@ -88,7 +88,9 @@ class Stepper:
     free on the CPU. Skipped steps are counted for the epoch's report.
 
     ``settings`` say how (precision, channels-last, augmentation, clipping, compile);
-    ``scheduler`` and ``ema`` are stepped after the optimizer.
+    ``scheduler`` and ``ema`` are stepped after the optimizer. The step trains on the batch as
+    given: the caller applies ``augment`` first (:func:`train_one_epoch` does), so that it also
+    sees the targets the loss saw (label mixing makes them soft).
     """
 
     def __init__(
@@ -118,8 +120,6 @@ class Stepper:
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Train on one batch (on the device); return (loss, logits, bad) as device tensors, no host sync."""
-        if self.augment is not None:
-            xb = self.augment(xb)
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with self.autocast():
@@ -198,6 +198,8 @@ def train_one_epoch(
 
     for number, (xb, yb) in enumerate(batches, 1):
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if step.augment is not None:  # here, so that the metrics count the targets the loss saw
+            xb, yb = step.augment(xb, yb)  # mixing makes yb soft (B, classes): accuracy counts its dominant class
         try:
             loss, logits, bad = step(xb, yb)
         except _OOM:
