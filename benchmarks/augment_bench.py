@@ -64,7 +64,7 @@ def _groups(size: int, classes: int) -> dict[str, dict[str, Op]]:
 def speed(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, CPU, 1 thread, batch {args.batch_size}, median of {args.reps} alternating "
-          f"repetitions of {args.calls} calls; shared machine (other jobs running): compare ratios within a group")
+          f"repetitions of {args.calls} calls; shared machine (other jobs running): compare ratios within a group")  # fmt: skip
     for shape in [(1, 8, 8), (3, 32, 32)]:
         x = torch.rand(args.batch_size, *shape)
         y = torch.randint(0, 10, (args.batch_size,))
@@ -104,7 +104,7 @@ def accuracy(args: argparse.Namespace) -> None:
     _register_torchvision_twins()
     policies = args.policies.split(",")
     print(f"torch {torch.__version__}; cnnkit train --data digits --epochs {args.epochs} --seed {args.seed} "
-          f"--deterministic, CPU; shared machine (times are noisy, accuracy is not)\n")
+          f"--deterministic, CPU; shared machine (times are noisy, accuracy is not)\n")  # fmt: skip
     print("| --augment | test accuracy | test loss | seconds |\n|---|---:|---:|---:|")
     for policy in policies:
         config = TrainConfig(data="digits", epochs=args.epochs, seed=args.seed, deterministic=True, augment=policy,

@@ -67,6 +67,63 @@ def test_torchscript_round_trip(trained_seed, tmp_path, digits):
     np.testing.assert_allclose(got, model.predict(x_test[:5], verbose=0), atol=1e-4, rtol=0)
 
 
+def test_pt2_round_trip_runs_with_the_torch_backend(trained_seed, tmp_path, digits):
+    """``--format pt2``: torch.export's archive, parity-checked, run by predict/serve's torch backend."""
+    from cnnkit.errors import ConfigError
+    from cnnkit.export import export_model
+    from cnnkit.inference import load_predictor
+
+    model, path = trained_seed
+    result = export_model(path, "pt2", out=tmp_path / "seed.pt2", data="digits")
+    assert result.format == "pt2" and result.parity.passed and result.parity.n == 359
+    extra = {"cnnkit.json": ""}
+    program = torch.export.load(str(result.path), extra_files=extra)  # our own file, just written
+    assert json.loads(extra["cnnkit.json"])["export_format"] == "pt2"
+    _, (x_test, _) = digits
+    images = torch.from_numpy(np.ascontiguousarray(x_test[:7].transpose(0, 3, 1, 2)))  # a batch the export never saw
+    with torch.no_grad():
+        np.testing.assert_allclose(program.module()(images).numpy(), model.predict(x_test[:7], verbose=0), atol=1e-4)
+    predictor = load_predictor(result.path, backend="torch")
+    assert predictor.backend == "pt2" and predictor.class_names == [str(i) for i in range(10)]
+    np.testing.assert_allclose(predictor.predict_proba(x_test[:3]), model.predict(x_test[:3], verbose=0), atol=1e-4)
+    with pytest.raises(ConfigError, match="is a .pt2 export: it runs in PyTorch"):
+        load_predictor(result.path, backend="onnx")
+
+
+def test_foreign_and_pickling_pt2_files_are_refused_before_loading(trained_seed, tmp_path):
+    import zipfile
+
+    from cnnkit.errors import ModelFileError
+    from cnnkit.export import export_model
+    from cnnkit.inference import load_predictor
+
+    _, path = trained_seed
+    foreign = tmp_path / "foreign.pt2"
+    torch.export.save(torch.export.export(nn.Linear(2, 2), (torch.rand(1, 2),)), str(foreign))
+    with pytest.raises(ModelFileError, match="cnnkit did not export"):
+        load_predictor(foreign)
+    good = export_model(path, "pt2", out=tmp_path / "seed.pt2").path
+    pickling = tmp_path / "pickling.pt2"  # the same archive, its weights marked as pickles
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(pickling, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("_weights_config.json"):
+                data = data.replace(b'"use_pickle": false', b'"use_pickle": true')
+            dst.writestr(item, data)
+    with pytest.raises(ModelFileError, match="holds pickled objects"):
+        load_predictor(pickling)
+    (tmp_path / "text.pt2").write_text("not an archive")
+    with pytest.raises(ModelFileError, match="not a readable .pt2 archive"):
+        load_predictor(tmp_path / "text.pt2")
+
+
+def test_exports_see_the_plain_model_not_the_fused_kernels(onnx_export):
+    """kernels.fuse is the engine's and predictors' pass: the exported graph holds standard ONNX ops only."""
+    graph = onnx.load(onnx_export.path).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"Conv", "MaxPool", "Gemm", "Softmax"} <= ops and all(node.domain in ("", "ai.onnx") for node in graph.node)
+
+
 class _Noisy(nn.Module):
     """A module with noise in eval mode: ONNX Runtime's random numbers are not torch's."""
 

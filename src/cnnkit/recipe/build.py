@@ -126,8 +126,9 @@ def resolve_settings(config: TrainConfig, data_augment: str, device: torch.devic
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     channels_last = config.channels_last != "off"  # oneDNN and cuDNN both prefer it for convolutions
     augment = data_augment if config.augment == "auto" else config.augment
-    settings = TrainSettings(precision=precision, channels_last=channels_last, augment=make_augment(augment, num_classes),
-                             clip_norm=config.clip_norm, compile=config.compile)  # fmt: skip
+    settings = TrainSettings(precision=precision, channels_last=channels_last,
+                             augment=make_augment(augment, num_classes), clip_norm=config.clip_norm,
+                             compile=config.compile)  # fmt: skip
     recorded = {**config.to_dict(), "device": str(device), "precision": precision, "augment": augment,
                 "channels_last": "on" if channels_last else "off",
                 "freeze_epochs": config.head_only_epochs}  # fmt: skip
