@@ -17,8 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="model file or run folder")
     p.add_argument("--format", choices=["onnx", "pt2", "torchscript"], default="onnx", dest="export_format",
-                   help="onnx (ONNX Runtime and other runtimes); pt2 (torch.export, run by torch: predict and "
-                   "serve --backend torch); torchscript (libtorch C++ and mobile; made by torch.jit.trace, which "
+                   help="onnx (ONNX Runtime and other runtimes); pt2 (torch.export, run by torch: predict --backend "
+                   "torch, load_predictor); torchscript (libtorch C++ and mobile; made by torch.jit.trace, which "
                    "torch deprecates)")  # fmt: skip
     p.add_argument("--quantize", choices=["int8"], default=None, help="ONNX only: static INT8 quantization")
     p.add_argument("--out", default=None, help="output file (default: next to the model, e.g. model.onnx)")

@@ -1,7 +1,7 @@
 """``.pt2`` export: the model's ``torch.export`` program, saved with ``torch.export.save``.
 
-The successor of the TorchScript export for users who run a model with torch itself (Python,
-``cnnkit predict --backend torch``, ``cnnkit serve``): ``torch.export`` captures the graph
+The successor of the TorchScript export for users who run a model with torch itself (Python's
+``torch.export.load``, ``cnnkit predict --backend torch``, ``load_predictor``): ``torch.export`` captures the graph
 without ``torch.jit.trace`` (deprecated in torch 2.14), with a dynamic batch dimension, and
 the archive holds the same graph contract as every cnnkit export (``[0, 1]`` images in,
 probabilities out; see :mod:`cnnkit.export.common`) and the metadata as the extra file
