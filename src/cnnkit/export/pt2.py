@@ -56,7 +56,9 @@ def pt2_archive(model: Model, metadata: dict[str, Any]) -> bytes:
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"model {model.name!r} cannot be exported to .pt2: {first_line}") from None
     buffer = io.BytesIO()
-    torch.export.save(program, buffer, extra_files={EXTRA_FILE: json.dumps(metadata)})
+    with warnings.catch_warnings():  # torch's note that weights sharing no storage are saved one by one
+        warnings.simplefilter("ignore", UserWarning)
+        torch.export.save(program, buffer, extra_files={EXTRA_FILE: json.dumps(metadata)})
     return buffer.getvalue()
 
 
