@@ -64,7 +64,7 @@ def _groups(size: int, classes: int) -> dict[str, dict[str, Op]]:
 def speed(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, CPU, 1 thread, batch {args.batch_size}, median of {args.reps} alternating "
-          f"repetitions of {args.calls} calls; shared machine (other jobs running): compare ratios within a group")  # fmt: skip
+          f"repetitions of {args.calls} calls; shared machine (other jobs): compare ratios within a group")  # fmt: skip
     for shape in [(1, 8, 8), (3, 32, 32)]:
         x = torch.rand(args.batch_size, *shape)
         y = torch.randint(0, 10, (args.batch_size,))

@@ -46,6 +46,7 @@ __all__ = [
     "Augment",
     "Augmentation",
     "apply_policy",
+    "in_groups",
     "make_augment",
     "parse_policy",
     "random_affine",
