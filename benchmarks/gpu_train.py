@@ -62,7 +62,7 @@ def main() -> None:
             torch.cuda.synchronize()
         started = time.perf_counter()
         for xb, yb in batches:
-            step(xb, yb)
+            step(*settings.augment(xb, yb))  # the loop augments before each step, as train_one_epoch does
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - started)

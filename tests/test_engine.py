@@ -195,8 +195,9 @@ def test_affine_and_cutout():
 
 def test_augment_policies():
     assert augment.make_augment("none") is None
-    out = augment.make_augment("flip+crop+cutout+affine")(torch.rand(4, 1, 8, 8))
-    assert out.shape == (4, 1, 8, 8)
+    labels = torch.arange(4)
+    out, targets = augment.make_augment("flip+crop+cutout+affine")(torch.rand(4, 1, 8, 8), labels)
+    assert out.shape == (4, 1, 8, 8) and targets is labels
     assert augment.make_augment("flip-crop") is not None  # old spelling
     with pytest.raises(Exception, match="unknown augmentation 'rotate'"):
         augment.make_augment("rotate")

@@ -25,6 +25,7 @@ def test_resolve_model_names_files_exports_and_runs(tmp_path):
     assert resolve_model("exports/model.onnx") == ModelSource("onnx", Path("exports/model.onnx"))
     assert resolve_model("model.int8.onnx").kind == "onnx"
     assert resolve_model("model.torchscript.pt").kind == "torchscript"
+    assert resolve_model("digits.pt2").kind == "pt2"  # cnnkit export --format pt2
     assert resolve_model("model.pt").kind == "model"  # modelfile explains that it is a pickle
     with pytest.raises(ModelFileError, match="without a model.safetensors: not a finished training run"):
         resolve_model(tmp_path)

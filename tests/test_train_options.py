@@ -14,7 +14,7 @@ import pytest
 
 from cnnkit.cli import build_parser
 from cnnkit.cli._options import add_options, flag_of, given_options
-from cnnkit.data.augment import OPERATIONS
+from cnnkit.data.augment import AUGMENTATIONS
 from cnnkit.errors import ConfigError
 from cnnkit.recipe.config import TrainConfig, option_of
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
@@ -45,7 +45,7 @@ def test_choices_come_from_the_registries_that_use_them():
     assert tuple(flags["--optimizer"].choices) == tuple(OPTIMIZERS)
     assert tuple(flags["--schedule"].choices) == SCHEDULES
     assert tuple(flags["--precision"].choices) == ("auto", *PRECISIONS)
-    assert all(op in flags["--augment"].help for op in OPERATIONS)
+    assert all(op in flags["--augment"].help for op in AUGMENTATIONS)
     # validate() checks the same lists, naming them.
     for name, choices in [("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("precision", PRECISIONS)]:
         with pytest.raises(ConfigError, match=f"{name} must be .*{list(choices)[-1]}"):

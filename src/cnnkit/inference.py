@@ -15,9 +15,11 @@ Backends:
   parity-checked on first use and cached next to it (``model.cache.onnx``), keyed by the
   SHA-256 of the model file's bytes, so a retrained or modified model is never answered by
   a stale export. Given a ``.onnx`` file (from ``cnnkit export``), that file is used.
-- a ``.torchscript.pt`` file (from ``cnnkit export --format torchscript``) runs in TorchScript on
-  the CPU, whichever of ``auto`` or ``torch`` is asked for; only archives with cnnkit's export
-  metadata are loaded (:func:`cnnkit.export.torchscript.open_torchscript`).
+- a ``.pt2`` file (from ``cnnkit export --format pt2``: a ``torch.export`` program) runs in
+  PyTorch on the CPU, whichever of ``auto`` or ``torch`` is asked for; only archives with cnnkit's
+  export metadata and no pickled objects are loaded (:func:`cnnkit.export.pt2.open_pt2`).
+- a ``.torchscript.pt`` file (from ``cnnkit export --format torchscript``, or an older cnnkit)
+  runs in TorchScript the same way (:func:`cnnkit.export.torchscript.open_torchscript`).
 - ``auto`` (the default): ``onnx`` on a CPU, where ONNX Runtime runs the article's CNN
   several times faster than PyTorch eager (see benchmarks/RESULTS.md); ``torch`` on a GPU.
   If the model cannot be exported, ``auto`` warns and falls back to ``torch``.
@@ -48,6 +50,7 @@ __all__ = [
     "OnnxPredictor",
     "Predictor",
     "TorchPredictor",
+    "Pt2Predictor",
     "TorchScriptPredictor",
     "cache_path",
     "load_predictor",
@@ -121,15 +124,13 @@ class OnnxPredictor:
         return self.onnx.run(x)
 
 
-class TorchScriptPredictor:
-    """A cnnkit TorchScript export, run by the TorchScript interpreter on the CPU."""
+class _ArchivePredictor:
+    """A cnnkit export that torch runs on the CPU, opened by its checked ``opener``."""
 
-    backend = "torchscript"
+    backend = ""
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        from cnnkit.export.torchscript import open_torchscript
-
-        self.runner, info = open_torchscript(path)  # refuses archives cnnkit did not export, before loading
+    def _open(self, path: str | os.PathLike, opener: Callable, what: str) -> None:
+        self.runner, info = opener(path)  # refuses archives cnnkit did not export, before loading
         self.image_shape = info.image_shape
         self.num_classes = len(info.class_names) if info.class_names else None
         self.class_names = list(info.class_names) if info.class_names else []
@@ -137,13 +138,35 @@ class TorchScriptPredictor:
             height, width, channels = self.image_shape
             self.num_classes = int(self.runner.run(np.zeros((1, channels, height, width), np.float32)).shape[1])
             self.class_names = [str(i) for i in range(self.num_classes)]
-        self.description = f"torchscript (torch {torch.__version__} TorchScript on cpu, {path})"
+        self.description = f"{self.backend} (torch {torch.__version__} {what} on cpu, {path})"
 
     def predict_proba(self, images: ImageSource) -> np.ndarray:
         x = np.ascontiguousarray(to_batch(images, self.image_shape).cpu().numpy())  # (B, C, H, W)
         if len(x) == 0:
             return np.empty((0, len(self.class_names)), np.float32)
         return self.runner.run(x)
+
+
+class TorchScriptPredictor(_ArchivePredictor):
+    """A cnnkit TorchScript export, run by the TorchScript interpreter on the CPU."""
+
+    backend = "torchscript"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from cnnkit.export.torchscript import open_torchscript
+
+        self._open(path, open_torchscript, "TorchScript")
+
+
+class Pt2Predictor(_ArchivePredictor):
+    """A cnnkit ``.pt2`` export (a ``torch.export`` program), run by PyTorch on the CPU."""
+
+    backend = "pt2"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from cnnkit.export.pt2 import open_pt2
+
+        self._open(path, open_pt2, "torch.export program")
 
 
 def cache_path(model_path: str | os.PathLike) -> Path:
@@ -262,6 +285,12 @@ def load_predictor(
             raise ConfigError(f"{source.path} is a TorchScript export: it runs in TorchScript (--backend auto or "
                               f"torch); give its .onnx export for ONNX Runtime")  # fmt: skip
         return TorchScriptPredictor(source.path)
+    if source.kind == "pt2":
+        _check_backend(backend)
+        if backend == "onnx":
+            raise ConfigError(f"{source.path} is a .pt2 export: it runs in PyTorch (--backend auto or torch); "
+                              f"give its .onnx export for ONNX Runtime")  # fmt: skip
+        return Pt2Predictor(source.path)
     path = source.model_file("give the .safetensors model")
     check_model_file(path)  # a missing, pickled or foreign file: its own clear error, before any hashing or export
     return _predictor(functools.cache(lambda: load_model(path)), backend, device, threads, path)

@@ -28,6 +28,7 @@ __all__ = [
     "MODEL_FILE",
     "ONNX_SUFFIX",
     "RUNS_DIR",
+    "PT2_SUFFIX",
     "TORCHSCRIPT_SUFFIX",
     "ModelKind",
     "ModelSource",
@@ -45,9 +46,11 @@ RUNS_DIR = "runs"  # where `cnnkit train` puts runs by default (TrainConfig.runs
 LATEST = "latest"  # names the newest run under the runs folder
 ONNX_SUFFIX = ".onnx"  # `cnnkit export --format onnx`, and the cache next to a model file
 TORCHSCRIPT_SUFFIX = ".torchscript.pt"  # `cnnkit export --format torchscript`
+PT2_SUFFIX = ".pt2"  # `cnnkit export --format pt2` (torch.export.save)
 
-ModelKind = Literal["model", "onnx", "torchscript"]
-_KIND_NAMES = {"model": "a model file", "onnx": "an ONNX export", "torchscript": "a TorchScript export"}
+ModelKind = Literal["model", "onnx", "pt2", "torchscript"]
+_KIND_NAMES = {"model": "a model file", "onnx": "an ONNX export", "pt2": "a .pt2 export",
+               "torchscript": "a TorchScript export"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class ModelSource:
     """What a model argument names.
 
     Attributes:
-        kind: ``"model"`` (a cnnkit ``.safetensors`` model file), ``"onnx"`` or ``"torchscript"``
+        kind: ``"model"`` (a cnnkit ``.safetensors`` model file), ``"onnx"``, ``"pt2"`` or ``"torchscript"``
             (files ``cnnkit export`` wrote).
         path: the file. Whether it exists and is what it claims is for its reader to say
             (:mod:`cnnkit.modelfile`, :func:`cnnkit.export.open_onnx`), each with its own clear error.
@@ -151,6 +154,8 @@ def resolve_model(model_or_run: str | os.PathLike, *, runs_dir: str | os.PathLik
         return ModelSource("onnx", path)
     if name.endswith(TORCHSCRIPT_SUFFIX):
         return ModelSource("torchscript", path)
+    if name.endswith(PT2_SUFFIX):
+        return ModelSource("pt2", path)
     if not path.exists():  # no file by that name: a pattern, `latest` or a run's name prefix?
         run = _matching_run(str(model_or_run)) if glob.has_magic(str(model_or_run)) else None
         run = run or _named_run(str(model_or_run), runs_dir)

@@ -8,15 +8,18 @@ import argparse
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
-        help="export a model to ONNX or TorchScript, checked against PyTorch on real images",
-        description="Export a model to ONNX (optionally INT8-quantized) or TorchScript. The export takes "
+        help="export a model to ONNX, .pt2 (torch.export) or TorchScript, checked against PyTorch on real images",
+        description="Export a model to ONNX (optionally INT8-quantized), .pt2 or TorchScript. The export takes "
         "(batch, C, H, W) float32 images in [0, 1] and returns class probabilities; normalization happens "
         "inside it, and class names, input shape and normalization travel in its metadata. It is checked "
         "against PyTorch on the run's own test split (or --data; synthetic images only when there is no "
         "data, and it says so) and written only if it agrees.",
     )
     p.add_argument("model", help="model file or run folder")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", dest="export_format")
+    p.add_argument("--format", choices=["onnx", "pt2", "torchscript"], default="onnx", dest="export_format",
+                   help="onnx (ONNX Runtime and other runtimes); pt2 (torch.export, run by torch: predict --backend "
+                   "torch, load_predictor); torchscript (libtorch C++ and mobile; made by torch.jit.trace, which "
+                   "torch deprecates)")  # fmt: skip
     p.add_argument("--quantize", choices=["int8"], default=None, help="ONNX only: static INT8 quantization")
     p.add_argument("--out", default=None, help="output file (default: next to the model, e.g. model.onnx)")
     p.add_argument(
@@ -30,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="the data cache for standard data sets (default: $CNNKIT_DATA, else ~/.cache/cnnkit)",
     )
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18, the oldest the exporter writes)")
     p.set_defaults(run=run)
 
 

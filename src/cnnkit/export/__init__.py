@@ -1,4 +1,4 @@
-"""Export: ONNX and TorchScript files that answer exactly as the PyTorch model does.
+"""Export: ONNX, .pt2 (torch.export) and TorchScript files that answer exactly as the PyTorch model does.
 
 ``export_model(path, "onnx")`` builds the file in memory, checks it against the model on
 real images (the model's own test set when known), and writes it only if it agrees.

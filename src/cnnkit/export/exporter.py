@@ -22,15 +22,21 @@ from cnnkit.errors import ConfigError
 from cnnkit.export.common import Probabilities, ReferenceData, export_metadata, reference_data
 from cnnkit.export.onnx import DEFAULT_OPSET, onnx_graph, open_onnx, with_metadata
 from cnnkit.export.parity import FLOAT_TOLERANCE, ParityReport, check_parity
+from cnnkit.export.pt2 import Pt2Runner, pt2_archive
 from cnnkit.export.quantize import QUANTIZATION, QuantizationReport, compare_int8, quantize_int8
 from cnnkit.export.torchscript import TorchScriptRunner, torchscript_archive
 from cnnkit.models.model import Model
-from cnnkit.runs import ONNX_SUFFIX, TORCHSCRIPT_SUFFIX
+from cnnkit.runs import ONNX_SUFFIX, PT2_SUFFIX, TORCHSCRIPT_SUFFIX
 
 __all__ = ["FORMATS", "ExportResult", "build_onnx", "default_export_path", "export_model"]
 
-FORMATS = ("onnx", "torchscript")
-_SUFFIX = {"onnx": ONNX_SUFFIX, "torchscript": TORCHSCRIPT_SUFFIX}  # the names resolve_model knows them by
+FORMATS = ("onnx", "pt2", "torchscript")
+_SUFFIX = {"onnx": ONNX_SUFFIX, "pt2": PT2_SUFFIX, "torchscript": TORCHSCRIPT_SUFFIX}  # as resolve_model knows them
+# Archives run by torch: how each is built from (model, metadata), run, and named in the parity report.
+_ARCHIVES = {
+    "pt2": (pt2_archive, Pt2Runner, "the .pt2 export"),
+    "torchscript": (torchscript_archive, TorchScriptRunner, "the TorchScript export"),
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class ExportResult:
 
 
 def default_export_path(model_path: str | os.PathLike, export_format: str, quantize: str | None = None) -> Path:
-    """Next to the model file: ``model.onnx``, ``model.int8.onnx``, ``model.torchscript.pt``."""
+    """Next to the model file: ``model.onnx``, ``model.int8.onnx``, ``model.pt2``, ``model.torchscript.pt``."""
     path = Path(model_path)
     stem = path.name.removesuffix(".safetensors")
     return path.with_name(stem + (f".{quantize}" if quantize else "") + _SUFFIX[export_format])
@@ -111,16 +117,18 @@ def _build_int8(
     return payload, report
 
 
-def _build_torchscript(
-    model: Model, *, source_sha256: str | None, reference: ReferenceData, tolerance: float
+def _build_archive(
+    model: Model, export_format: str, *, source_sha256: str | None, reference: ReferenceData, tolerance: float
 ) -> tuple[bytes, ParityReport]:
+    """A ``.pt2`` or TorchScript archive's bytes, checked against the model on ``reference`` images."""
+    build, runner_class, what = _ARCHIVES[export_format]
     with _exportable(model) as m:
-        metadata = export_metadata(m, source_sha256=source_sha256, export_format="torchscript")
-        payload = torchscript_archive(m, metadata)
-        runner = TorchScriptRunner(payload)
+        metadata = export_metadata(m, source_sha256=source_sha256, export_format=export_format)
+        payload = build(m, metadata)
+        runner = runner_class(payload)
         parity = check_parity(
             torch_probabilities(m), runner.run, reference.images, source=reference.source, tolerance=tolerance,
-            what="the TorchScript export",
+            what=what,
         )  # fmt: skip
     return payload, parity
 
@@ -166,9 +174,9 @@ def export_model(
         out = out if out is not None else default_export_path(model_path, export_format, quantize)
     reference = reference_data(model, data, run_dir=run_dir, data_dir=data_dir)
     quantization = None
-    if export_format == "torchscript":
-        payload, parity = _build_torchscript(
-            model, source_sha256=source_sha256, reference=reference, tolerance=tolerance
+    if export_format in _ARCHIVES:
+        payload, parity = _build_archive(
+            model, export_format, source_sha256=source_sha256, reference=reference, tolerance=tolerance
         )
     else:
         payload, parity = build_onnx(

@@ -1,9 +1,13 @@
 """ONNX export, and opening an exported file with ONNX Runtime.
 
-The graph is traced by PyTorch's TorchScript-based ONNX exporter (``dynamo=False``): it
-needs no extra package, covers every op the model zoo uses, and exports in about a second.
-The batch axis is dynamic; the graph takes ``[0, 1]`` images and returns probabilities
-(see :mod:`cnnkit.export.common`).
+The graph is captured by ``torch.export`` and translated by torch's current ONNX exporter
+(``torch.onnx.export(..., dynamo=True)``, with onnxscript's op library): the TorchScript-based
+exporter (``dynamo=False``) relies on ``torch.jit.trace``, deprecated in torch 2.14, and could not
+export some of the zoo (AlexNet's adaptive pooling to a size that does not divide its input).
+The batch axis is a ``torch.export`` dynamic dimension; the graph takes ``[0, 1]`` images and
+returns probabilities (see :mod:`cnnkit.export.common`). The exporter sees the model as written:
+speed-up passes such as :func:`cnnkit.kernels.fuse` are applied by the engine and predictors to
+their own copies, never to what is exported.
 
 Every export carries a *self-check*: the probabilities ONNX Runtime gave for two seeded
 images when the file was written. Opening the file recomputes them, so a file whose
@@ -13,7 +17,6 @@ weights were damaged after export is refused instead of silently answering wrong
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import sys
@@ -42,7 +45,7 @@ from cnnkit.models.model import Model
 
 __all__ = ["DEFAULT_OPSET", "OnnxModel", "onnx_graph", "open_onnx", "with_metadata"]
 
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = 18  # the oldest opset torch's dynamo-based exporter writes
 _SELF_CHECK_TOLERANCE = {"none": 1e-4, "int8": 5e-2}  # int8 kernels differ a little between CPUs
 _ORT_ERRORS = (
     ort_errors.InvalidProtobuf,
@@ -59,29 +62,27 @@ def onnx_graph(model: Model, opset: int = DEFAULT_OPSET) -> bytes:
     height, width, channels = fixed_image_shape(model)
     wrapper = Probabilities(model).cpu().eval()
     example = torch.rand(2, channels, height, width)  # batch 2, so nothing gets specialized to batch 1
-    buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), _no_stdout():
-            warnings.simplefilter("ignore")  # the exporter's notice that a torch.export-based one exists
-            torch.onnx.export(
-                wrapper, (example,), buffer, dynamo=False, opset_version=opset,
+        with warnings.catch_warnings(), _no_stdout(), torch.no_grad():
+            warnings.simplefilter("ignore")  # torch.export's notes on the graph it captured
+            program = torch.onnx.export(
+                wrapper, (example,), None, dynamo=True, opset_version=opset, verbose=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
             )  # fmt: skip
-    except Exception as e:  # the exporter raises many types; all mean "this op does not export"
+    except Exception as e:  # torch.export and the exporter raise many types; all mean "this does not export"
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"model {model.name!r} cannot be exported to ONNX: {first_line}") from None
-    return buffer.getvalue()
+    return program.model_proto.SerializeToString()
 
 
 @contextlib.contextmanager
 def _no_stdout() -> Iterator[None]:
     """Send what is written to file descriptor 1 to /dev/null for the duration.
 
-    When an op does not export, torch's TorchScript exporter prints its whole IR graph (tens
-    of lines) to stdout from C++ before raising (its ONNX log is left on by
-    ``setup_onnx_logging``): that would bury the one-line error and corrupt ``predict``'s
-    CSV/JSON output when ``auto`` falls back to PyTorch.
+    torch's exporters print progress and, when an op does not export, graphs to stdout (some of
+    it from C++): that would bury the one-line error and corrupt ``predict``'s CSV/JSON output
+    when ``auto`` falls back to PyTorch.
     """
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()

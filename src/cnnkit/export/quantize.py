@@ -58,9 +58,12 @@ def quantize_int8(graph: bytes, calibration: np.ndarray, *, batch_size: int = 32
     quant_logger.setLevel(logging.ERROR)
     try:
         with tempfile.TemporaryDirectory(prefix="cnnkit-quantize-") as tmp:
-            prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+            source, prepared, quantized = (Path(tmp) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+            source.write_bytes(graph)
             # Shape inference and graph optimization first, as ONNX Runtime recommends: better-placed Q/DQ nodes.
-            quant_pre_process(onnx.load_from_string(graph), str(prepared), skip_symbolic_shape=True)
+            # From a file: given a ModelProto, quant_pre_process moves its tensors to external data that its
+            # own ONNX Runtime pass then cannot read (the dynamo exporter's shape constants, e.g. a Reshape's).
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             # The final softmax stays float: quantized, probabilities would come in steps of 1/255.
             softmax = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Softmax"]
             quantize_static(

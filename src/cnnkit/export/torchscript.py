@@ -4,8 +4,9 @@ The archive holds the same graph contract as the ONNX export (``[0, 1]`` images 
 probabilities out, dynamic batch) and the same metadata, as the extra file ``cnnkit.json``:
 ``torch.jit.load(path, _extra_files={"cnnkit.json": ""})`` fills it in.
 
-PyTorch marks TorchScript as deprecated in favour of ``torch.export`` but still ships and
-loads it, and it is what most deployed C++ and mobile code consumes today.
+PyTorch marks TorchScript (and ``torch.jit.trace``) as deprecated in favour of ``torch.export``
+but still ships and loads it, and it is what deployed libtorch C++ and mobile code consumes today;
+users who run the model with torch itself get :mod:`cnnkit.export.pt2` instead.
 
 cnnkit runs only its own archives: :func:`open_torchscript` first reads ``cnnkit.json`` out of
 the zip archive without loading anything (a file without cnnkit's export metadata is refused),

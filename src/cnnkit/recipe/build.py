@@ -118,22 +118,23 @@ def make_optimizer(config: TrainConfig, model: Model) -> torch.optim.Optimizer:
     return optimizer_spec(config).build(optimizers.decay_groups(model, config.weight_decay))
 
 
-def resolve_settings(config: TrainConfig, data_augment: str, device: torch.device
+def resolve_settings(config: TrainConfig, data_augment: str, device: torch.device, num_classes: int | None = None
                      ) -> tuple[TrainSettings, dict[str, Any]]:  # fmt: skip
     """What this run uses wherever the config says ``auto``, decided once, here.
 
     Returns the engine's settings (typed: channels-last a bool, augmentation a function) and
     the config with the same choices written in (``config.json``, itself a valid config).
-    ``data_augment`` is the data set's own augmentation policy, used for ``--augment auto``.
+    ``data_augment`` is the data set's own augmentation policy, used for ``--augment auto``;
+    ``num_classes`` is what label mixing (``mixup``, ``cutmix``) one-hot encodes to.
     """
     precision = config.precision
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     channels_last = config.channels_last != "off"  # oneDNN and cuDNN both prefer it for convolutions
     augment = data_augment if config.augment == "auto" else config.augment
-    settings = TrainSettings(precision=precision, channels_last=channels_last, augment=make_augment(augment),
-                             clip_norm=config.clip_norm, compile=config.compile,
-                             accumulate=config.accumulate)  # fmt: skip
+    settings = TrainSettings(precision=precision, channels_last=channels_last,
+                             augment=make_augment(augment, num_classes), clip_norm=config.clip_norm,
+                             compile=config.compile, accumulate=config.accumulate)  # fmt: skip
     recorded = {**config.to_dict(), "device": str(device), "precision": precision, "augment": augment,
                 "channels_last": "on" if channels_last else "off",
                 "freeze_epochs": config.head_only_epochs}  # fmt: skip

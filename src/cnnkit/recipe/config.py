@@ -22,8 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from cnnkit.data.augment import OPERATIONS as AUGMENTATIONS
-from cnnkit.data.augment import make_augment
+from cnnkit.data.augment import AUGMENTATIONS, parse_policy
 from cnnkit.data.decoded_cache import CACHE_MODES
 from cnnkit.errors import ConfigError
 from cnnkit.train.optimizers import OPTIMIZERS, SCHEDULES
@@ -300,6 +299,6 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
         if self.augment != "auto":
-            make_augment(self.augment)  # raises for an unknown operation
+            parse_policy(self.augment)  # raises for an unknown operation
         if not re.fullmatch(r"none|auto|\d+:\d*\.?\d+(,\d+:\d*\.?\d+)*", self.class_weights):
             raise ConfigError(f"class_weights must be none, auto or 'label:weight,...', got {self.class_weights!r}")

@@ -178,7 +178,7 @@ def _train(config: TrainConfig, resume: Path | None, world: World, device: torch
                                         batch_size=config.batch_size)  # fmt: skip
     if config.sync_bn and world.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    settings, resolved = resolve_settings(config, prepared.augment, device)
+    settings, resolved = resolve_settings(config, prepared.augment, device, len(prepared.dataset.class_names))
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     run_dir = resume or _new_run_dir(config, prepared, world)

@@ -90,7 +90,9 @@ class Stepper:
     free on the CPU. Skipped steps are counted for the epoch's report.
 
     ``settings`` say how (precision, channels-last, augmentation, clipping, compile);
-    ``scheduler`` and ``ema`` are stepped after the optimizer.
+    ``scheduler`` and ``ema`` are stepped after the optimizer. The step trains on the batch as
+    given: the caller applies ``augment`` first (:func:`train_one_epoch` does), so that it also
+    sees the targets the loss saw (label mixing makes them soft).
 
     Gradient accumulation (``settings.accumulate``): a call with ``last=False`` is a micro-batch
     whose gradient is added up and kept; the next call with ``last=True`` ends the group and steps.
@@ -134,8 +136,6 @@ class Stepper:
 
         ``last=False``: a micro-batch of a gradient-accumulation group, added up without stepping.
         """
-        if self.augment is not None:
-            xb = self.augment(xb)
         if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         first, alone = self._images == 0, self._images == 0 and last  # alone: no accumulation
@@ -234,6 +234,8 @@ def train_one_epoch(
     total, group = len(batches), step.accumulate  # a step after every `group` batches, and after the last
     for number, (xb, yb) in enumerate(batches, 1):
         xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if step.augment is not None:  # here, so that the metrics count the targets the loss saw
+            xb, yb = step.augment(xb, yb)  # mixing makes yb soft (B, classes): accuracy counts its dominant class
         try:
             loss, logits, bad = step(xb, yb, last=number % group == 0 or number == total)
         except _OOM:

@@ -51,7 +51,8 @@ class Loss:
 
 
 class SparseCategoricalCrossentropy(Loss):
-    """Cross-entropy with integer class labels ``(N,)``."""
+    """Cross-entropy with integer class labels ``(N,)``, or the soft ``(N, classes)`` targets that
+    MixUp and CutMix make of them (``F.cross_entropy`` takes both; label smoothing applies on top)."""
 
     name = "sparse_categorical_crossentropy"
 

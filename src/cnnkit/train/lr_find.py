@@ -18,7 +18,7 @@ from torch import nn
 
 from cnnkit.errors import TrainingError
 from cnnkit.train.loop import Batches, Stepper, TensorBatches
-from cnnkit.train.settings import TrainSettings
+from cnnkit.train.settings import Augment
 
 __all__ = ["LRFindResult", "lr_find"]
 
@@ -42,7 +42,7 @@ def lr_find(
     end: float = 10.0,
     steps: int = 100,
     batch_size: int = 64,
-    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    augment: Augment | None = None,
     generator: torch.Generator | None = None,
 ) -> LRFindResult:
     """Sweep the learning rate of ``optimizer`` over ``model``; restore both afterwards."""
@@ -50,7 +50,7 @@ def lr_find(
     if isinstance(train, tuple):
         train = TensorBatches(*train, batch_size, generator=generator)
     factor = (end / start) ** (1 / max(1, steps - 1))
-    step = Stepper(model, loss_fn, optimizer, TrainSettings(augment=augment))
+    step = Stepper(model, loss_fn, optimizer)  # augmented below, as the training loop does
     lrs, losses, smooth, best = [], [], 0.0, math.inf
     try:
         while len(lrs) < steps:
@@ -58,7 +58,10 @@ def lr_find(
                 lr = start * factor ** len(lrs)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss, _, _ = step(xb.to(step.device), yb.to(step.device))
+                xb, yb = xb.to(step.device), yb.to(step.device)
+                if augment is not None:
+                    xb, yb = augment(xb, yb)
+                loss, _, _ = step(xb, yb)
                 value = float(loss)
                 smooth = 0.98 * smooth + 0.02 * value  # exponential smoothing, bias-corrected below
                 smoothed = smooth / (1 - 0.98 ** (len(lrs) + 1))

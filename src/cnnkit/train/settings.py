@@ -17,7 +17,9 @@ from cnnkit.errors import TrainingError
 
 __all__ = ["PRECISIONS", "Augment", "TrainSettings"]
 
-Augment = Callable[[torch.Tensor], torch.Tensor]  # a batch (B, C, H, W) -> an augmented batch, on the device
+# (images (B, C, H, W), targets (B,) or (B, classes)) -> the same, augmented on the device; label mixing
+# (MixUp, CutMix) returns soft targets (B, classes).
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
 
 
@@ -29,7 +31,8 @@ class TrainSettings:
         precision: ``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and a gradient scaler).
         channels_last: store images and convolution weights channels-last, the layout oneDNN
             and cuDNN run fastest; None: whenever the model has 2-D convolutions.
-        augment: applied to each training batch on the device (see :mod:`cnnkit.data.augment`).
+        augment: applied to each training batch and its targets on the device, by the loop before
+            each step (see :mod:`cnnkit.data.augment`).
         clip_norm: clip the gradients' global norm to this; None: no clipping.
         compile: run the forward pass through ``torch.compile``.
         accumulate: micro-batches whose gradients are summed before each optimizer step (the
