@@ -27,7 +27,7 @@ HOOKS = Path(__file__).resolve().parent / "torchrun_hooks"
 ARGS = ["--data", "faces", "--epochs", "3", "--batch-size", "16", "--deterministic", "--augment", "none",
         "--seed", "1", "-q"]  # fmt: skip
 RUN_FILES = {"config.json", "split.json", "metrics.csv", "model.safetensors", "last.safetensors",
-             "resume.safetensors", "curves.png", "report.html", "confusion.png", "reliability.png"}  # fmt: skip
+             "resume.safetensors", "curves.png", "train_batch.png", "report.html", "confusion.png", "reliability.png"}  # fmt: skip
 REPORT_FILES = {"report.html", "confusion.png", "reliability.png"}  # not written with --no-report
 OPTIONAL_FILES = {"mistakes.png"}  # the report's gallery of mistakes, when the model makes any
 
