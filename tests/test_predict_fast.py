@@ -104,7 +104,9 @@ def test_a_large_image_keeps_keras_batch_size(monkeypatch):
     seen = []
     real = model_module.predict_logits
     monkeypatch.setattr(model_module, "predict_logits", lambda m, x, b: seen.append(b) or real(m, x, b))
-    net = models.Model(nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), input_shape=(128, 128, 3))
+    net = models.Model(
+        nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()), input_shape=(128, 128, 3)
+    )
     net.predict(np.zeros((3, 128, 128, 3), np.float32), verbose=0)
     small = article_model()
     small.predict(np.zeros((3, 28, 28, 1), np.float32), verbose=0)
