@@ -15,7 +15,9 @@ compare. The measurements (the article's CNN, 2 threads):
 - ``train``: ``cnnkit train`` on the built-in digits (batch 128, no augmentation, no validation),
   images/s from its ``metrics.csv``;
 - ``predict``: ``Model.predict`` on 1,000 images at Keras' default batch (32) and in one batch of 1,000,
-  and one image's latency (median of 300 calls);
+  ``Model.evaluate`` at batch 32, the model's own forward over the 1,000 at once (eval mode, inference
+  mode, softmax) and each one's ratio to it (measured in the same process), and one image's latency
+  (median of 300 calls);
 - ``predictor``: ``cnnkit.inference.load_predictor(file, "torch").predict_proba`` on one batch of 1,000.
 """
 
@@ -73,11 +75,24 @@ elif what == "train":
     n = len(x)  # digits' training images: what one epoch of `cnnkit train` sees with --val-split 0
     print(json.dumps({"train images/s": n / float(np.median(seconds[1:]))}))
 elif what == "predict":
-    model, batch = trained_model(), x[:1000]
+    import torch
+    model, batch, labels = trained_model(), x[:1000], y[:1000]
+    nchw = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+    def one_pass():  # the model's own forward over all 1,000 images at once, eval mode, no autograd
+        with torch.inference_mode():
+            torch.softmax(model(nchw), dim=1).numpy()
+    model.eval()
+    forward = median_seconds(one_pass, 7)
+    model.train()  # as fit leaves it: predict and evaluate must switch to eval mode themselves
     default = median_seconds(lambda: model.predict(batch, verbose=0), 7)
     whole = median_seconds(lambda: model.predict(batch, batch_size=1000, verbose=0), 7)
+    evaluated = median_seconds(lambda: model.evaluate(batch, labels, verbose=0), 7)
     one = median_seconds(lambda: model.predict(batch[:1], verbose=0), 300)
     print(json.dumps({"predict images/s (batch 32)": 1000 / default, "predict images/s (batch 1000)": 1000 / whole,
+                      "evaluate images/s (batch 32)": 1000 / evaluated,
+                      "one forward pass images/s (1000)": 1000 / forward,
+                      "predict (batch 32) / one forward pass": forward / default,
+                      "evaluate (batch 32) / one forward pass": forward / evaluated,
                       "predict 1 image ms": one * 1000}))
 elif what == "predictor":
     from cnnkit.inference import load_predictor
