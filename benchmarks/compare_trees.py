@@ -109,8 +109,10 @@ elif what == "predictor":
 MEASUREMENTS = ("fit", "train", "predict", "predictor")
 
 
-def run(tree: Path, what: str, data: Path) -> dict[str, float]:
+def run(tree: Path, what: str, data: Path, threads: int | None = None) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    if threads:  # torch's intra-op threads, read at start-up
+        env["OMP_NUM_THREADS"] = str(threads)
     out = subprocess.run([sys.executable, "-c", _WORKER, what, str(data), str(Path(__file__).resolve().parent)],
                          env=env, check=True, capture_output=True, text=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=MEASUREMENTS, default=list(MEASUREMENTS))
+    parser.add_argument("--threads", type=int, help="torch threads in the workers (default: torch's, one per core)")
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     for name, tree in trees.items():
@@ -135,7 +138,7 @@ def main() -> None:
             order = list(trees) if rep % 2 == 0 else list(reversed(trees))
             for what in args.only:
                 for name in order:
-                    for key, value in run(trees[name], what, data).items():
+                    for key, value in run(trees[name], what, data, args.threads).items():
                         results[name].setdefault(key, []).append(value)
             print(f"rep {rep + 1}/{args.reps} done", flush=True)
     print(f"\nmedian of {args.reps} alternating runs, each in a fresh process; {os.cpu_count()} cores\n")
