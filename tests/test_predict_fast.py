@@ -4,6 +4,8 @@ images for Keras' batch_size, and the eval mode that puts every module's own mod
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -56,6 +58,9 @@ def test_fuse_remembers_its_answer_until_the_modules_change(data):
     model.build((28, 28, 1))
     assert kernels.fuse(model) is not fused
     assert model.predict(data[0][:4], verbose=0).shape == (4, 5)
+    twin = copy.deepcopy(model)  # the remembered answer travels with the copy but is the copy's own
+    assert kernels.fuse(twin).model is twin
+    np.testing.assert_allclose(twin.predict(data[0][:4], verbose=0), model.predict(data[0][:4], verbose=0))
 
 
 def test_predict_follows_fit_load_weights_and_to(data, tmp_path):
