@@ -15,7 +15,9 @@ compare. The measurements (the article's CNN, 2 threads):
 - ``train``: ``cnnkit train`` on the built-in digits (batch 128, no augmentation, no validation),
   images/s from its ``metrics.csv``;
 - ``predict``: ``Model.predict`` on 1,000 images at Keras' default batch (32) and in one batch of 1,000,
-  and one image's latency (median of 300 calls);
+  ``Model.evaluate`` at batch 32, the model's own forward over the 1,000 at once (eval mode, inference
+  mode, softmax) and each one's ratio to it (measured in the same process), and one image's latency
+  (median of 300 calls);
 - ``predictor``: ``cnnkit.inference.load_predictor(file, "torch").predict_proba`` on one batch of 1,000.
 """
 
@@ -73,11 +75,24 @@ elif what == "train":
     n = len(x)  # digits' training images: what one epoch of `cnnkit train` sees with --val-split 0
     print(json.dumps({"train images/s": n / float(np.median(seconds[1:]))}))
 elif what == "predict":
-    model, batch = trained_model(), x[:1000]
+    import torch
+    model, batch, labels = trained_model(), x[:1000], y[:1000]
+    nchw = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+    def one_pass():  # the model's own forward over all 1,000 images at once, eval mode, no autograd
+        with torch.inference_mode():
+            torch.softmax(model(nchw), dim=1).numpy()
+    model.eval()
+    forward = median_seconds(one_pass, 7)
+    model.train()  # as fit leaves it: predict and evaluate must switch to eval mode themselves
     default = median_seconds(lambda: model.predict(batch, verbose=0), 7)
     whole = median_seconds(lambda: model.predict(batch, batch_size=1000, verbose=0), 7)
+    evaluated = median_seconds(lambda: model.evaluate(batch, labels, verbose=0), 7)
     one = median_seconds(lambda: model.predict(batch[:1], verbose=0), 300)
     print(json.dumps({"predict images/s (batch 32)": 1000 / default, "predict images/s (batch 1000)": 1000 / whole,
+                      "evaluate images/s (batch 32)": 1000 / evaluated,
+                      "one forward pass images/s (1000)": 1000 / forward,
+                      "predict (batch 32) / one forward pass": forward / default,
+                      "evaluate (batch 32) / one forward pass": forward / evaluated,
                       "predict 1 image ms": one * 1000}))
 elif what == "predictor":
     from cnnkit.inference import load_predictor
@@ -94,8 +109,10 @@ elif what == "predictor":
 MEASUREMENTS = ("fit", "train", "predict", "predictor")
 
 
-def run(tree: Path, what: str, data: Path) -> dict[str, float]:
+def run(tree: Path, what: str, data: Path, threads: int | None = None) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+    if threads:  # torch's intra-op threads, read at start-up
+        env["OMP_NUM_THREADS"] = str(threads)
     out = subprocess.run([sys.executable, "-c", _WORKER, what, str(data), str(Path(__file__).resolve().parent)],
                          env=env, check=True, capture_output=True, text=True)  # fmt: skip
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -107,6 +124,7 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", nargs="*", choices=MEASUREMENTS, default=list(MEASUREMENTS))
+    parser.add_argument("--threads", type=int, help="torch threads in the workers (default: torch's, one per core)")
     args = parser.parse_args()
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     for name, tree in trees.items():
@@ -120,7 +138,7 @@ def main() -> None:
             order = list(trees) if rep % 2 == 0 else list(reversed(trees))
             for what in args.only:
                 for name in order:
-                    for key, value in run(trees[name], what, data).items():
+                    for key, value in run(trees[name], what, data, args.threads).items():
                         results[name].setdefault(key, []).append(value)
             print(f"rep {rep + 1}/{args.reps} done", flush=True)
     print(f"\nmedian of {args.reps} alternating runs, each in a fresh process; {os.cpu_count()} cores\n")

@@ -163,11 +163,11 @@ class Spy:  # probabilities: a fixed function of the pixels; records the batches
         logits = np.stack([images.mean(axis=(1, 2, 3)) * (i + 1) for i in range(4)], axis=1)
         return torch.softmax(torch.from_numpy(logits), 1).numpy()
 
-decoded, real_load = [0], predict.to_batch
+decoded, real_load = [0], predict.load_input
 def counting_load(path, image_shape):
     decoded[0] += 1
     return real_load(path, image_shape)
-predict.to_batch = counting_load
+predict.load_input = counting_load
 
 results = {}
 for folder in sys.argv[1:]:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cnnkit.data.decode import is_image_path
-from cnnkit.data.transforms import to_batch
+from cnnkit.data.transforms import load_input
 from cnnkit.errors import DataError
 from cnnkit.inference import Predictor, TorchPredictor
 from cnnkit.models.model import Model
@@ -111,17 +111,21 @@ class _Decoder(Dataset):
     def __init__(self, image_shape: tuple[int, int, int]) -> None:
         self.image_shape = image_shape
 
-    def __getitem__(self, path: str) -> tuple[str, torch.Tensor | None, str | None]:
+    def __getitem__(self, path: str) -> tuple[str, np.ndarray | None, str | None]:
         try:
-            return path, to_batch(path, self.image_shape)[0], None  # (C, H, W)
+            return path, load_input(path, self.image_shape), None  # (H, W, C): what to_batch(path) holds
         except DataError as e:
             return path, None, str(e).removeprefix(f"{path}: ")
 
 
-def _collate(items: list[tuple[str, torch.Tensor | None, str | None]]) -> tuple[list, list, torch.Tensor | None]:
-    """One chunk: its paths, an error (or None) per path, and the readable images stacked ``(n, C, H, W)``."""
+def _collate(items: list[tuple[str, np.ndarray | None, str | None]]) -> tuple[list, list, torch.Tensor | None]:
+    """One chunk: its paths, an error (or None) per path, and the readable images stacked ``(n, C, H, W)``.
+
+    The images are stacked as arrays and made channels-first once per chunk, not once per image.
+    """
     images = [x for _, x, _ in items if x is not None]
-    return [p for p, _, _ in items], [e for _, _, e in items], torch.stack(images) if images else None
+    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() if images else None
+    return [p for p, _, _ in items], [e for _, _, e in items], stacked
 
 
 def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[str]]:

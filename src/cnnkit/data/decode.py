@@ -41,6 +41,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".
 # ...) are more attack surface than use.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_READ_WHOLE = 16 << 20  # files up to 16 MiB are read in one call; larger ones stream from disk
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def open_image(
     """
     name = name or ("image" if isinstance(source, bytes) else str(source))
     try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+        fp = io.BytesIO(source) if isinstance(source, bytes) else _read_small(source)
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file", "missing") from None
     except (IsADirectoryError, PermissionError) as e:
@@ -110,6 +111,20 @@ def open_image(
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(f"{name}: truncated or corrupt image ({e})", "truncated") from None
     return DecodedImage(img, *header)
+
+
+def _read_small(path: str | os.PathLike) -> io.BufferedReader | io.BytesIO:
+    """The file's bytes in memory when it is small (one read instead of the ~10 small ones Pillow's
+    PNG parser makes: a third of the time of a folder of small PNGs), else the open file."""
+    fp = open(path, "rb")  # noqa: SIM115
+    try:
+        if os.fstat(fp.fileno()).st_size > _READ_WHOLE:
+            return fp
+        with fp:
+            return io.BytesIO(fp.read())
+    except OSError:
+        fp.close()
+        raise
 
 
 def decode_image(source: str | os.PathLike | bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:

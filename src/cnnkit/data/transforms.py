@@ -77,6 +77,8 @@ def image_to_input(img: Image.Image, input_shape: Sequence[int]) -> np.ndarray:
     other image by :func:`conform`.
     """
     height, width, channels = input_shape
+    if img.size == (width, height):
+        return to_array(img, channels)  # (H, W, C) already: conform() would return it untouched
     factor = min(img.width // (2 * width), img.height // (2 * height))
     if factor >= 2 and img.mode in _REDUCIBLE:
         img = img.reduce(factor)

@@ -26,10 +26,16 @@ The rules, all here:
   layers or on any module inside one (its ``nn.Conv2d``, its activation) is left as written, its
   layers run as modules; the other blocks are fused. Layers outside blocks always run as
   modules, hooks and all.
-- All of that is decided once, when ``fuse`` is called; call it again after changing the
+- All of that is decided when ``fuse`` is called; call it again after changing the
   model's layers or hooking one of its blocks. Only what depends on the input is decided per
   call, in :func:`~cnnkit.kernels.conv_pool.fused_conv_pool`: device, dtype, whether the input
   needs a gradient (which kernel), autocast and torch.compile.
+- ``fuse`` remembers its answer on the model (``Model.predict`` calls it every time; building
+  it again cost ~60 us) and gives it back while the model's modules are the same objects with
+  the same hooks: a layer added, replaced or hooked (or a hook removed) makes it decide again.
+  Nothing else needs to: the fused steps read each layer's weights, bias and configuration at
+  every call, so ``fit`` (which updates the weights in place), ``load_weights``, ``to()``
+  (device, dtype, channels-last) and replaced ``Parameter`` objects are all seen.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_
                  "_global_backward_pre_hooks")  # fmt: skip
 
 Step = Callable[[torch.Tensor], torch.Tensor]
+# Where fuse() keeps its last answer on a model: (the modules' identities and hook flags, the answer).
+_CACHE = "_cnnkit_fused"
 
 
 def fuse(model: nn.Module) -> nn.Module:
@@ -66,11 +74,23 @@ def fuse(model: nn.Module) -> nn.Module:
         A module computing what ``model`` computes (logits, up to float rounding) that trains
         the model's own parameters, or ``model`` where nothing applies (see the module's rules).
     """
+    if torch.compiler.is_compiling() or any(getattr(torch_module, name, None) for name in _GLOBAL_HOOKS):
+        return model  # torch.compile traces the model as written; a global hook must see its own call
     layers = _sequential_layers(model)
-    if layers is None or torch.compiler.is_compiling():
+    if layers is None:
         return model
-    hooked = {m for m in model.modules() if _hooked(m)}  # once: fuse() runs at every Model.predict
-    if model in hooked or any(getattr(torch_module, name, None) for name in _GLOBAL_HOOKS):
+    modules = tuple(model.modules())
+    key = (tuple(map(id, modules)), tuple(map(_hooked, modules)))
+    cached = model.__dict__.get(_CACHE)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    fused = _fuse(model, layers, {m for m in modules if _hooked(m)})
+    model.__dict__[_CACHE] = (key, fused)  # in __dict__, not a submodule: state_dict() and modules() never see it
+    return fused
+
+
+def _fuse(model: nn.Module, layers: list[Layer], hooked: set[nn.Module]) -> nn.Module:
+    if model in hooked:
         return model  # the hook must see the model's own call
     body, last = layers[:-1], layers[-1]
     steps: list[Step] = []
