@@ -7,17 +7,9 @@ first use, so ``cnnkit --version`` and other light commands start quickly.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 __version__ = "0.1.0"
-
-# torch's OpenMP threads spin while they wait for one another. On a CPU that other programs use too (a
-# shared machine, a laptop running a browser) a spinning thread holds the core that the thread it waits
-# for needs, and every step takes many times longer: at a load of 20 on 2 cores, fit ran 7x and predict
-# 100x slower than with waiting threads asleep (benchmarks/RESULTS.md, "Keras code"). Read once, when
-# torch loads (cnnkit imports torch only after this); a value you set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Public name -> the module that provides it.
 _LAZY = {
