@@ -9,7 +9,6 @@ takes Keras' NHWC arrays (or files, PIL images, tensors) and returns probabiliti
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -18,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 from torch import nn
 
 from cnnkit.data.transforms import images_to_tensor, to_batch
@@ -26,6 +24,8 @@ from cnnkit.errors import ConfigError, DataError, ShapeError
 from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
 from cnnkit.kernels import fuse
 from cnnkit.layers.symbolic import is_symbolic
+from cnnkit.models._fit_inputs import dataset_arrays, run_batch, to_labels
+from cnnkit.models.summary import print_summary
 from cnnkit.runtime import resolve_device
 from cnnkit.train import callbacks as callbacks_module
 from cnnkit.train import loop, losses, optimizers
@@ -38,45 +38,6 @@ __all__ = ["MODULE_ATTR", "Model"]
 MODULE_ATTR = "_cnnkit_registered"
 
 Shape = tuple[int | None, ...]
-
-
-def _dataset_arrays(x: Any, y: Any, what: str) -> tuple[Any, Any]:
-    """A dataset object (``image_dataset_from_directory``'s: it has ``as_arrays()``) -> its images and labels."""
-    if not hasattr(x, "as_arrays"):
-        return x, y
-    if y is not None:
-        raise ConfigError(f"{what}() got a dataset, which holds its labels: pass no y")
-    return x.as_arrays()
-
-# predict/evaluate run at least this many input values (4 MiB of float32) per forward pass.
-_RUN_VALUES = 1 << 20
-
-
-def _run_batch(batch_size: int, x: torch.Tensor) -> int:
-    """How many images ``predict``/``evaluate`` pass through the model at once for Keras' ``batch_size``.
-
-    In Keras ``batch_size`` bounds memory; the answers do not depend on it (up to float rounding:
-    in eval mode every layer, BatchNorm included, treats each image on its own). At 32 small
-    images a forward pass is mostly per-call costs (the article's CNN ran at 0.23-0.47x of one
-    pass over 1,000 images), so small images go in passes of up to 4 MiB of input: the whole of
-    1,000 28x28x1 images, 341 of 32x32x3. Large images keep ``batch_size``.
-    """
-    per_image = max(1, x[0].numel()) if len(x) else 1
-    return max(batch_size, _RUN_VALUES // per_image)
-
-
-def _to_labels(y: Any) -> torch.Tensor:
-    """Integer labels ``(N,)`` -> int64; one-hot ``(N, classes)`` -> float32."""
-    t = torch.as_tensor(np.asarray(y))
-    if t.ndim == 2 and t.shape[1] == 1:
-        t = t[:, 0]
-    if t.ndim == 1:
-        if t.is_floating_point() and not torch.equal(t, t.round()):
-            raise DataError("class labels must be whole numbers 0..classes-1")
-        return t.long()
-    if t.ndim == 2:
-        return t.float()
-    raise ShapeError(f"labels must be (N,) class indices or (N, classes) one-hot, got {tuple(t.shape)}")
 
 
 class Model(nn.Module):
@@ -286,12 +247,12 @@ class Model(nn.Module):
             raise ConfigError("call model.compile(optimizer=..., loss=..., metrics=[...]) before fit()")
         if hasattr(x, "as_arrays"):  # a dataset: its batch size and shuffling, as Keras takes them from it
             batch_size, shuffle = batch_size or x.batch_size, shuffle and x.shuffle
-        x, y = _dataset_arrays(x, y, "fit")
+        x, y = dataset_arrays(x, y, "fit")
         if validation_data is not None and hasattr(validation_data, "as_arrays"):
             validation_data = validation_data.as_arrays()
         if x is None or y is None:
             raise ConfigError("fit() needs images x and labels y")
-        x_t, y_t = images_to_tensor(x), _to_labels(y)
+        x_t, y_t = images_to_tensor(x), to_labels(y)
         if len(x_t) != len(y_t):
             raise DataError(f"fit() got {len(x_t)} images but {len(y_t)} labels")
         self._check_images(x_t)
@@ -299,7 +260,7 @@ class Model(nn.Module):
         self.to(device)
         self._check_labels(y_t)
         if validation_data is not None:
-            validation = (images_to_tensor(validation_data[0]), _to_labels(validation_data[1]))
+            validation = (images_to_tensor(validation_data[0]), to_labels(validation_data[1]))
             self._check_images(validation[0])
         elif validation_split:
             # Keras holds out the *last* fraction of the arrays, before shuffling.
@@ -324,10 +285,10 @@ class Model(nn.Module):
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras; x as for predict."""
-        x, y = _dataset_arrays(x, y, "evaluate")
-        x_t, y_t = to_batch(x, self.image_shape), _to_labels(y)
+        x, y = dataset_arrays(x, y, "evaluate")
+        x_t, y_t = to_batch(x, self.image_shape), to_labels(y)
         self._check_images(x_t)
-        batch = _run_batch(batch_size or 32, x_t)
+        batch = run_batch(batch_size or 32, x_t)
         results = evaluate_tensors(fuse(self), x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch)
         if verbose not in (0, "0"):
             Console(highlight=False).print(format_logs(results))
@@ -341,10 +302,10 @@ class Model(nn.Module):
         ``x``: Keras' NHWC arrays, or anything :func:`~cnnkit.data.transforms.to_batch` takes
         (image files, PIL images, ``(N, C, H, W)`` tensors, lists of them).
         """
-        x, _ = _dataset_arrays(x, None, "predict")  # a dataset: its images, in its file order
+        x, _ = dataset_arrays(x, None, "predict")  # a dataset: its images, in its file order
         x_t = to_batch(x, self.image_shape)
         self._check_images(x_t)
-        logits = predict_logits(fuse(self), x_t, _run_batch(batch_size or 32, x_t)).float()
+        logits = predict_logits(fuse(self), x_t, run_batch(batch_size or 32, x_t)).float()
         if self.output_activation == "softmax":
             logits = torch.softmax(logits, dim=1)
         elif self.output_activation == "sigmoid":  # (N, 1) probabilities of class 1, as Keras' binary classifier
@@ -447,32 +408,7 @@ class Model(nn.Module):
 
     def summary(self, print_fn: Any = None) -> None:
         """Print Keras' summary table: layer (type), output shape, parameters, totals."""
-        table = Table(title=f'Model: "{self.name}"', title_justify="left")
-        table.add_column("Layer (type)")
-        table.add_column("Output Shape")
-        table.add_column("Param #", justify="right")
-        rows = self.summary_rows()
-        if rows and len(rows[0]) == 5:  # a graph: Keras 3's "Connected to" column
-            table.add_column("Connected to")
-        for name, kind, shape, params, *connected in rows:
-            count = params if isinstance(params, str) else f"{params:,}"
-            table.add_row(f"{name} ({kind})", shape, count, *(c.replace(", ", ",\n") for c in connected))
-        total = self.count_params()
-        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        lines = [
-            f" {label} params: {count:,} ({_human_bytes(count * 4)})"
-            for label, count in (("Total", total), ("Trainable", trainable), ("Non-trainable", total - trainable))
-        ]
-        if print_fn is None:
-            console = Console(highlight=False)
-            console.print(table)
-            for line in lines:
-                console.print(line)
-            return
-        console = Console(width=100, highlight=False, file=io.StringIO(), record=True)
-        console.print(table)
-        for line in [*console.export_text().splitlines(), *lines]:
-            print_fn(line)
+        print_summary(self, print_fn)
 
 
 def _keras_shape(out: Any) -> str:
@@ -482,11 +418,3 @@ def _keras_shape(out: Any) -> str:
     if len(shape) == 3:  # (C, H, W) -> Keras' (H, W, C)
         shape = (shape[1], shape[2], shape[0])
     return str((None, *shape))
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} GB"
