@@ -227,3 +227,17 @@ def _synthetic(shape: tuple[int, int, int], calibration: int, why: str) -> Refer
     calib = torch.rand(calibration, channels, height, width, generator=generator)
     source = f"{len(x)} synthetic images ({why}; pass --data NAME|FOLDER|CSV for real ones)"
     return ReferenceData(x, None, calib, source, f"{len(calib)} synthetic images")
+
+
+def archive_metadata(raw: bytes | None, path: str | os.PathLike, export_format: str, foreign: str) -> dict[str, Any]:
+    """The JSON metadata cnnkit writes into its TorchScript and ``.pt2`` archives (``raw``, None when the
+    archive has none) -> the dict, checked to name ``export_format``; ``foreign`` is the error otherwise."""
+    if raw is None:
+        raise ModelFileError(foreign)
+    try:
+        metadata = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelFileError(f"{path} is damaged: its export metadata is not valid JSON") from None
+    if not isinstance(metadata, dict) or metadata.get("export_format") != export_format:
+        raise ModelFileError(foreign)
+    return metadata

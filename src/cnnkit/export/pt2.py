@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from cnnkit.errors import ExportError, ModelFileError
-from cnnkit.export.common import ExportInfo, Probabilities, fixed_image_shape, metadata_to_strings, parse_metadata
+from cnnkit.export.common import (
+    ExportInfo,
+    Probabilities,
+    archive_metadata,
+    fixed_image_shape,
+    metadata_to_strings,
+    parse_metadata,
+)
 from cnnkit.models.model import Model
 
 __all__ = ["EXTRA_FILE", "Pt2Runner", "exported_program", "open_pt2", "pt2_archive", "read_pt2_info"]
@@ -110,14 +117,7 @@ def read_pt2_info(path: str | os.PathLike) -> ExportInfo:
     except (zipfile.BadZipFile, OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{path} is not a readable .pt2 archive ({e})") from None
     foreign = f"{path} is a .pt2 archive that cnnkit did not export (no cnnkit export metadata)"
-    if raw is None:
-        raise ModelFileError(foreign)
-    try:
-        metadata = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelFileError(f"{path} is damaged: its {EXTRA_FILE} is not valid JSON") from None
-    if not isinstance(metadata, dict) or metadata.get("export_format") != "pt2":
-        raise ModelFileError(foreign)
+    metadata = archive_metadata(raw, path, "pt2", foreign)
     if pickled:
         raise ModelFileError(f"{path} holds pickled objects ({', '.join(pickled[:3])}): loading it would run "
                              f"their code, and cnnkit's exports hold only tensors; export it again")  # fmt: skip

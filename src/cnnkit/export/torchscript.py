@@ -29,7 +29,14 @@ import numpy as np
 import torch
 
 from cnnkit.errors import ExportError, ModelFileError
-from cnnkit.export.common import ExportInfo, Probabilities, fixed_image_shape, metadata_to_strings, parse_metadata
+from cnnkit.export.common import (
+    ExportInfo,
+    Probabilities,
+    archive_metadata,
+    fixed_image_shape,
+    metadata_to_strings,
+    parse_metadata,
+)
 from cnnkit.models.model import Model
 
 __all__ = ["EXTRA_FILE", "TorchScriptRunner", "open_torchscript", "read_torchscript_info", "torchscript_archive"]
@@ -88,14 +95,7 @@ def read_torchscript_info(path: str | os.PathLike) -> ExportInfo:
         raise ModelFileError(f"{path} is not a TorchScript archive ({e})") from None
     foreign = (f"{path} is a TorchScript archive that cnnkit did not export (no cnnkit export metadata); cnnkit "
                f"runs only its own exports, because loading TorchScript runs the code inside it")  # fmt: skip
-    if raw is None:
-        raise ModelFileError(foreign)
-    try:
-        metadata = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ModelFileError(f"{path} is damaged: its {EXTRA_FILE} is not valid JSON") from None
-    if not isinstance(metadata, dict) or metadata.get("export_format") != "torchscript":
-        raise ModelFileError(foreign)
+    metadata = archive_metadata(raw, path, "torchscript", foreign)
     return parse_metadata(metadata_to_strings(metadata), str(path))
 
 
