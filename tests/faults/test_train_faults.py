@@ -38,8 +38,12 @@ def _checkpoint_epoch(run: Path) -> int:
 # says so (a file next to it) and waits there for the test's signal: a fast machine cannot finish
 # the run before the signal comes, and a slow one is waited for, not raced.
 _PAUSE_AFTER_FIRST_CHECKPOINT = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+
+# Ctrl-C as in a terminal: a process started in the background by a shell (a CI runner, a script
+# ending in `&`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import cnnkit.recipe.run as run
 from cnnkit.cli import main
 
@@ -69,7 +73,7 @@ def _interrupt_after_first_epoch(out: Path, sig: int) -> subprocess.CompletedPro
     assert proc.poll() is None and ready.exists(), f"the run never reached its first checkpoint: {proc.communicate()}"
     assert _checkpoint_epoch(out) == 0
     proc.send_signal(sig)
-    stdout, stderr = proc.communicate(timeout=300)  # a bound again: 60 s ran out on a machine at load 20
+    stdout, stderr = proc.communicate(timeout=300)  # a bound on a broken run again
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
