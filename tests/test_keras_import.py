@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from cnnkit import models
 from cnnkit.errors import ModelFileError
@@ -307,3 +308,28 @@ def test_real_keras_model_is_served_and_explained(tmp_path):
     result = run_main("explain", str(path), str(tmp_path / "img.png"), "--out", str(tmp_path / "why.png"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "why.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_keras_model_that_takes_0_to_255_reads_image_files_as_keras_would(tmp_path, suffix):
+    """keras_seq starts with Rescaling(1/255): Keras feeds it 0..255 pixels, cnnkit's files decode to
+    [0, 1]; predict, the predictors (so serve) and exports scale them to what the model takes."""
+    from cnnkit.inference import load_predictor
+
+    path = tmp_path / f"keras_seq{suffix}"
+    path.write_bytes((FIXTURES / f"keras_seq{suffix}").read_bytes())
+    model = models.load_model(path)
+    assert model.pixel_max == 255.0 and models.load_model(FIXTURES / "keras_res.keras").pixel_max == 1.0
+    image = (RNG.random((2, 12, 12, 3)) * 255).astype(np.uint8)
+    files = []
+    for i, pixels in enumerate(image):
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+        files.append(str(tmp_path / f"{i}.png"))
+    expected = model.predict(image.astype(np.float32), verbose=0)  # Keras' way: the 0..255 array as it is
+    np.testing.assert_allclose(model.predict(files, verbose=0), expected, atol=1e-5)
+    onnx = export_model(path, "onnx", out=tmp_path / "seq.onnx").path
+    for predictor in (load_predictor(path, "torch"), load_predictor(path, "onnx"), load_predictor(onnx)):
+        np.testing.assert_allclose(predictor.predict_proba(files), expected, atol=1e-4)
+    saved = tmp_path / "as_cnnkit.safetensors"
+    model.save(saved)  # the range travels with cnnkit's own file
+    assert models.load_model(saved).pixel_max == 255.0

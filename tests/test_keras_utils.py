@@ -83,6 +83,14 @@ def test_fit_evaluate_predict_take_the_dataset_a_binary_classifier_as_keras_cats
     np.testing.assert_array_equal(probs[:, 0] > 0.5, val.as_arrays()[1] == 1)  # int labels, as Keras' example
     loss, acc = model.evaluate(val, verbose=0)
     assert acc == 1.0 and loss < 0.5
+    assert model.class_names == ["cat", "dog"]  # the folder's classes name the model's two outcomes
+    assert model.pixel_max == 255.0  # trained on the dataset's 0..255 pixels, as Keras yields them
+    model.save(tmp_path / "pets.keras")
+    from cnnkit.inference import load_predictor
+
+    predictor = load_predictor(tmp_path / "pets.keras", "torch")  # what `cnnkit predict` and serve run
+    assert predictor.class_names == ["cat", "dog"]
+    np.testing.assert_allclose(predictor.predict_proba(val.file_paths)[:, 1], probs[:, 0], atol=1e-4)
 
 
 def test_load_img_and_img_to_array(tmp_path):

@@ -2,11 +2,12 @@
 
 ``load_predictor(path, backend="auto")`` returns an object with ``class_names``,
 ``image_shape`` ``(H, W, C)`` and ``predict_proba(images)``: images -> ``(B, classes)``
-probabilities, where images are anything :func:`cnnkit.data.transforms.to_batch` takes (files,
-PIL images, Keras' NHWC arrays, ``(B, C, H, W)`` float32 arrays or tensors in [0, 1], at
-``image_shape``). Both backends compute the same thing (the ONNX graph *is* the model with
-its softmax, checked against it to 1e-4), and ``predict_proba`` is safe to call from several
-threads at once. :func:`predictor_for` builds one from a model already loaded (the server).
+probabilities (a one-unit sigmoid model's two classes: :mod:`cnnkit.classifier`), where images
+are anything :func:`cnnkit.data.transforms.to_batch` takes (files, PIL images, Keras' NHWC
+arrays, ``(B, C, H, W)`` float32 arrays or tensors in [0, 1], at ``image_shape``). Both
+backends compute the same thing (the ONNX graph *is* the model with its softmax, checked
+against it to 1e-4), and ``predict_proba`` is safe to call from several threads at once.
+:func:`predictor_for` builds one from a model already loaded (the server).
 
 Backends:
 
@@ -37,6 +38,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from cnnkit.classifier import classify, default_class_names
 from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
 from cnnkit.kernels import fuse
@@ -87,8 +89,8 @@ class TorchPredictor:
         self.model = model.to(self.device).eval()
         self._forward = fuse(self.model)  # the C kernels where they apply; self.model stays the model as written
         self.image_shape: tuple[int, int, int] = tuple(int(n) for n in model.image_shape)  # type: ignore[assignment]
-        self.num_classes = model._num_outputs()
-        self.class_names = list(model.class_names) if model.class_names else [str(i) for i in range(self.num_classes)]
+        self.class_names = list(model.class_names) if model.class_names else default_class_names(model._num_outputs())
+        self.num_classes = len(self.class_names)
         self.description = f"torch {torch.__version__} eager on {self.device}"
 
     @torch.inference_mode()
@@ -96,7 +98,7 @@ class TorchPredictor:
         x = to_batch(images, self.image_shape).to(self.device)  # (B, C, H, W)
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
-        return torch.softmax(self._forward(x).float(), dim=1).cpu().numpy()  # (B, classes)
+        return torch.softmax(classify(self.model, x, self._forward).float(), dim=1).cpu().numpy()  # (B, classes)
 
 
 class OnnxPredictor:
@@ -112,8 +114,8 @@ class OnnxPredictor:
         self.onnx = open_onnx(source, name=name, threads=threads)
         info = self.onnx.info
         self.image_shape = info.image_shape
-        self.num_classes = int(self.onnx.session.get_outputs()[0].shape[1])
-        self.class_names = list(info.class_names) if info.class_names else [str(i) for i in range(self.num_classes)]
+        self.num_classes = int(self.onnx.session.get_outputs()[0].shape[1])  # a binary model's graph gives 2
+        self.class_names = list(info.class_names) if info.class_names else default_class_names(self.num_classes)
         kind = "int8 " if info.quantization != "none" else ""
         self.description = f"onnx ({kind}ONNX Runtime {onnxruntime.__version__}, {self.onnx.name})"
 
@@ -137,7 +139,7 @@ class _ArchivePredictor:
         if not self.class_names:  # unnamed classes: count them with one forward pass
             height, width, channels = self.image_shape
             self.num_classes = int(self.runner.run(np.zeros((1, channels, height, width), np.float32)).shape[1])
-            self.class_names = [str(i) for i in range(self.num_classes)]
+            self.class_names = default_class_names(self.num_classes)
         self.description = f"{self.backend} (torch {torch.__version__} {what} on cpu, {path})"
 
     def predict_proba(self, images: ImageSource) -> np.ndarray:

@@ -180,18 +180,20 @@ def _from_image(img: Image.Image, input_shape: Sequence[int | None] | None) -> t
     return conform(x, input_shape).contiguous()
 
 
-def _one(source: ImageSource, input_shape: Sequence[int | None] | None) -> torch.Tensor:
+def _one(source: ImageSource, input_shape: Sequence[int | None] | None, pixel_max: float = 1.0) -> torch.Tensor:
     """One source (not a list) as ``(n, C, H, W)`` float32, in the layout it came in."""
     if isinstance(source, torch.Tensor):
         return _from_tensor(source)
     if isinstance(source, np.ndarray):
         return _from_array(source, input_shape)
-    if isinstance(source, Image.Image):
-        return _from_image(source, input_shape)
     if isinstance(source, (str, os.PathLike, bytes)):
         if input_shape is None or any(n is None for n in input_shape):
-            return _from_image(open_image(source).image, input_shape)
-        return _from_image(open_input(source, input_shape).image, input_shape)
+            source = open_image(source).image
+        else:
+            source = open_input(source, input_shape).image
+    if isinstance(source, Image.Image):
+        x = _from_image(source, input_shape)  # pixels in [0, 1]
+        return x if pixel_max == 1.0 else x * pixel_max
     raise ShapeError(f"cannot read a {type(source).__name__!r} object as images; give {_ACCEPTS}")
 
 
@@ -213,7 +215,11 @@ def _check(x: torch.Tensor, input_shape: Sequence[int | None], given: tuple[int,
 
 
 def to_batch(
-    source: ImageSource, input_shape: Sequence[int | None] | None = None, *, conform_arrays: bool = False
+    source: ImageSource,
+    input_shape: Sequence[int | None] | None = None,
+    *,
+    conform_arrays: bool = False,
+    pixel_max: float = 1.0,
 ) -> torch.Tensor:
     """What a user holds, as a model's input batch: float32 ``(N, C, H, W)``.
 
@@ -227,6 +233,8 @@ def to_batch(
         conform_arrays: bring arrays and tensors to ``input_shape`` too (grey <-> RGB, resized),
             as :mod:`cnnkit.explain` does. Without it an array or tensor of another shape is a
             :class:`~cnnkit.errors.ShapeError`, as in Keras' ``predict``.
+        pixel_max: what files and PIL images are decoded to: pixels in [0, ``pixel_max``] (a
+            Keras-style model that takes 0..255: :mod:`cnnkit.classifier`).
 
     Arrays and tensors keep their values (a ``uint8`` array stays 0..255, as Keras leaves it;
     only decoded images are scaled to [0, 1]); a C-contiguous NHWC array becomes a
@@ -248,7 +256,7 @@ def to_batch(
     if isinstance(source, (list, tuple)):
         if _is_numbers(source):  # pixel values as nested lists: an array
             return to_batch(np.asarray(source), input_shape, conform_arrays=conform_arrays)
-        parts = [to_batch(item, input_shape, conform_arrays=conform_arrays) for item in source]
+        parts = [to_batch(item, input_shape, conform_arrays=conform_arrays, pixel_max=pixel_max) for item in source]
         if not parts:
             if input_shape is None or any(n is None for n in input_shape):
                 raise ShapeError("an empty list of images has no shape; give at least one image")
@@ -258,7 +266,7 @@ def to_batch(
             shapes = ", ".join(sorted({str(tuple(p.shape[1:])) for p in parts}))
             raise ShapeError(f"the images in a list must share one (C, H, W) to be a batch, got {shapes}")
         return torch.cat([p.to(parts[0].device) for p in parts])
-    x = _one(source, input_shape)
+    x = _one(source, input_shape, pixel_max)
     if input_shape is None:
         return x
     if conform_arrays:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnkit.classifier import class_logits, model_pixels
 from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import ConfigError
 from cnnkit.kernels import fuse
@@ -180,15 +181,17 @@ class EvalResult:
 def image_logits(model: nn.Module, images: np.ndarray, *, batch_size: int = 256, tta: bool = False) -> torch.Tensor:
     """Float32 CPU logits ``(N, classes)`` of a cnnkit model for NHWC images in [0, 1].
 
+    One per class: a one-unit binary model's two (:func:`cnnkit.classifier.class_logits`).
+
     Images are first brought to the model's input shape (channels and size), the same
     conversion training used. ``tta`` averages the probabilities of each image and its
     mirror and returns their log, so losses stay comparable.
     """
-    x = conform(images_to_tensor(images), model.image_shape)  # (N, C, H, W)
+    x = model_pixels(model, conform(images_to_tensor(images), model.image_shape))  # (N, C, H, W)
     model = fuse(model)  # the C kernels' fast path where it applies
-    logits = predict_logits(model, x, batch_size).float().cpu()  # (N, classes)
+    logits = class_logits(predict_logits(model, x, batch_size).float().cpu())  # (N, classes)
     if tta:
-        mirrored = predict_logits(model, x.flip(3), batch_size).float().cpu()
+        mirrored = class_logits(predict_logits(model, x.flip(3), batch_size).float().cpu())
         logits = torch.log((logits.softmax(1) + mirrored.softmax(1)) / 2)
     return logits
 

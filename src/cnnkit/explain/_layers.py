@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnkit.classifier import classify
 from cnnkit.data.transforms import ImageSource, to_batch
 from cnnkit.errors import ConfigError, ShapeError
 
@@ -24,6 +25,7 @@ __all__ = [
     "HOOK_LOCK",
     "MIN_CAM_SIDE",
     "capture",
+    "class_scores",
     "conv_layer_names",
     "eval_mode",
     "model_device",
@@ -188,6 +190,11 @@ def capture(modules: dict[str, nn.Module], *, for_gradients: bool = False) -> It
     finally:
         for handle in handles:
             handle.remove()
+
+
+def class_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` images -> ``(B, classes)`` logits: what every method explains (a binary model's two)."""
+    return classify(model, x)
 
 
 def prepare_image(model: nn.Module, image: ImageSource) -> torch.Tensor:

@@ -21,7 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import ConfigError
-from cnnkit.explain._layers import HOOK_LOCK, capture, eval_mode, prepare_image, resolve_layer, resolve_target
+from cnnkit.explain._layers import (
+    HOOK_LOCK,
+    capture,
+    class_scores,
+    eval_mode,
+    prepare_image,
+    resolve_layer,
+    resolve_target,
+)
 from cnnkit.explain.registry import register_method
 
 __all__ = ["class_activation_map", "gradcam", "gradcam_plus_plus", "layercam", "to_heatmap"]
@@ -81,7 +89,7 @@ def class_activation_map(
             # Asking for the input's gradient builds the graph even when every weight is frozen.
             x = x.clone().requires_grad_(True)
             with capture({name: module}, for_gradients=True) as outputs:
-                logits = model(x)  # (1, classes)
+                logits = class_scores(model, x)  # (1, classes)
             if name not in outputs or outputs[name].ndim != 4:
                 raise ConfigError(f"layer {name!r} does not output feature maps (C, h, w); choose a convolution")
             cls = resolve_target(model, target, logits)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.classifier import model_pixels
 from cnnkit.errors import ConfigError
 from cnnkit.explain._layers import HOOK_LOCK, capture, eval_mode, named_layers, prepare_image, resolve_layer
 from cnnkit.explain.registry import register_method
@@ -37,7 +38,7 @@ def feature_maps(
         modules = dict(resolve_layer(model, name) for name in ([layers] if isinstance(layers, str) else layers))
     x = prepare_image(model, image)  # (1, C, H, W)
     with HOOK_LOCK, eval_mode(model), torch.no_grad(), capture(modules) as outputs:
-        model(x)
+        model(model_pixels(model, x))
     maps = {name: out[0].float().cpu().numpy() for name, out in outputs.items() if out.ndim == 4}  # (C, h, w)
     if layers not in (None, "all"):
         flat = sorted(set(modules) - set(maps))

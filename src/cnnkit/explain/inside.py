@@ -33,7 +33,7 @@ from torch import nn
 from cnnkit import activations
 from cnnkit.errors import ConfigError
 from cnnkit.explain._inside_layers import MAP_ROLES, describe, is_conv, layer_params, layer_role, passes_channels
-from cnnkit.explain._layers import HOOK_LOCK, eval_mode, named_layers, prepare_image
+from cnnkit.explain._layers import HOOK_LOCK, class_scores, eval_mode, named_layers, prepare_image
 
 __all__ = ["ConvAtWork", "FeatureMaps", "Inside", "LayerInside", "inside"]
 
@@ -253,7 +253,7 @@ def _run(
         if is_conv(module)
     ]
     try:
-        logits = model(x)  # (1, classes)
+        logits = class_scores(model, x)  # (1, classes)
     finally:
         for handle in handles:
             handle.remove()
@@ -305,9 +305,10 @@ def _assemble(
         seen = run.seen.get(name)
         if seen is None and name == order[-1] and _is_sequential(model):
             # A Sequential model's last layer runs outside its hook when it ends in softmax (the
-            # loss wants logits): its Keras output is the probabilities.
-            seen = _Seen(shape=(len(probabilities),), values=probabilities[: limits.max_vector])
-            seen.values_total = len(probabilities)
+            # loss wants logits): its Keras output is the probabilities (one unit: class 1's).
+            final = probabilities[-model.output_shape[-1] :]
+            seen = _Seen(shape=(len(final),), values=final[: limits.max_vector])
+            seen.values_total = len(final)
         keras_shape = getattr(module, "output_shape", None)
         shape = tuple(keras_shape[1:]) if keras_shape is not None else seen.shape if seen else ()
         channels = shape[-1] if len(shape) == 3 else None

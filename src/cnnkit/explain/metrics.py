@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import ShapeError
-from cnnkit.explain._layers import eval_mode, model_device
+from cnnkit.explain._layers import class_scores, eval_mode, model_device
 
 __all__ = [
     "BASELINES",
@@ -107,7 +107,8 @@ def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int = 
     """The model's predicted class for each image ``(N,)``."""
     device = model_device(model)
     with torch.no_grad(), eval_mode(model):
-        logits = [model(images[i : i + batch_size].to(device)).float() for i in range(0, len(images), batch_size)]
+        batches = (images[i : i + batch_size].to(device) for i in range(0, len(images), batch_size))
+        logits = [class_scores(model, batch).float() for batch in batches]
     return torch.cat(logits).argmax(dim=1).cpu().numpy()
 
 
@@ -158,7 +159,7 @@ def perturbation_curves(
             j = min(n, i + per_pass)
             changed = (positions[i:j, None, :] < counts[None, :, None]).view(j - i, steps + 1, 1, h, w)
             x = torch.where(changed, end[i:j, None], start[i:j, None])  # (b, S+1, C, H, W)
-            probs = torch.softmax(model(x.flatten(0, 1)).float(), dim=1).view(j - i, steps + 1, -1)
+            probs = torch.softmax(class_scores(model, x.flatten(0, 1)).float(), dim=1).view(j - i, steps + 1, -1)
             index = torch.as_tensor(targets[i:j], device=device).view(-1, 1, 1).expand(-1, steps + 1, 1)
             curves.append(probs.gather(2, index)[..., 0].cpu())
     return torch.cat(curves).numpy()

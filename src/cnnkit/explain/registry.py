@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import ConfigError
-from cnnkit.explain._layers import eval_mode, prepare_image, resolve_layer, resolve_target
+from cnnkit.explain._layers import class_scores, eval_mode, prepare_image, resolve_layer, resolve_target
 
 __all__ = [
     "DEFAULT_METHOD",
@@ -140,7 +140,7 @@ def heatmap(
     x = prepare_image(model, image)  # (1, C, H, W)
     if not isinstance(target, int):  # a name or the predicted class: the method is handed an index
         with torch.no_grad(), eval_mode(model):
-            target = resolve_target(model, target, model(x))
+            target = resolve_target(model, target, class_scores(model, x))
     kwargs = {}
     if entry.layer:
         layer, _ = resolve_layer(model, layer)  # the last convolution by default, checked once here

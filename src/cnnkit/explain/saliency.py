@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import ConfigError
-from cnnkit.explain._layers import HOOK_LOCK, eval_mode, prepare_image, resolve_target
+from cnnkit.explain._layers import HOOK_LOCK, class_scores, eval_mode, prepare_image, resolve_target
 from cnnkit.explain.cam import to_heatmap
 from cnnkit.explain.registry import register_method
 
@@ -26,7 +26,7 @@ def _class_and_gradients(model: nn.Module, x: torch.Tensor, target: int | str | 
     """The class explained and d score / d pixels ``(1, C, H, W)``."""
     with HOOK_LOCK, eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         x = x.clone().requires_grad_(True)
-        logits = model(x)  # (1, classes)
+        logits = class_scores(model, x)  # (1, classes)
         cls = resolve_target(model, target, logits)
         (grads,) = torch.autograd.grad(logits[0, cls], x)
     return cls, grads
@@ -66,14 +66,14 @@ def integrated_gradients_attributions(
     x = prepare_image(model, image)  # (1, C, H, W)
     base = torch.zeros_like(x) if baseline is None else baseline.to(x).reshape(x.shape)
     with torch.no_grad(), eval_mode(model):
-        cls = resolve_target(model, target, model(x))
+        cls = resolve_target(model, target, class_scores(model, x))
     alphas = (torch.arange(steps, device=x.device, dtype=x.dtype) + 0.5) / steps  # (S,) midpoints
     total = torch.zeros_like(x)
     with HOOK_LOCK, eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, steps, batch_size):
             a = alphas[start : start + batch_size].view(-1, 1, 1, 1)  # (s, 1, 1, 1)
             path = (base + a * (x - base)).requires_grad_(True)  # (s, C, H, W)
-            scores = model(path)[:, cls]  # (s,): the points are independent, so one backward serves all
+            scores = class_scores(model, path)[:, cls]  # (s,): the points are independent, so one backward serves all
             (grads,) = torch.autograd.grad(scores.sum(), path)
             total += grads.sum(dim=0, keepdim=True)
     attributions = (x - base) * total / steps  # (1, C, H, W)

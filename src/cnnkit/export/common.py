@@ -5,7 +5,8 @@ The contract of an exported cnnkit model, whatever the format:
 - input ``images``: float32 ``(batch, C, H, W)`` with pixel values in [0, 1]. The model's
   per-channel normalization is applied *inside* the graph (cnnkit models normalize in
   ``forward``), so a deployment feeds decoded pixels divided by 255 and nothing else.
-- output ``probabilities``: float32 ``(batch, classes)``, the softmax of the model's logits —
+- output ``probabilities``: float32 ``(batch, classes)``, the softmax of the model's logits (a
+  one-unit binary model: both classes, ``[1 - p, p]``, :mod:`cnnkit.classifier`) —
   what ``cnnkit predict`` prints, whichever backend runs it.
 - the batch axis is dynamic; the image size and channels are fixed (``input_shape``).
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnkit.classifier import classify
 from cnnkit.data.catalog import resolve_data
 from cnnkit.data.saved_split import evaluation_data
 from cnnkit.data.transforms import conform, images_to_tensor
@@ -44,7 +46,8 @@ __all__ = [
     "reference_data",
 ]
 
-EXPORT_VERSION = 1  # bump when the graph's contract changes: cached exports are then rebuilt
+# Bump when the graph's contract changes: cached exports are then rebuilt. 2: a one-unit model gives two classes.
+EXPORT_VERSION = 2
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 INPUT_DESCRIPTION = (
@@ -56,14 +59,19 @@ _JSON_KEYS = ("class_names", "input_shape", "normalization", "training", "self_c
 
 
 class Probabilities(nn.Module):
-    """A cnnkit model with its softmax: ``(B, C, H, W)`` images in [0, 1] -> ``(B, classes)`` probabilities."""
+    """A cnnkit model with its softmax: ``(B, C, H, W)`` images in [0, 1] -> ``(B, classes)`` probabilities.
+
+    A one-unit (binary) model's graph gives both classes' probabilities, ``[1 - p, p]``, and a
+    model that takes 0..255 pixels gets them scaled inside the graph (:mod:`cnnkit.classifier`),
+    so a deployment reads every model alike.
+    """
 
     def __init__(self, model: Model) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(images).float(), dim=1)
+        return torch.softmax(classify(self.model, images).float(), dim=1)
 
 
 def fixed_image_shape(model: Model) -> tuple[int, int, int]:

@@ -179,6 +179,27 @@ def _compile(model: Model, config: dict[str, Any]) -> None:
             model.compile(optimizer="adam", loss=loss, metrics=metrics)
 
 
+def _takes_0_to_255(model: LayerModel) -> bool | None:
+    """Whether the model's first arithmetic on its input is Keras' ``Rescaling(1/255)`` (or
+    ``1/127.5``, offset -1): then it was trained on 0..255 pixels, as Keras' image tutorials do.
+
+    Augmentation and resizing layers in front (often a nested ``Sequential``) keep the range;
+    ``None``: the model has nothing else (a nested model: look on after it).
+    """
+    for layer in model.layers:
+        if isinstance(layer, LayerModel):
+            inner = _takes_0_to_255(layer)
+            if inner is None:
+                continue
+            return inner
+        kind = type(layer).__name__
+        if kind == "InputLayer" or kind.startswith("Random") or kind == "Resizing":
+            continue
+        scale = getattr(layer, "scale", None) if kind == "Rescaling" else None
+        return scale is not None and 0.98 <= scale * 255 <= 2.02  # 1/255 or 1/127.5
+    return None
+
+
 def load_keras_model(path: str | os.PathLike) -> tuple[Model, dict[str, Any]]:
     """A cnnkit model from a Keras 3 ``.keras`` or legacy ``.h5`` file, and metadata like a model file's."""
     path = Path(path)
@@ -198,11 +219,14 @@ def load_keras_model(path: str | os.PathLike) -> tuple[Model, dict[str, Any]]:
     except CnnkitError as e:
         raise ModelFileError(f"{path}: cannot rebuild the Keras model: {e}") from None
     _compile(model, config)
+    if _takes_0_to_255(model):
+        model.pixel_max = 255.0
     metadata = {
         "name": model.name,
         "architecture": model.get_config(),
         "input_shape": list(model.image_shape) if model.image_shape is not None else None,
         "output_activation": model.output_activation,
+        "pixel_max": model.pixel_max,
         "class_names": None,
         "keras": {"format": source.kind, "keras_version": source.keras_version},
     }

@@ -105,6 +105,7 @@ def load_model_file(filepath: str | os.PathLike, *, trust_code: bool | None = No
     if metadata.get("input_shape") and not model.built:
         model.build(metadata["input_shape"])
     model.set_normalization(metadata.get("normalization"))
+    model.pixel_max = float(metadata.get("pixel_max") or 1.0)  # older files: cnnkit's [0, 1]
     model.training_summary = metadata.get("training") or {}
     compiled = metadata.get("compile")
     if compiled and compiled.get("loss"):

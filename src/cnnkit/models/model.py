@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from cnnkit.classifier import class_count, pixel_range
 from cnnkit.data.transforms import images_to_tensor, to_batch
 from cnnkit.errors import ConfigError, DataError, ShapeError
 from cnnkit.evaluate import evaluate_tensors, predict_logits, resolve_metrics
@@ -74,6 +75,9 @@ class Model(nn.Module):
         self.net = net
         self._image_shape: Shape | None = tuple(input_shape) if input_shape is not None else None
         self.class_names = list(class_names) if class_names else None
+        # A white pixel's value in what the model was trained on: 1.0 ([0, 1]) or 255.0 (Keras-style
+        # 0..255 pixels); cnnkit's pipeline scales its [0, 1] pixels to it (cnnkit.classifier).
+        self.pixel_max = 1.0
         self.architecture = architecture  # how to rebuild the net; see get_config
         self.training_summary: dict[str, Any] = {}
         self.stop_training = False
@@ -245,8 +249,10 @@ class Model(nn.Module):
         """Train on NHWC images ``x`` and labels ``y``, as Keras' ``fit``; returns a History."""
         if self._compiled is None:
             raise ConfigError("call model.compile(optimizer=..., loss=..., metrics=[...]) before fit()")
+        folder_classes = None
         if hasattr(x, "as_arrays"):  # a dataset: its batch size and shuffling, as Keras takes them from it
             batch_size, shuffle = batch_size or x.batch_size, shuffle and x.shuffle
+            folder_classes = getattr(x, "class_names", None)
         x, y = dataset_arrays(x, y, "fit")
         if validation_data is not None and hasattr(validation_data, "as_arrays"):
             validation_data = validation_data.as_arrays()
@@ -259,6 +265,9 @@ class Model(nn.Module):
         device = resolve_device("auto")
         self.to(device)
         self._check_labels(y_t)
+        if folder_classes and self.class_names is None and len(folder_classes) == class_count(self._num_outputs()):
+            self.class_names = list(folder_classes)  # so the saved model's predict and serve answer with them
+        self.pixel_max = pixel_range(x_t, self.pixel_max)
         if validation_data is not None:
             validation = (images_to_tensor(validation_data[0]), to_labels(validation_data[1]))
             self._check_images(validation[0])
@@ -303,7 +312,7 @@ class Model(nn.Module):
         (image files, PIL images, ``(N, C, H, W)`` tensors, lists of them).
         """
         x, _ = dataset_arrays(x, None, "predict")  # a dataset: its images, in its file order
-        x_t = to_batch(x, self.image_shape)
+        x_t = to_batch(x, self.image_shape, pixel_max=self.pixel_max)  # files: decoded to the model's range
         self._check_images(x_t)
         logits = predict_logits(fuse(self), x_t, run_batch(batch_size or 32, x_t)).float()
         if self.output_activation == "softmax":
@@ -361,6 +370,7 @@ class Model(nn.Module):
             "class_names": self.class_names,
             "input_shape": list(self.image_shape) if self.image_shape is not None else None,
             "normalization": self.normalization,
+            "pixel_max": self.pixel_max,
             "output_activation": self.output_activation,
             "compile": self.compile_config(),
             "training": self.training_summary,

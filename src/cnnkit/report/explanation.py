@@ -24,6 +24,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnkit._io import atomic_write
+from cnnkit.classifier import class_logits, model_pixels
 from cnnkit.data.decode import load_image
 from cnnkit.data.transforms import to_batch
 from cnnkit.errors import ConfigError
@@ -117,7 +118,7 @@ def explain_file(
     height, width, channels = model.image_shape
     image = load_image(image_path, channels)  # (h, w, C) at the file's own size, to draw on
     x = to_batch(image_path, (height, width, channels))  # (1, C, H, W): exactly what `cnnkit predict` feeds the model
-    probs = torch.softmax(predict_logits(model, x).float(), dim=1)[0].cpu()
+    probs = torch.softmax(class_logits(predict_logits(model, model_pixels(model, x)).float()), dim=1)[0].cpu()
     predicted = int(probs.argmax())
     result = {"method": method, "predicted": _name(model, predicted), "probability": float(probs[predicted])}
 
