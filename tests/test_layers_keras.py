@@ -28,7 +28,9 @@ def test_matches_keras_output(case):
     weights = [ORACLE[f"{case}/w{i}"] for i in range(len(layer.get_weights()))]
     layer.set_weights(weights)
     layer.eval()
-    y = layer(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).detach().numpy()
+    x_t = torch.from_numpy(x)
+    y = layer(x_t.permute(0, 3, 1, 2) if x_t.ndim == 4 else x_t).detach()  # images in as (B, C, H, W)
+    y = (y.permute(0, 2, 3, 1) if y.ndim == 4 else y).numpy()
     assert y.shape == ORACLE[f"{case}/y"].shape
     np.testing.assert_allclose(y, ORACLE[f"{case}/y"], rtol=1e-4, atol=1e-5)
     for got, want in zip(layer.get_weights(), weights):  # Keras' layout survives the round trip
@@ -37,7 +39,8 @@ def test_matches_keras_output(case):
 
 def test_oracle_covers_the_new_layers():
     kinds = {json.loads(str(ORACLE[f"{case}/config"]))["class_name"] for case in CASES}
-    assert kinds == {"DepthwiseConv2D", "SeparableConv2D", "ZeroPadding2D", "Resizing", "Rescaling"}
+    assert kinds == {"DepthwiseConv2D", "SeparableConv2D", "ZeroPadding2D", "Resizing", "Rescaling", "ReLU",
+                     "LeakyReLU", "Softmax", "UpSampling2D", "Reshape", "SpatialDropout2D"}  # fmt: skip
 
 
 def test_depthwise_is_a_grouped_convolution():
@@ -199,3 +202,62 @@ def test_contrast_keeps_each_channel_mean_and_clips_to_the_value_range():
     torch.testing.assert_close(out.mean((2, 3)), x.mean((2, 3)))
     assert (out.std((2, 3)) >= x.std((2, 3)) - 1e-6).all()
     assert layer(torch.rand(4, 2, 6, 6) * 10).max() <= 1.0
+
+
+def test_activation_layers_and_functions_in_a_model_that_trains_saves_and_exports(tmp_path):
+    """ReLU/LeakyReLU/Softmax layers, keras.activations functions as activation=, Reshape and
+    UpSampling2D: a model of them trains (Softmax() last keeps the logits for the loss), round-trips
+    its file and exports."""
+    import cnnkit as keras
+    from cnnkit.export import export_model
+
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(4, 3, padding="same", activation=keras.activations.relu),
+        layers.LeakyReLU(negative_slope=0.1),
+        layers.UpSampling2D(2),
+        layers.SpatialDropout2D(0.2),
+        layers.MaxPooling2D(4),
+        layers.Reshape((-1,)),
+        layers.Dense(3),
+        layers.ReLU(max_value=4.0, negative_slope=0.05),
+        layers.Dense(3),
+        layers.Softmax(),
+    ])  # fmt: skip
+    assert model.output_activation == "softmax" and model.layers[0].activation_name == "relu"
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 32)
+    model.fit(x, y, epochs=2, verbose=0)
+    p = model.predict(x, verbose=0)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    model.save(tmp_path / "m.safetensors")
+    again = keras.models.load_model(tmp_path / "m.safetensors")
+    np.testing.assert_allclose(again.predict(x, verbose=0), p, atol=1e-6)
+    export_model(tmp_path / "m.safetensors", "onnx", out=tmp_path / "m.onnx")  # parity-checked
+
+
+def test_spatial_dropout_drops_whole_channels_only_in_training():
+    layer = layers.SpatialDropout2D(0.5)
+    layer.build((4, 4, 16))
+    x = torch.ones(2, 16, 4, 4)
+    layer.train()
+    out = layer(x)
+    per_map = out.flatten(2)  # (B, C, H*W): each map all zero or all 2.0
+    assert ((per_map == 0).all(2) | (per_map == 2).all(2)).all() and (per_map == 0).any()
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    with pytest.raises(ShapeError, match="expects images"):
+        layers.SpatialDropout2D(0.5).build((10,))
+
+
+def test_reshape_and_settings_are_checked():
+    with pytest.raises(ShapeError, match="has 48 values"):
+        layers.Reshape((7, 7)).build((4, 4, 3))
+    with pytest.raises(ConfigError, match="at most one -1"):
+        layers.Reshape((-1, -1))
+    with pytest.raises(ConfigError, match="axis=-1"):
+        layers.Softmax(axis=1)
+    with pytest.raises(ConfigError, match="negative_slope must be >= 0"):
+        layers.LeakyReLU(negative_slope=-1)
+    assert layers.LeakyReLU(alpha=0.2).negative_slope == 0.2  # Keras 2's name, in legacy .h5 files

@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnkit.errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "ChannelSoftmax", "get"]
+__all__ = ["ACTIVATIONS", "ChannelSoftmax", "gelu", "get", "relu", "sigmoid", "softmax", "tanh"]
 
 
 class ChannelSoftmax(nn.Module):
@@ -41,10 +41,44 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def get(activation: str | nn.Module | None) -> tuple[str, nn.Module]:
-    """Resolve a Keras activation name (or ``None`` for linear, or a module) to ``(name, module)``."""
+# Keras' activation functions (``keras.activations.relu``), on tensors; given as a layer's
+# ``activation=`` they are taken by name, so the model saves and exports as with the string.
+def relu(
+    x: torch.Tensor, negative_slope: float = 0.0, max_value: float | None = None, threshold: float = 0.0
+) -> torch.Tensor:
+    """Keras' ``relu``: ``x`` from ``threshold`` up (capped at ``max_value``), below it
+    ``negative_slope * (x - threshold)``."""
+    out = torch.where(x >= threshold, x, negative_slope * (x - threshold))
+    return out if max_value is None else out.clamp(max=max_value)
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(x)
+
+
+def gelu(x: torch.Tensor, approximate: bool = False) -> torch.Tensor:
+    return torch.nn.functional.gelu(x, approximate="tanh" if approximate else "none")
+
+
+def softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+    """Keras' ``softmax`` over ``axis`` of the tensor as given."""
+    return torch.softmax(x, dim=axis)
+
+
+_FUNCTIONS = {f: f.__name__ for f in (relu, sigmoid, tanh, gelu, softmax)}
+
+
+def get(activation: str | nn.Module | Callable | None) -> tuple[str, nn.Module]:
+    """Resolve a Keras activation name (or ``None`` for linear, a module, or one of this module's
+    functions) to ``(name, module)``."""
     if activation is None:
         return "linear", nn.Identity()
+    if activation in _FUNCTIONS:  # keras.activations.relu given as activation=
+        activation = _FUNCTIONS[activation]
     if isinstance(activation, nn.Module):
         return type(activation).__name__, activation
     if isinstance(activation, str) and activation.lower() in ACTIVATIONS:

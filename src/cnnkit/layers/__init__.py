@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from cnnkit.errors import ConfigError
+from cnnkit.layers.activation import LeakyReLU, ReLU, Softmax
 from cnnkit.layers.augmentation import RandomContrast, RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from cnnkit.layers.base import INITIALIZERS, Layer
 from cnnkit.layers.conv import Conv2D
-from cnnkit.layers.core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Rescaling
+from cnnkit.layers.core import Activation, Dense, Dropout, Flatten, Input, InputLayer, Rescaling, SpatialDropout2D
 from cnnkit.layers.depthwise import DepthwiseConv2D, SeparableConv2D
 from cnnkit.layers.merge import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from cnnkit.layers.normalization import BatchNormalization
 from cnnkit.layers.pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
-from cnnkit.layers.reshaping import Resizing, ZeroPadding2D
+from cnnkit.layers.reshaping import Reshape, Resizing, UpSampling2D, ZeroPadding2D
 from cnnkit.layers.symbolic import KerasTensor
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "InputLayer",
     "KerasTensor",
     "Layer",
+    "LeakyReLU",
     "MaxPooling2D",
     "Maximum",
     "Minimum",
@@ -51,10 +53,15 @@ __all__ = [
     "RandomRotation",
     "RandomTranslation",
     "RandomZoom",
+    "ReLU",
     "Rescaling",
+    "Reshape",
     "Resizing",
     "SeparableConv2D",
+    "Softmax",
+    "SpatialDropout2D",
     "Subtract",
+    "UpSampling2D",
     "ZeroPadding2D",
     "layer_from_config",
 ]
@@ -67,6 +74,7 @@ LAYERS: dict[str, type[Layer]] = {
         DepthwiseConv2D, SeparableConv2D, ZeroPadding2D, Resizing,
         RandomFlip, RandomRotation, RandomZoom, RandomTranslation, RandomContrast,
         Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
+        ReLU, LeakyReLU, Softmax, SpatialDropout2D, UpSampling2D, Reshape,
     )
 }  # fmt: skip
 

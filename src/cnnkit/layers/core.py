@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import ConfigError, ShapeError
-from cnnkit.layers.base import Layer, Shape, check_data_format, initialize
+from cnnkit.layers.base import Layer, Shape, check_data_format, expect_image_shape, initialize
 from cnnkit.layers.symbolic import KerasTensor, unique_name
 
 __all__ = ["Activation", "Dense", "Dropout", "Flatten", "Input", "InputLayer", "Rescaling"]
@@ -140,6 +140,18 @@ class Dropout(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate}
+
+
+class SpatialDropout2D(Dropout):
+    """Zeroes whole feature maps (a fraction ``rate`` of the channels) while training, as Keras does."""
+
+    def __init__(self, rate: float, data_format: str | None = None, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(rate, seed=seed, **kwargs)
+        check_data_format(data_format)
+        self.dropout = nn.Dropout2d(self.rate)  # (B, C, H, W): one draw per channel
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return expect_image_shape(self, input_shape)
 
 
 class Activation(Layer):

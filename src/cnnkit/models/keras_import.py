@@ -49,19 +49,6 @@ def _same(kind: str) -> Converter:
     return lambda config: (kind, config)
 
 
-def _relu(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    slope, threshold, top = config.get("negative_slope") or 0, config.get("threshold") or 0, config.get("max_value")
-    if slope or threshold or top not in (None, 6, 6.0):
-        raise ConfigError("ReLU with negative_slope, threshold or a max_value other than 6 is not in cnnkit")
-    return "Activation", {"name": config.get("name"), "activation": "relu" if top is None else "relu6"}
-
-
-def _softmax(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    if config.get("axis", -1) != -1:
-        raise ConfigError("Softmax over an axis other than the last (channels) is not in cnnkit")
-    return "Activation", {"name": config.get("name"), "activation": "softmax"}
-
-
 def _batchnorm(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     axis = config.get("axis", -1)
     if isinstance(axis, list) and len(axis) == 1:  # tf.keras 2 stores the built axis as a list: [3]
@@ -73,8 +60,6 @@ def _batchnorm(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 KERAS_LAYERS: dict[str, Converter] = {
     **{kind: _same(kind) for kind in LAYERS if kind != "InputLayer"},
     "BatchNormalization": _batchnorm,
-    "ReLU": _relu,
-    "Softmax": _softmax,
 }
 
 
