@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -107,3 +109,22 @@ def test_load_img_and_img_to_array(tmp_path):
         keras.utils.load_img(tmp_path / "bad.png")
     with pytest.raises(AttributeError, match="keras.utils.text_dataset_from_directory is not in cnnkit"):
         keras.utils.text_dataset_from_directory  # noqa: B018
+
+
+def test_normalize_clone_model_and_json_round_trip(tmp_path):
+    x = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(keras.utils.normalize(x), [[0.6, 0.8], [0, 0]])
+    model = keras.Sequential([layers.Input((6, 6, 1)), layers.Conv2D(2, 3), layers.Flatten(), layers.Dense(3)])
+    model.class_names = ["a", "b", "c"]
+    clone = keras.models.clone_model(model)
+    assert clone.get_config() == model.get_config() and clone.class_names == ["a", "b", "c"]
+    assert not all(np.array_equal(a, b) for a, b in zip(clone.get_weights(), model.get_weights()))  # fresh weights
+    again = keras.models.model_from_json(model.to_json())
+    assert again.get_config() == model.get_config()
+    keras_json = json.dumps({"class_name": "Sequential", "keras_version": "3.15.1", "config": {"name": "k", "layers": [
+        {"class_name": "InputLayer", "config": {"batch_shape": [None, 6, 6, 1]}},
+        {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": [3, 3], "activation": "relu"}},
+    ]}})  # what Keras' own to_json writes (trimmed)
+    assert keras.models.model_from_json(keras_json).output_shape == (None, 4, 4, 2)
+    with pytest.raises(CnnkitError, match="model_from_json takes the JSON"):
+        keras.models.model_from_json("not json")

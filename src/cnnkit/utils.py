@@ -25,6 +25,7 @@ __all__ = [
     "image_dataset_from_directory",
     "img_to_array",
     "load_img",
+    "normalize",
     "set_random_seed",
     "to_categorical",
 ]
@@ -99,6 +100,13 @@ def to_categorical(x: Any, num_classes: int | None = None) -> np.ndarray:
     out = np.zeros((*y.shape, classes), dtype=np.float32)
     np.put_along_axis(out, y[..., None], 1.0, axis=-1)
     return out
+
+
+def normalize(x: Any, axis: int = -1, order: int = 2) -> np.ndarray:
+    """Keras' ``normalize``: ``x`` divided by its ``order``-norm along ``axis`` (a zero vector stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norm = np.linalg.norm(x, ord=order, axis=axis, keepdims=True)
+    return x / np.where(norm == 0, 1, norm)
 
 
 def set_random_seed(seed: int) -> None:

@@ -25,7 +25,14 @@ from cnnkit.models._registry import (
     register_module,
 )
 from cnnkit.models.functional import Functional
-from cnnkit.models.loading import load_architecture, load_model, load_model_file, model_from_config
+from cnnkit.models.loading import (
+    clone_model,
+    load_architecture,
+    load_model,
+    load_model_file,
+    model_from_config,
+    model_from_json,
+)
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.models.weights import load_pretrained
@@ -36,6 +43,7 @@ __all__ = [
     "Model",
     "ModelEntry",
     "Sequential",
+    "clone_model",
     "count_parameters",
     "create_model",
     "get_model_entry",
@@ -45,6 +53,7 @@ __all__ = [
     "load_model_file",
     "load_pretrained",
     "model_from_config",
+    "model_from_json",
     "register_model",
     "register_module",
 ]

@@ -185,6 +185,16 @@ def _takes_0_to_255(model: LayerModel) -> bool | None:
     return None
 
 
+def model_from_keras_config(config: dict[str, Any]) -> LayerModel:
+    """An untrained cnnkit model from the config Keras writes (``model.to_json()``, a ``.keras`` file's)."""
+    kind = config.get("class_name")
+    if kind == "Sequential":
+        return _sequential(config)
+    if kind in ("Functional", "Model"):
+        return Functional.from_config(config, keras_layer)
+    raise ConfigError(f"a Keras {kind!r} (cnnkit reads Sequential and functional models)")
+
+
 def load_keras_model(path: str | os.PathLike) -> tuple[Model, dict[str, Any]]:
     """A cnnkit model from a Keras 3 ``.keras`` or legacy ``.h5`` file, and metadata like a model file's."""
     path = Path(path)
@@ -199,7 +209,7 @@ def load_keras_model(path: str | os.PathLike) -> tuple[Model, dict[str, Any]]:
         raise ModelFileError(f"{path} uses layers cnnkit does not have: {'; '.join(unknown)}. "
                              f"cnnkit has: {', '.join(sorted(KERAS_LAYERS))}")  # fmt: skip
     try:
-        model = _sequential(config) if kind == "Sequential" else Functional.from_config(config, keras_layer)
+        model = model_from_keras_config(config)
         _set_weights(model, source.weights)
     except CnnkitError as e:
         raise ModelFileError(f"{path}: cannot rebuild the Keras model: {e}") from None

@@ -16,13 +16,21 @@ from cnnkit.keras_file import keras_kind, read_keras_config
 from cnnkit.modelfile import read_metadata, read_model_file
 from cnnkit.models._registry import create_model, module_from_config
 from cnnkit.models.functional import Functional
-from cnnkit.models.keras_import import load_keras_model
+from cnnkit.models.keras_import import load_keras_model, model_from_keras_config
 from cnnkit.models.model import Model
 from cnnkit.models.sequential import Sequential
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import prefer_channels_last
 
-__all__ = ["check_model_file", "load_architecture", "load_model", "load_model_file", "model_from_config"]
+__all__ = [
+    "check_model_file",
+    "clone_model",
+    "load_architecture",
+    "load_model",
+    "load_model_file",
+    "model_from_config",
+    "model_from_json",
+]
 
 
 def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None = None) -> Model:
@@ -46,6 +54,26 @@ def model_from_config(architecture: dict[str, Any], *, trust_code: bool | None =
     raise ConfigError(
         f"unknown architecture kind {kind!r}: expected a Sequential, Functional, registry or module config"
     )
+
+
+def model_from_json(json_string: str) -> Model:
+    """Keras' ``model_from_json``: an untrained model from ``model.to_json()``, cnnkit's or Keras' own."""
+    try:
+        config = json.loads(json_string)
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"model_from_json takes the JSON text model.to_json() returns ({e})") from None
+    if isinstance(config, dict) and "keras_version" in config:  # written by Keras itself
+        return model_from_keras_config(config)
+    return model_from_config(config)
+
+
+def clone_model(model: Model) -> Model:
+    """Keras' ``clone_model``: the same architecture with fresh weights, not compiled. What cnnkit
+    records of the data (class names, normalization, pixel range) comes along."""
+    clone = model_from_config(model.get_config())
+    clone.name, clone.class_names, clone.pixel_max = model.name, model.class_names, model.pixel_max
+    clone.set_normalization(model.normalization)
+    return clone.to(next(model.parameters()).device)
 
 
 def load_architecture(path: str | os.PathLike) -> Model:

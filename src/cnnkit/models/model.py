@@ -328,6 +328,10 @@ class Model(nn.Module):
             b.numel() for name, b in self.named_buffers() if b.is_floating_point() and not name.startswith("norm_")
         )
 
+    def to_json(self, **kwargs: Any) -> str:
+        """Keras' ``to_json``: the architecture (:meth:`get_config`) as JSON; ``models.model_from_json`` reads it."""
+        return json.dumps(self.get_config(), **kwargs)
+
     def get_config(self) -> dict[str, Any]:
         """The architecture, as stored in a model file (``model_from_config`` rebuilds it).
 
