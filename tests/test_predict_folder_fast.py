@@ -12,7 +12,7 @@ from PIL import Image
 from cnnkit.data import decode
 from cnnkit.data.transforms import _REDUCIBLE, conform, load_input, open_input, to_batch
 from cnnkit.errors import ImageError
-from cnnkit.predict import _collate, _Decoder
+from cnnkit.predict import _decode_chunk
 
 MODES = ["L", "RGB", "RGBA", "P", "I;16", "LA", "1"]
 
@@ -79,8 +79,8 @@ def test_predict_workers_give_to_batch_pixels(tmp_path):
     (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     paths.insert(2, str(tmp_path / "cut.png"))
     shape = (10, 12, 3)
-    names, errors, images = _collate([_Decoder(shape)[p] for p in paths])
+    names, errors, images = _decode_chunk(paths, shape)
     assert names == paths and errors[2] is not None and sum(e is None for e in errors) == len(paths) - 1
     expected = torch.cat([to_batch(p, shape) for p in paths if "cut" not in p])
-    assert images.is_contiguous() and images.dtype == torch.float32
-    torch.testing.assert_close(images, expected, rtol=0, atol=0)
+    assert images.flags.c_contiguous and images.dtype == np.float32
+    torch.testing.assert_close(torch.from_numpy(images), expected, rtol=0, atol=0)

@@ -44,6 +44,7 @@ from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
 from cnnkit.kernels import fuse
 from cnnkit.models import Model, load_model
 from cnnkit.models.loading import check_model_file
+from cnnkit.onnx_predictor import OnnxPredictor, cache_path, open_cache  # torch-free: there
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 
@@ -60,7 +61,6 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "torch", "onnx")
-CACHE_SUFFIX = ".cache.onnx"
 
 
 @runtime_checkable
@@ -99,31 +99,6 @@ class TorchPredictor:
         if len(x) == 0:
             return np.empty((0, self.num_classes), np.float32)
         return torch.softmax(classify(self.model, x, self._forward).float(), dim=1).cpu().numpy()  # (B, classes)
-
-
-class OnnxPredictor:
-    """A cnnkit ONNX export run by ONNX Runtime on the CPU."""
-
-    backend = "onnx"
-
-    def __init__(self, source: bytes | str | os.PathLike, *, name: str | None = None, threads: int | None = None):
-        import onnxruntime
-
-        from cnnkit.export.onnx import open_onnx
-
-        self.onnx = open_onnx(source, name=name, threads=threads)
-        info = self.onnx.info
-        self.image_shape = info.image_shape
-        self.num_classes = int(self.onnx.session.get_outputs()[0].shape[1])  # a binary model's graph gives 2
-        self.class_names = list(info.class_names) if info.class_names else default_class_names(self.num_classes)
-        kind = "int8 " if info.quantization != "none" else ""
-        self.description = f"onnx ({kind}ONNX Runtime {onnxruntime.__version__}, {self.onnx.name})"
-
-    def predict_proba(self, images: ImageSource) -> np.ndarray:
-        x = np.ascontiguousarray(to_batch(images, self.image_shape).cpu().numpy())  # (B, C, H, W), as ORT takes it
-        if len(x) == 0:
-            return np.empty((0, self.num_classes), np.float32)
-        return self.onnx.run(x)
 
 
 class _ArchivePredictor:
@@ -171,29 +146,21 @@ class Pt2Predictor(_ArchivePredictor):
         self._open(path, open_pt2, "torch.export program")
 
 
-def cache_path(model_path: str | os.PathLike) -> Path:
-    """Where the ONNX export of a model file is cached: ``model.safetensors`` -> ``model.cache.onnx``."""
-    path = Path(model_path)
-    return path.with_name(path.name.removesuffix(".safetensors") + CACHE_SUFFIX)
-
-
 def _cached_onnx(model_path: Path, threads: int | None, model: Callable[[], Model]) -> OnnxPredictor:
     """The model's ONNX export from the cache when it belongs to this exact model file, else built
     from ``model()`` (the model in that file) and cached."""
     from cnnkit._io import atomic_write_bytes, file_sha256
-    from cnnkit.export import EXPORT_VERSION, build_onnx
+    from cnnkit.export import build_onnx
     from cnnkit.export.common import reference_data
 
     digest = file_sha256(model_path)
     cache = cache_path(model_path)
-    if cache.exists():
-        try:
-            cached = OnnxPredictor(cache, threads=threads)
-            info = cached.onnx.info
-            if info.source_sha256 == digest and info.export_version == EXPORT_VERSION and info.quantization == "none":
-                return cached
-        except ModelFileError as e:  # a damaged cache is rebuilt, not trusted and not fatal
-            warnings.warn(f"rebuilding the ONNX cache: {e}", stacklevel=4)
+    try:
+        cached = open_cache(model_path, digest, threads)
+        if cached is not None:
+            return cached
+    except ModelFileError as e:  # a damaged cache is rebuilt, not trusted and not fatal
+        warnings.warn(f"rebuilding the ONNX cache: {e}", stacklevel=4)
     payload, _ = build_onnx(model(), source_sha256=digest, reference=reference_data(model()))
     try:
         atomic_write_bytes(cache, payload)

@@ -1,11 +1,16 @@
 """Prediction on image files: files, folders (recursive) and globs, streamed in batches.
 
 Paths are found lazily (one folder listing at a time) and cut into chunks of
-``batch_size``; worker processes decode each chunk through the one decoding path
-(:mod:`cnnkit.data.decode`) and the same conversion to the model's input as training data,
-while the main process runs the model on the previous chunk. Only a few chunks are ever in
-flight, so memory stays flat for a folder of any size, and results come out in input order.
-A file that cannot be read is reported in its :class:`Prediction`, in its place, never fatal.
+``batch_size``; worker processes (a :mod:`multiprocessing` pool) decode each chunk through the
+one decoding path (:mod:`cnnkit.data.decode`) and the same conversion to the model's input as
+training data, while the main process runs the model on the previous chunk. Only a few chunks
+are ever in flight, so memory stays flat for a folder of any size, and results come out in
+input order. A file that cannot be read is reported in its :class:`Prediction`, in its place,
+never fatal.
+
+This module imports no torch: with :func:`open_predictor` giving ONNX Runtime (an export, or
+a model whose export is cached, on a machine without a GPU) ``cnnkit predict`` never loads it,
+which is most of its time on a folder of small images (benchmarks/predict_folder.py).
 """
 
 from __future__ import annotations
@@ -15,20 +20,23 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from cnnkit.data.decode import is_image_path
-from cnnkit.data.transforms import load_input
+from cnnkit.data.inputs import load_input
 from cnnkit.errors import DataError
-from cnnkit.inference import Predictor, TorchPredictor
-from cnnkit.models.model import Model
+from cnnkit.onnx_predictor import cpu_onnx_predictor
 from cnnkit.runs import refuse_runs_as_inputs
 
-__all__ = ["Prediction", "default_workers", "expand_paths", "predict_files"]
+if TYPE_CHECKING:
+    from cnnkit.inference import Predictor
+    from cnnkit.models.model import Model
+
+__all__ = ["Prediction", "default_workers", "expand_paths", "open_predictor", "predict_files"]
 
 
 @dataclass(frozen=True)
@@ -105,27 +113,41 @@ def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
 
 
-class _Decoder(Dataset):
-    """Decodes one path to the model's input; runs in the DataLoader's worker processes."""
+Chunk = tuple[list[str], list[str | None], np.ndarray | None]  # paths, an error or None each, images (n, C, H, W)
 
-    def __init__(self, image_shape: tuple[int, int, int]) -> None:
-        self.image_shape = image_shape
 
-    def __getitem__(self, path: str) -> tuple[str, np.ndarray | None, str | None]:
+def _decode_chunk(paths: list[str], image_shape: tuple[int, int, int]) -> Chunk:
+    """One chunk decoded (in a worker process): its paths, an error (or None) per path, and the readable
+    images stacked ``(n, C, H, W)`` float32, made channels-first once per chunk, not once per image."""
+    images, errors = [], []
+    for path in paths:
         try:
-            return path, load_input(path, self.image_shape), None  # (H, W, C): what to_batch(path) holds
+            images.append(load_input(path, image_shape))  # (H, W, C): what to_batch(path) holds
+            errors.append(None)
         except DataError as e:
-            return path, None, str(e).removeprefix(f"{path}: ")
+            errors.append(str(e).removeprefix(f"{path}: "))
+    stacked = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)) if images else None
+    return paths, errors, stacked
 
 
-def _collate(items: list[tuple[str, np.ndarray | None, str | None]]) -> tuple[list, list, torch.Tensor | None]:
-    """One chunk: its paths, an error (or None) per path, and the readable images stacked ``(n, C, H, W)``.
-
-    The images are stacked as arrays and made channels-first once per chunk, not once per image.
-    """
-    images = [x for _, x, _ in items if x is not None]
-    stacked = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous() if images else None
-    return [p for p, _, _ in items], [e for _, _, e in items], stacked
+def _decoded(chunks: Iterator[list[str]], image_shape: tuple[int, int, int], workers: int) -> Iterator[Chunk]:
+    """The chunks decoded in order, by ``workers`` processes (0: here). ``imap`` keeps the order and
+    reads the chunks lazily; it runs ahead of the model by a few chunks at most only because the pool's
+    task queue is fed as results are taken, so memory stays flat."""
+    if workers == 0:
+        yield from (_decode_chunk(chunk, image_shape) for chunk in chunks)
+        return
+    # fork: the workers start in milliseconds with what this process imported (spawn would import it all
+    # again); they only decode, so the model runtime's threads, which fork does not copy, are not missed.
+    with get_context("fork").Pool(workers) as pool:
+        window = 2 * workers  # chunks in flight: enough to keep every worker busy while the model runs
+        pending = [pool.apply_async(_decode_chunk, (chunk, image_shape)) for chunk in itertools.islice(chunks, window)]
+        while pending:
+            done = pending.pop(0).get()
+            chunk = next(chunks, None)
+            if chunk is not None:
+                pending.append(pool.apply_async(_decode_chunk, (chunk, image_shape)))
+            yield done
 
 
 def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[str]]:
@@ -139,13 +161,31 @@ def _chunks(paths: Iterable[Path], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _probabilities(predictor: Predictor, images: torch.Tensor, tta: bool) -> np.ndarray:
-    """``(n, classes)`` probabilities; with ``tta``, averaged with those of the left-right mirror images."""
-    x = images.numpy()  # (n, C, H, W): the layout every predictor takes
+def _probabilities(predictor: Predictor, x: np.ndarray, tta: bool) -> np.ndarray:
+    """``(n, classes)`` probabilities of ``(n, C, H, W)`` images; with ``tta``, averaged with those of the
+    left-right mirror images."""
     if not tta:
         return predictor.predict_proba(x)
     both = predictor.predict_proba(np.concatenate([x, x[..., ::-1]]))  # one batch of 2n: better throughput
     return (both[: len(x)] + both[len(x) :]) / 2
+
+
+def _top_k(probs: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` most probable classes of each row, most probable first; equal probabilities in class order."""
+    return np.argsort(-probs, axis=1, kind="stable")[:, :k]
+
+
+def open_predictor(
+    model: str | os.PathLike, backend: str = "auto", *, device: str | None = "auto", threads: int | None = None
+) -> Predictor:
+    """The predictor :func:`cnnkit.inference.load_predictor` gives, without importing torch where ONNX Runtime
+    on the CPU answers from an export or a valid cache (:func:`cnnkit.onnx_predictor.cpu_onnx_predictor`)."""
+    predictor = cpu_onnx_predictor(model, backend, device=device, threads=threads)
+    if predictor is not None:
+        return predictor
+    from cnnkit.inference import load_predictor  # torch: the model, its export, a GPU
+
+    return load_predictor(model, backend, device=device, threads=threads)
 
 
 def predict_files(
@@ -159,14 +199,18 @@ def predict_files(
 ) -> Iterator[Prediction]:
     """Yield one :class:`Prediction` per file, in input order, ``batch_size`` files at a time.
 
-    ``model``: a predictor (:func:`cnnkit.inference.load_predictor`) or a :class:`Model` (run
-    in PyTorch where it is). ``tta`` averages each image's probabilities with its mirror
-    image's (for data where a mirror image shows the same class; not digits or text).
+    ``model``: a predictor (:func:`open_predictor`, :func:`cnnkit.inference.load_predictor`) or a
+    :class:`Model` (run in PyTorch where it is). ``tta`` averages each image's probabilities with
+    its mirror image's (for data where a mirror image shows the same class; not digits or text).
     ``workers``: decoding processes (default :func:`default_workers`; 0 decodes in this process).
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
-    predictor = model if not isinstance(model, Model) else TorchPredictor(model, next(model.parameters()).device)
+    predictor = model
+    if not hasattr(model, "predict_proba"):  # a Model: in PyTorch, where it is
+        from cnnkit.inference import TorchPredictor
+
+        predictor = TorchPredictor(model, next(model.parameters()).device)
     workers = default_workers() if workers is None else workers
     chunks = _chunks(expand_paths(inputs), batch_size)
     first = next(chunks, None)
@@ -174,19 +218,15 @@ def predict_files(
         return
     if len(first) < batch_size:  # the only chunk: starting worker processes would cost more than it saves
         workers = 0
-    loader = DataLoader(
-        _Decoder(predictor.image_shape), batch_sampler=itertools.chain([first], chunks),
-        collate_fn=_collate, num_workers=workers, prefetch_factor=2 if workers else None,
-    )  # fmt: skip
     k = min(top_k, len(predictor.class_names))
-    for paths, errors, images in loader:
-        probs = torch.from_numpy(_probabilities(predictor, images, tta)) if images is not None else None
-        top = probs.topk(k, dim=1) if probs is not None else None
+    for paths, errors, images in _decoded(itertools.chain([first], chunks), predictor.image_shape, workers):
+        probs = _probabilities(predictor, images, tta) if images is not None else None
+        top = _top_k(probs, k) if probs is not None else None
         row = 0
         for path, error in zip(paths, errors):
             if error is not None:
                 yield Prediction(path, error=error)
                 continue
-            labels = tuple(predictor.class_names[int(i)] for i in top.indices[row])
-            yield Prediction(path, labels, tuple(top.values[row].tolist()))
+            labels = tuple(predictor.class_names[int(i)] for i in top[row])
+            yield Prediction(path, labels, tuple(probs[row, top[row]].tolist()))
             row += 1

@@ -46,11 +46,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from cnnkit.inference import load_predictor
+    from cnnkit.predict import open_predictor
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor = load_predictor(args.model, args.backend, device=args.device)
+        predictor = open_predictor(args.model, args.backend, device=args.device)
     for warning in caught:
         print(f"cnnkit: warning: {warning.message}", file=sys.stderr)
     return predictor

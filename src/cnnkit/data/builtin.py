@@ -11,8 +11,6 @@ user sees the same test images.
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from cnnkit.data.catalog import Dataset, DatasetInfo, ImageArrays, register_dataset
 from cnnkit.data.split import stratified_split
@@ -25,6 +23,11 @@ SPLIT_SEED = 0
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """(N, h, w) float -> (N, size, size) by bilinear interpolation."""
+    # torch here, not at the top: importing cnnkit.data (which registers this data set) must not cost
+    # torch's 2 s start-up to a caller that only decodes images (cnnkit predict's torch-free lane).
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]  # (N, 1, h, w)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x[:, 0].numpy()

@@ -31,6 +31,14 @@ from cnnkit.data.catalog import resolve_data
 from cnnkit.data.saved_split import evaluation_data
 from cnnkit.data.transforms import conform, images_to_tensor
 from cnnkit.errors import DataError, ExportError, ModelFileError
+from cnnkit.export.metadata import (  # read back without torch: there; re-exported here, where callers look
+    EXPORT_VERSION,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportInfo,
+    metadata_to_strings,
+    parse_metadata,
+)
 from cnnkit.models.model import Model
 
 __all__ = [
@@ -42,20 +50,16 @@ __all__ = [
     "ReferenceData",
     "export_metadata",
     "fixed_image_shape",
+    "metadata_to_strings",
     "parse_metadata",
     "reference_data",
 ]
 
-# Bump when the graph's contract changes: cached exports are then rebuilt. 2: a one-unit model gives two classes.
-EXPORT_VERSION = 2
-INPUT_NAME = "images"
-OUTPUT_NAME = "probabilities"
 INPUT_DESCRIPTION = (
     "float32 (batch, channels, height, width) images with pixel values in [0, 1]; "
     "the normalization below is applied inside the graph, do not apply it again"
 )
 OUTPUT_DESCRIPTION = "float32 (batch, classes) class probabilities (softmax of the logits)"
-_JSON_KEYS = ("class_names", "input_shape", "normalization", "training", "self_check")
 
 
 class Probabilities(nn.Module):
@@ -108,54 +112,6 @@ def export_metadata(
         "source_sha256": source_sha256 or "",
         "training": {key: summary[key] for key in ("model", "data", "test") if key in summary},
     }
-
-
-def metadata_to_strings(metadata: dict[str, Any]) -> dict[str, str]:
-    """ONNX metadata_props are strings: structured values become JSON."""
-    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()}
-
-
-@dataclass(frozen=True)
-class ExportInfo:
-    """The metadata of an exported cnnkit model, parsed and checked."""
-
-    class_names: list[str] | None
-    image_shape: tuple[int, int, int]
-    normalization: dict[str, list[float]] | None
-    quantization: str
-    source_sha256: str
-    export_version: int
-    self_check: dict[str, Any] | None
-    raw: dict[str, Any]
-
-
-def parse_metadata(props: dict[str, str], source: str) -> ExportInfo:
-    """Read cnnkit's metadata back from an export's string properties; a clear error if it is not there."""
-    if props.get("format") != "cnnkit-export":
-        raise ModelFileError(
-            f"{source} has no cnnkit metadata (class names, input shape): "
-            f"export it with `cnnkit export MODEL --format onnx`"
-        )
-    try:
-        raw = {k: json.loads(v) if k in _JSON_KEYS else v for k, v in props.items()}
-        shape = tuple(int(n) for n in raw["input_shape"])
-        version = int(raw["export_version"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise ModelFileError(f"{source} is damaged: its cnnkit metadata cannot be read ({e})") from None
-    if version > EXPORT_VERSION:
-        raise ModelFileError(f"{source} was exported by a newer cnnkit (export format {version}); upgrade cnnkit")
-    if len(shape) != 3:
-        raise ModelFileError(f"{source} is damaged: input_shape {shape} is not (height, width, channels)")
-    return ExportInfo(
-        class_names=raw.get("class_names"),
-        image_shape=shape,  # type: ignore[arg-type]
-        normalization=raw.get("normalization"),
-        quantization=raw.get("quantization", "none"),
-        source_sha256=raw.get("source_sha256", ""),
-        export_version=version,
-        self_check=raw.get("self_check"),
-        raw=raw,
-    )
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ returns probabilities (see :mod:`cnnkit.export.common`). The exporter sees the m
 speed-up passes such as :func:`cnnkit.kernels.fuse` are applied by the engine and predictors to
 their own copies, never to what is exported.
 
-Every export carries a *self-check*: the probabilities ONNX Runtime gave for two seeded
-images when the file was written. Opening the file recomputes them, so a file whose
-weights were damaged after export is refused instead of silently answering wrongly.
+Every export carries a *self-check* (written here by :func:`with_metadata`): the probabilities
+ONNX Runtime gave for two seeded images. Opening an export (:func:`open_onnx`, in
+:mod:`cnnkit.export.onnx_session`: torch-free, re-exported here) recomputes them.
 """
 
 from __future__ import annotations
@@ -22,39 +22,25 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
-from cnnkit.errors import ExportError, ModelFileError
+from cnnkit.errors import ExportError
 from cnnkit.export.common import (
     INPUT_NAME,
     OUTPUT_NAME,
-    ExportInfo,
     Probabilities,
     fixed_image_shape,
     metadata_to_strings,
-    parse_metadata,
 )
+from cnnkit.export.onnx_session import OnnxModel, open_onnx, ort_session, self_check_images
 from cnnkit.models.model import Model
 
 __all__ = ["DEFAULT_OPSET", "OnnxModel", "onnx_graph", "open_onnx", "with_metadata"]
 
 DEFAULT_OPSET = 18  # the oldest opset torch's dynamo-based exporter writes
-_SELF_CHECK_TOLERANCE = {"none": 1e-4, "int8": 5e-2}  # int8 kernels differ a little between CPUs
-_ORT_ERRORS = (
-    ort_errors.InvalidProtobuf,
-    ort_errors.InvalidGraph,
-    ort_errors.Fail,
-    ort_errors.NoSuchFile,
-    ort_errors.InvalidArgument,
-    ort_errors.RuntimeException,
-)
 
 
 def onnx_graph(model: Model, opset: int = DEFAULT_OPSET) -> bytes:
@@ -107,9 +93,9 @@ def with_metadata(graph: bytes, metadata: dict[str, Any]) -> bytes:
     _set_props(proto, props)
     proto.doc_string = f"cnnkit export of {metadata.get('name', 'a model')}: {metadata.get('output', '')}"
     onnx.checker.check_model(proto)
-    session = _session(proto.SerializeToString(), "the export", threads=1)
+    session = ort_session(proto.SerializeToString(), "the export", threads=1)
     height, width, channels = (int(n) for n in metadata["input_shape"])
-    probe = _self_check_images(channels, height, width)
+    probe = self_check_images(channels, height, width)
     probabilities = session.run([OUTPUT_NAME], {INPUT_NAME: probe})[0]
     _set_props(proto, {**props, "self_check": json.dumps({"seed": 0, "probabilities": probabilities.tolist()})})
     return proto.SerializeToString()
@@ -118,74 +104,3 @@ def with_metadata(graph: bytes, metadata: dict[str, Any]) -> bytes:
 def _set_props(proto: onnx.ModelProto, props: dict[str, str]) -> None:
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, props)
-
-
-def _self_check_images(channels: int, height: int, width: int) -> np.ndarray:
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(2, channels, height, width, generator=generator).numpy()  # (2, C, H, W)
-
-
-def _session(source: bytes | str, name: str, threads: int | None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
-    # ONNX Runtime's idle threads spin by default, burning the cores that predict's decoding workers
-    # (or a server's request handling) need: measured here, a 2,000-file predict ran 1.6x faster without.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except _ORT_ERRORS as e:
-        reason = str(e).split(":", 3)[-1].strip() or type(e).__name__
-        raise ModelFileError(f"{name} is not a readable ONNX model (damaged or truncated?): {reason}") from None
-
-
-class OnnxModel:
-    """An ONNX Runtime session over a cnnkit export, with its metadata. ``run`` is thread-safe."""
-
-    def __init__(self, session: ort.InferenceSession, info: ExportInfo, name: str) -> None:
-        self.session, self.info, self.name = session, info, name
-
-    def run(self, images: np.ndarray) -> np.ndarray:
-        """``(B, C, H, W)`` float32 images in [0, 1] -> ``(B, classes)`` probabilities."""
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
-
-    def verify(self) -> None:
-        """Recompute the self-check; a file whose numbers changed since export is refused."""
-        check = self.info.self_check
-        if not check:
-            raise ModelFileError(f"{self.name} has no self-check in its metadata; export it again with cnnkit")
-        height, width, channels = self.info.image_shape
-        expected = np.asarray(check["probabilities"], dtype=np.float32)
-        got = self.run(_self_check_images(channels, height, width))
-        tolerance = _SELF_CHECK_TOLERANCE.get(self.info.quantization, 1e-4)
-        if got.shape != expected.shape or not np.allclose(got, expected, rtol=0, atol=tolerance):
-            raise ModelFileError(
-                f"{self.name} is damaged: it no longer computes what it computed when exported (modified or corrupted)"
-            )
-
-
-def open_onnx(source: bytes | str | os.PathLike, *, name: str | None = None, threads: int | None = None) -> OnnxModel:
-    """Open a cnnkit ONNX export (a path or its bytes), check its metadata and self-check.
-
-    Every problem is a :class:`~cnnkit.errors.ModelFileError` naming the file.
-    """
-    if isinstance(source, bytes):
-        name = name or "the ONNX export"
-    else:
-        path = Path(source)
-        name = name or str(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such ONNX file")
-        source = str(path)
-    session = _session(source, name, threads)
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if [i.name for i in inputs] != [INPUT_NAME] or OUTPUT_NAME not in [o.name for o in outputs]:
-        raise ModelFileError(f"{name} is not a cnnkit export (inputs {[i.name for i in inputs]})")
-    info = parse_metadata(dict(session.get_modelmeta().custom_metadata_map), name)
-    model = OnnxModel(session, info, name)
-    try:
-        model.verify()
-    except _ORT_ERRORS as e:
-        raise ModelFileError(f"{name} is damaged: ONNX Runtime cannot run it ({e})") from None
-    return model
