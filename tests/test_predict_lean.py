@@ -94,3 +94,24 @@ def test_the_export_package_names_all_resolve():
     assert sorted(cnnkit.export.__all__) == sorted(cnnkit.export._MODULES)
     for name in cnnkit.export.__all__:
         assert getattr(cnnkit.export, name) is not None
+
+
+_STOP_EARLY = r"""
+import signal, sys
+from cnnkit.inference import load_predictor
+from cnnkit.predict import predict_files
+signal.signal(signal.SIGTERM, lambda signum, frame: None)  # what `cnnkit serve` leaves while it drains
+answers = predict_files(load_predictor(sys.argv[1]), [sys.argv[2]], batch_size=16, workers=2)
+next(answers)
+answers.close()  # the pool is terminated with chunks still in its workers
+print("stopped")
+"""
+
+
+def test_stopping_early_ends_the_decoding_workers_whatever_sigterm_handler_the_process_has(cached):
+    """The fork pool's workers inherit the parent's Python signal handlers; one that ignores SIGTERM
+    left Pool.terminate waiting for them forever (a whole test run hung on it)."""
+    model, folder = cached
+    result = subprocess.run([sys.executable, "-c", _STOP_EARLY, str(model), str(folder)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(SRC)})  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == "stopped", result.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import itertools
 import os
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -130,6 +131,14 @@ def _decode_chunk(paths: list[str], image_shape: tuple[int, int, int]) -> Chunk:
     return paths, errors, stacked
 
 
+def _worker_signals() -> None:
+    """A decoding worker dies by the pool's SIGTERM and leaves Ctrl-C to its parent. A fork inherits the
+    parent's Python handlers, and one that does not exit (a server's graceful SIGTERM, in a process that
+    served before) would leave the pool waiting for the worker forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _decoded(chunks: Iterator[list[str]], image_shape: tuple[int, int, int], workers: int) -> Iterator[Chunk]:
     """The chunks decoded in order, by ``workers`` processes (0: here). ``imap`` keeps the order and
     reads the chunks lazily; it runs ahead of the model by a few chunks at most only because the pool's
@@ -139,7 +148,7 @@ def _decoded(chunks: Iterator[list[str]], image_shape: tuple[int, int, int], wor
         return
     # fork: the workers start in milliseconds with what this process imported (spawn would import it all
     # again); they only decode, so the model runtime's threads, which fork does not copy, are not missed.
-    with get_context("fork").Pool(workers) as pool:
+    with get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
         window = 2 * workers  # chunks in flight: enough to keep every worker busy while the model runs
         pending = [pool.apply_async(_decode_chunk, (chunk, image_shape)) for chunk in itertools.islice(chunks, window)]
         while pending:
