@@ -158,10 +158,11 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
         config = replace(config, backend=_resolve_backend(path, config))
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})
         from cnnkit.serve.metrics import multiprocess_dir
+        from cnnkit.serve.workers import run_workers
 
         print(said, file=sys.stderr)  # once the model is known to load: a bad one is the only line
         with multiprocess_dir():  # /metrics sums every worker's counts (prometheus-client's multiprocess mode)
-            uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=config.workers, **options)
+            run_workers("cnnkit.serve.server:app_from_env", config.workers, **options)  # a socket each (workers.py)
         return
 
     from cnnkit.serve.app import create_app
