@@ -131,7 +131,7 @@ class Server:
         command = ["-m", "cnnkit", "serve", str(model_path), "--port", "0", "--workers", str(workers), "--backend",
                    backend, "--max-batch", str(max_batch), "--threads", str(threads), "--max-in-flight", "256",
                    "--timeout", "120", "--no-access-log"]  # fmt: skip
-        return cls(command, "/v1/predict", workers=workers)
+        return cls(command, "/v1/predict", workers=workers, src=src)  # src: a baseline's too
 
     @classmethod
     def anchor(cls, kind: str, model_path: Path, threads: int) -> Server:
@@ -277,9 +277,19 @@ def server_specs(configs: str, backends: str, threads: int, workers: str = "1") 
     for config, (max_batch, t) in parsed.items():
         for backend in names:
             label = backend if len(parsed) == 1 else config if len(names) == 1 else f"{config}/{backend}"
-            for n in map(int, workers.split(",")):
+            for n in (_workers(w, backend) for w in workers.split(",")):
                 specs[label if n == 1 else f"{label} x{n}"] = (max_batch, t, backend, n)
     return specs
+
+
+def _workers(given: str, backend: str) -> int:
+    """A ``--workers`` entry as a number: ``auto`` is what ``cnnkit serve`` runs by default on this machine."""
+    if given != "auto":
+        return int(given)
+    from cnnkit.serve.config import ServeConfig
+    from cnnkit.serve.server import resolve_workers
+
+    return resolve_workers(ServeConfig(backend=backend))
 
 
 def save_models(names: list[str], folder: Path) -> dict[str, Path]:
@@ -418,8 +428,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers",
-        default="1",
-        help="cnnkit's worker processes, a list (default 1; '1,2' adds `cnnkit serve --workers 2` servers)",
+        default="auto",
+        help="cnnkit's worker processes, a list (default auto: as `cnnkit serve` chooses, 2 on 2+ cores; "
+        "'auto,1' adds a one-process server)",
     )
     parser.add_argument(
         "--anchors",
