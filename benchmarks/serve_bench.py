@@ -131,7 +131,7 @@ class Server:
         command = ["-m", "cnnkit", "serve", str(model_path), "--port", "0", "--workers", str(workers), "--backend",
                    backend, "--max-batch", str(max_batch), "--threads", str(threads), "--max-in-flight", "256",
                    "--timeout", "120", "--no-access-log"]  # fmt: skip
-        return cls(command, "/v1/predict", workers=workers)
+        return cls(command, "/v1/predict", workers=workers, src=src)  # src: a baseline's too
 
     @classmethod
     def anchor(cls, kind: str, model_path: Path, threads: int) -> Server:
@@ -277,9 +277,19 @@ def server_specs(configs: str, backends: str, threads: int, workers: str = "1") 
     for config, (max_batch, t) in parsed.items():
         for backend in names:
             label = backend if len(parsed) == 1 else config if len(names) == 1 else f"{config}/{backend}"
-            for n in map(int, workers.split(",")):
+            for n in (_workers(w, backend) for w in workers.split(",")):
                 specs[label if n == 1 else f"{label} x{n}"] = (max_batch, t, backend, n)
     return specs
+
+
+def _workers(given: str, backend: str) -> int:
+    """A ``--workers`` entry as a number: ``auto`` is what ``cnnkit serve`` runs by default on this machine."""
+    if given != "auto":
+        return int(given)
+    from cnnkit.serve.config import ServeConfig
+    from cnnkit.serve.server import resolve_workers
+
+    return resolve_workers(ServeConfig(backend=backend))
 
 
 def save_models(names: list[str], folder: Path) -> dict[str, Path]:
@@ -292,16 +302,25 @@ def save_models(names: list[str], folder: Path) -> dict[str, Path]:
     return paths
 
 
+def baseline_name(specs: dict[str, Spec], workers: int | None) -> str:
+    """The baseline's label: the first server's, with its own worker count where ``--baseline-workers`` gives one."""
+    name, (_, _, backend, first) = next(iter(specs.items()))
+    if workers is None or workers == first:
+        return f"{name} before"
+    return f"{backend}{f' x{workers}' if workers > 1 else ''} before"
+
+
 def start_servers(path: Path, specs: dict[str, Spec], anchors: list[str], threads: int,
-                  baseline: Path | None = None) -> dict[str, Server]:  # fmt: skip
+                  baseline: Path | None = None, baseline_workers: int | None = None) -> dict[str, Server]:  # fmt: skip
     """cnnkit's servers (one at a time: the first onnx one exports), the baseline's, then the anchors."""
     servers = {}
     try:
         for name, (max_batch, t, backend, workers) in specs.items():
             servers[name] = Server.cnnkit(path, max_batch, t, backend, workers)
         if baseline is not None:  # the first server's settings, on another source tree (cnnkit before a change)
-            name, (max_batch, t, backend, workers) = next(iter(specs.items()))
-            servers[f"{name} before"] = Server.cnnkit(path, max_batch, t, backend, workers, src=baseline)
+            max_batch, t, backend, workers = next(iter(specs.values()))
+            workers = baseline_workers or workers
+            servers[baseline_name(specs, workers)] = Server.cnnkit(path, max_batch, t, backend, workers, src=baseline)
         for kind in anchors:
             servers[kind] = Server.anchor(kind, path, threads)
     except BaseException:
@@ -341,12 +360,13 @@ Results = dict[tuple[str, str, int], list[dict[str, float]]]  # (model, server, 
 
 
 def run_cells(model_paths: dict[str, Path], specs: dict[str, Spec], anchors: list[str], anchor_threads: int,
-              seconds: float, repeats: int, client: str, baseline: Path | None = None) -> Results:  # fmt: skip
+              seconds: float, repeats: int, client: str, baseline: Path | None = None,
+              baseline_workers: int | None = None) -> Results:  # fmt: skip
     """Every (model, server, clients) cell, ``repeats`` times, the servers of a model taking turns."""
     results: Results = {}
     for model_name, path in model_paths.items():
         png = image_bytes(model_name)
-        servers = start_servers(path, specs, anchors, anchor_threads, baseline)
+        servers = start_servers(path, specs, anchors, anchor_threads, baseline, baseline_workers)
         try:
             check_answers(servers, png)
             requests = {name: http_request(server.path, png, client) for name, server in servers.items()}
@@ -418,8 +438,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers",
-        default="1",
-        help="cnnkit's worker processes, a list (default 1; '1,2' adds `cnnkit serve --workers 2` servers)",
+        default="auto",
+        help="cnnkit's worker processes, a list (default auto: as `cnnkit serve` chooses, 2 on 2+ cores; "
+        "'auto,1' adds a one-process server)",
     )
     parser.add_argument(
         "--anchors",
@@ -430,6 +451,9 @@ def main() -> None:
         "--baseline-src",
         type=Path,
         help="also serve the first server's settings from this src/ folder (e.g. main's), for before/after",
+    )
+    parser.add_argument(
+        "--baseline-workers", type=int, help="the baseline's worker processes (default: the first server's)"
     )
     parser.add_argument(
         "--anchor-threads",
@@ -466,16 +490,24 @@ def main() -> None:
         parser.error("the anchors take multipart forms only: --client raw needs --anchors ''")
     anchor_threads = threads if args.anchor_threads is None else args.anchor_threads
     shown = [f"{a} ({anchor_threads or 'default'} threads)" for a in anchors]
-    before = [f"{next(iter(specs))} before ({args.baseline_src})"] if args.baseline_src else []
+    before = [f"{baseline_name(specs, args.baseline_workers)} ({args.baseline_src})"] if args.baseline_src else []
     print(f"servers: {', '.join([*described, *before, *shown])}; client: {args.client}")
     with tempfile.TemporaryDirectory() as folder:
         model_paths = save_models(args.models.split(","), Path(folder))
         results = run_cells(
-            model_paths, specs, anchors, anchor_threads, args.seconds, args.repeats, args.client, args.baseline_src
+            model_paths,
+            specs,
+            anchors,
+            anchor_threads,
+            args.seconds,
+            args.repeats,
+            args.client,
+            args.baseline_src,
+            args.baseline_workers,
         )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print()
-    before = [f"{next(iter(specs))} before"] if args.baseline_src else []
+    before = [baseline_name(specs, args.baseline_workers)] if args.baseline_src else []
     rows = report(results, [*specs, *before, *anchors])
     if args.json:
         args.json.write_text(json.dumps({"machine": versions(), "rows": rows}, indent=2))

@@ -123,9 +123,27 @@ def test_uvicorn_runs_uvloop_and_httptools():
     assert server_stack() == {"loop": "uvloop", "http": "httptools"}  # uvicorn[standard] is a dependency
 
 
+def test_workers_default_to_two_on_a_multicore_cpu_and_one_on_one_core_or_a_gpu(monkeypatch):
+    import cnnkit.runtime
+    from cnnkit.serve import server
+
+    monkeypatch.setattr(server, "_cores", lambda: 2)
+    assert server.resolve_workers(ServeConfig(backend="onnx")) == 2
+    assert server.resolve_workers(ServeConfig(backend="torch", device="cpu")) == 2
+    assert server.resolve_workers(ServeConfig(backend="onnx", workers=3)) == 3  # asked for: kept
+    assert server._threads_per_worker(ServeConfig(backend="onnx")) == 1  # 2 cores / 2 workers - 1, at least 1
+    monkeypatch.setattr(server, "_cores", lambda: 16)
+    assert server._threads_per_worker(ServeConfig(backend="onnx")) == 7  # each worker's share, less its loop
+    monkeypatch.setattr(cnnkit.runtime.torch.cuda, "is_available", lambda: True)
+    assert server.resolve_workers(ServeConfig(backend="auto")) == 1  # auto on a GPU: torch there, one process
+    monkeypatch.setattr(server, "_cores", lambda: 1)
+    assert server.resolve_workers(ServeConfig(backend="onnx")) == 1
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX server processes")
-def test_two_workers_sum_their_counts(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["2", "default"])
+def test_two_workers_sum_their_counts(tmp_path, monkeypatch, workers):
     from cnnkit import models
     from test_serve_server import _start_cli_server
 
@@ -136,9 +154,12 @@ def test_two_workers_sum_their_counts(tmp_path, monkeypatch):
     metrics_dir.mkdir()
     (metrics_dir / "counter_4242.db").write_bytes(b"stale: would break the sum if read")
     monkeypatch.setenv(ENV_DIR, str(metrics_dir))  # the subprocess inherits it: its files can be looked at
-    proc, url, log = _start_cli_server(tmp_path / "model.safetensors", "--workers", "2", "--backend", "torch")
+    if workers == "default" and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: cnnkit serve runs one worker by default")
+    flags = ("--workers", workers) if workers != "default" else ()  # the default: 2 on this machine
+    proc, url, log = _start_cli_server(tmp_path / "model.safetensors", *flags, "--backend", "torch")
     try:
-        assert "event loop uvloop, HTTP parser httptools" in "".join(log)
+        assert "event loop uvloop, HTTP parser httptools, 2 workers" in "".join(log)
         port = int(url.rsplit(":", 1)[1])
         body = png_bytes(np.zeros((28, 28), np.uint8))
         deadline = time.monotonic() + 120  # until both workers have started (one after the other; slow when busy)

@@ -110,7 +110,8 @@ def test_cli_server_under_64_concurrent_clients_then_sigterm_drains(trained_seed
     _, model_path = trained_seed
     (_, _), (images, _) = digits
     body = digit_png(images, 0)
-    proc, url, log = _start_cli_server(model_path, "--max-in-flight", "16", "--backend", "onnx")
+    # One process: its memory, its card's batching and refusals are the whole server's.
+    proc, url, log = _start_cli_server(model_path, "--workers", "1", "--max-in-flight", "16", "--backend", "onnx")
     try:
         assert httpx.get(f"{url}/readyz").json() == {"status": "ready"}
         port = int(url.rsplit(":", 1)[1])

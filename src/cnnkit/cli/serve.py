@@ -20,7 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model file, run folder, `latest` or a prefix of one run's name under runs/")
     p.add_argument("--host", default=d.host, help=f"interface to bind (default {d.host}; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=d.port)
-    p.add_argument("--workers", type=int, default=d.workers, help="server processes (each loads the model)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="server processes, each with its own model and batcher (default: 2 on a CPU with 2 or "
+                   "more cores, else 1)")  # fmt: skip
     p.add_argument(
         "--backend",
         choices=["auto", "torch", "onnx"],

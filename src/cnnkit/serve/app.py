@@ -27,8 +27,16 @@ from cnnkit.models import Model
 from cnnkit.serve import schemas
 from cnnkit.serve.batching import BatcherStopped
 from cnnkit.serve.config import ServeConfig
+from cnnkit.serve.fast_path import DEFAULT_TOP_K, PredictFastPath, not_ready, predict_response
 from cnnkit.serve.inside import inside_router
-from cnnkit.serve.limits import AdmissionMiddleware, ApiError, BodyLimitMiddleware, deadline, error_response
+from cnnkit.serve.limits import (
+    AdmissionMiddleware,
+    ApiError,
+    BodyLimitMiddleware,
+    check_top_k,
+    deadline,
+    error_response,
+)
 from cnnkit.serve.metrics import CONTENT_TYPE_LATEST, MetricsMiddleware
 from cnnkit.serve.service import ModelService
 from cnnkit.serve.uploads import read_uploads
@@ -98,6 +106,9 @@ def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = No
         lifespan=lifespan,
     )
     app.state.service = service
+    # Innermost of ours: POST /v1/predict answered without FastAPI's request machinery, inside the
+    # limits and the metrics, so those see it as any other request (fast_path.py says why).
+    app.add_middleware(PredictFastPath, service=service)
     app.add_middleware(
         AdmissionMiddleware, admission=service.admission, paths=("/v1/predict", "/v1/explain", "/v1/inside")
     )
@@ -110,11 +121,6 @@ def create_app(model: Model | str | os.PathLike, config: ServeConfig | None = No
     app.include_router(inside_router(service, page=STATIC / "inside.html", page_headers=PAGE_HEADERS, docs=docs))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
-
-
-def _check_top_k(top_k: int, service: ModelService) -> None:
-    if top_k > service.config.max_top_k:
-        raise ApiError(422, "bad_parameter", f"top_k must be at most {service.config.max_top_k}")
 
 
 def _add_routes(app: FastAPI, service: ModelService) -> None:
@@ -135,15 +141,10 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     )
     async def predict(
         request: Request,
-        top_k: int = Query(5, ge=1, description="how many classes to answer per image"),
+        top_k: int = Query(DEFAULT_TOP_K, ge=1, description="how many classes to answer per image"),
         include_input: bool = Query(False, description="also answer each image as the model saw it (PNG)"),
     ) -> JSONResponse:
-        _check_top_k(top_k, service)
-        async with deadline(service.config.timeout_s):
-            answer = await service.predict(
-                lambda: read_uploads(request, service.config.max_images), top_k, include_input
-            )
-        return JSONResponse(answer)
+        return await predict_response(service, request, top_k, include_input)  # as the fast path answers
 
     @app.post(
         "/v1/explain",
@@ -154,12 +155,12 @@ def _add_routes(app: FastAPI, service: ModelService) -> None:
     )
     async def explain(
         request: Request,
-        top_k: int = Query(5, ge=1, description="how many classes to answer per image"),
+        top_k: int = Query(DEFAULT_TOP_K, ge=1, description="how many classes to answer per image"),
         target: str | None = Query(None, description="the class to explain (a name); default: the top class"),
         include_input: bool = Query(False, description="also answer each image as the model saw it (PNG)"),
         method: str = Query(DEFAULT_METHOD, description="a heat-map method, as GET /v1/model lists them"),
     ) -> JSONResponse:
-        _check_top_k(top_k, service)
+        check_top_k(top_k, service.config.max_top_k)
         async with deadline(service.config.timeout_s):
             answer = await service.explain(
                 lambda: read_uploads(request, service.config.max_images), top_k, target, include_input, method
@@ -192,7 +193,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(BatcherStopped)
     async def stopped(request: Request, exc: BatcherStopped) -> JSONResponse:
-        return error_response(ApiError(503, "not_ready", str(exc), {"Retry-After": "1"}))
+        return error_response(not_ready(exc))
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:

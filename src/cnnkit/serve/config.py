@@ -20,7 +20,9 @@ class ServeConfig:
     Attributes:
         host: interface to bind; loopback by default so nothing is exposed by accident.
         port: TCP port.
-        workers: server processes, each with its own copy of the model.
+        workers: server processes, each with its own copy of the model and its own batcher (None:
+            ``cnnkit serve`` decides, :func:`cnnkit.serve.server.resolve_workers`: 2 on a CPU with at
+            least 2 cores, else 1).
         backend: what runs the forward passes (see :func:`cnnkit.inference.load_predictor`): ``auto``
             (ONNX Runtime on a CPU, exported, checked and cached next to the model file on first use;
             PyTorch on a GPU), ``torch`` or ``onnx``. Heat maps (``/v1/explain``) always use PyTorch.
@@ -42,7 +44,7 @@ class ServeConfig:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    workers: int = 1
+    workers: int | None = None
     backend: str = "auto"
     threads: int | None = None
     max_batch: int = 32
@@ -58,10 +60,12 @@ class ServeConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        positive = ("workers", "max_batch", "max_in_flight", "max_body_bytes", "max_pixels", "max_images", "max_top_k")
+        positive = ("max_batch", "max_in_flight", "max_body_bytes", "max_pixels", "max_images", "max_top_k")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"unknown backend {self.backend!r}; choose from {', '.join(BACKENDS)}")
         if self.backend == "onnx" and self.device not in ("auto", "cpu"):

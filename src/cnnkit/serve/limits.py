@@ -26,6 +26,7 @@ __all__ = [
     "AdmissionMiddleware",
     "ApiError",
     "BodyLimitMiddleware",
+    "check_top_k",
     "deadline",
     "describe",
     "error_response",
@@ -128,6 +129,12 @@ class AdmissionMiddleware:
             await self.app(scope, receive, send)
         finally:
             admission.in_flight -= 1
+
+
+def check_top_k(top_k: int, max_top_k: int) -> None:
+    """422 for a ``top_k`` over the server's ``max_top_k`` (the route itself refuses one below 1)."""
+    if top_k > max_top_k:
+        raise ApiError(422, "bad_parameter", f"top_k must be at most {max_top_k}")
 
 
 @asynccontextmanager

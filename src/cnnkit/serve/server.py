@@ -1,4 +1,4 @@
-"""Running the app under uvicorn: one process, or ``workers`` processes sharing the port.
+"""Running the app under uvicorn: one process, or ``workers`` processes sharing the port (two on a multi-core CPU).
 
 SIGTERM (or Ctrl+C) stops accepting connections, lets the requests in flight finish (up to
 ``drain_timeout_s``), stops the model thread and exits 0.
@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from cnnkit.errors import CnnkitError, ConfigError
 from cnnkit.serve.config import ServeConfig
 
-__all__ = ["ENV_SPEC", "app_from_env", "check_port", "run_server", "server_stack"]
+__all__ = ["ENV_SPEC", "app_from_env", "check_port", "resolve_workers", "run_server", "server_stack"]
 
 ENV_SPEC = "CNNKIT_SERVE_SPEC"  # how worker processes learn the model and settings
 
@@ -35,6 +35,34 @@ def app_from_env() -> FastAPI:
     return create_app(spec["model"], ServeConfig.from_dict(spec["config"]))
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_workers(config: ServeConfig) -> int:
+    """How many server processes: ``config.workers``, else 2 on a CPU with at least 2 cores, else 1.
+
+    One process answers every request under one GIL: its event loop (HTTP, the multipart form,
+    decoding the upload, the JSON) gets at most one core however many the machine has, and on a
+    busy machine one runnable thread's share. For a small model that, not the forward pass, is
+    what bounds the requests per second: on 2 cores two workers served 1.6-1.8x the requests of
+    one at 32 clients (benchmarks/RESULTS.md). Each worker keeps its share of the cores for its
+    passes (:func:`_threads_per_worker`). More than two is ``--workers N``: every worker is one
+    more copy of the model, and the batches are split between them. On a GPU one process: there
+    the passes are the work, batching pays most, and each worker would hold a CUDA context.
+    """
+    if config.workers is not None:
+        return config.workers
+    if _cores() < 2:
+        return 1
+    if config.backend != "onnx":  # onnx runs on the CPU; torch (and auto) on the device auto picks
+        from cnnkit.runtime import resolve_device
+
+        if resolve_device(config.device).type != "cpu":
+            return 1
+    return 2
+
+
 def _threads_per_worker(config: ServeConfig) -> int:
     """Compute threads per worker (torch's and ONNX Runtime's intra-op threads alike): its share
     of the cores, less one for its event loop and decoding.
@@ -45,8 +73,7 @@ def _threads_per_worker(config: ServeConfig) -> int:
     ONNX Runtime's pool works the same way (one thread per core by default), so it gets the
     same number.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return config.threads or max(1, cores // config.workers - 1)
+    return config.threads or max(1, _cores() // resolve_workers(config) - 1)
 
 
 def _resolve_backend(path: os.PathLike, config: ServeConfig) -> str:
@@ -107,9 +134,12 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
     """Serve ``model`` (a model file or run folder) until SIGTERM or Ctrl+C."""
     config = config or ServeConfig()
     check_port(config.host, config.port)  # before loading the model: a busy port is said at once
-    config = replace(config, threads=_threads_per_worker(config))
+    config = replace(config, workers=resolve_workers(config), threads=_threads_per_worker(config))
     stack = server_stack()
-    said = f"cnnkit serve: uvicorn {uvicorn.__version__}, event loop {stack['loop']}, HTTP parser {stack['http']}"
+    said = (
+        f"cnnkit serve: uvicorn {uvicorn.__version__}, event loop {stack['loop']}, HTTP parser {stack['http']}, "
+        f"{config.workers} worker{'s' if config.workers > 1 else ''} (--workers)"
+    )
     options = {
         **stack,
         "host": config.host,
@@ -128,10 +158,11 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
         config = replace(config, backend=_resolve_backend(path, config))
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})
         from cnnkit.serve.metrics import multiprocess_dir
+        from cnnkit.serve.workers import run_workers
 
         print(said, file=sys.stderr)  # once the model is known to load: a bad one is the only line
         with multiprocess_dir():  # /metrics sums every worker's counts (prometheus-client's multiprocess mode)
-            uvicorn.run("cnnkit.serve.server:app_from_env", factory=True, workers=config.workers, **options)
+            run_workers("cnnkit.serve.server:app_from_env", config.workers, **options)  # a socket each (workers.py)
         return
 
     from cnnkit.serve.app import create_app
