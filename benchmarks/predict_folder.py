@@ -13,8 +13,10 @@ to the plain script measured in the same repetitions:
 - ``cnnkit predict (before)``: the same with another checkout's ``src`` (``--before``);
 - ``plain script``: Pillow decode in a ``torch.utils.data.DataLoader`` with 2 workers, batch 256,
   ONNX Runtime on the model's ONNX export (made once by ``cnnkit export``), one csv line per file;
-- ``decode only``: cnnkit's decoding path (``cnnkit.data.transforms.load_input``) over every file
-  in as many processes as cores, no model, no output: the ceiling a predictor of these files has.
+- ``decode only``: cnnkit's decoding path (``cnnkit.data.inputs.load_input``, torch-free, as
+  ``cnnkit predict`` decodes) over every file in as many forked processes as cores, no model, no
+  output: the ceiling a predictor of these files has. (Until 2026-12-06 it imported
+  ``cnnkit.data.transforms``, and with it torch: its figure held torch's start-up too.)
 
 The machine is shared: compare ratios of one run, not absolute figures across runs.
 """
@@ -60,8 +62,8 @@ if __name__ == "__main__":
 
 _DECODE = r"""
 import glob, os, sys
-from multiprocessing import Pool
-from cnnkit.data.transforms import load_input
+from multiprocessing import get_context
+from cnnkit.data.inputs import load_input
 
 def decode(paths):
     for path in paths:
@@ -71,7 +73,7 @@ def decode(paths):
 if __name__ == "__main__":
     paths = sorted(glob.glob(os.path.join(sys.argv[1], "**", "*.png"), recursive=True))
     chunks = [paths[i:i + 256] for i in range(0, len(paths), 256)]
-    with Pool(os.cpu_count()) as pool:
+    with get_context("fork").Pool(os.cpu_count()) as pool:
         assert sum(pool.map(decode, chunks)) == len(paths)
 """
 

@@ -145,6 +145,24 @@ def test_order_is_kept_and_errors_stay_in_place(tmp_path, digits):
     assert all(p.error is None and len(p.labels) == 2 for p in runs[0][1:])
 
 
+def test_workers_are_sent_many_batches_at_a_time_and_answer_as_this_process(tmp_path, digits):
+    """Decoding workers get chunks of several batches (fewer round trips); the model still sees one batch at
+    a time, and the answers, their order and the unreadable files' places are those of decoding here."""
+    from cnnkit.predict import _chunk_size, predict_files
+
+    _write_digits(tmp_path, digits, 150)
+    for i in (0, 70, 149):  # one in the first chunk, one mid-chunk, the last file
+        (tmp_path / f"{i:05d}.png").write_bytes(b"broken")
+    assert _chunk_size(1, (28, 28, 1)) == 64 and _chunk_size(64, (224, 224, 3)) == 64
+    runs, spies = {}, {}
+    for workers in (0, 2):
+        spies[workers] = _Spy()
+        runs[workers] = list(predict_files(spies[workers], [tmp_path], top_k=3, batch_size=1, workers=workers))
+    assert runs[2] == runs[0] and len(runs[0]) == 150
+    assert [p.error is not None for p in runs[0]] == [i in (0, 70, 149) for i in range(150)]
+    assert spies[2].batches == spies[0].batches == [1] * 147
+
+
 # The measurement runs in a fresh process: tracemalloc counts every allocation of the process it runs
 # in, so in the test process the threads and caches other tests left behind would be counted too.
 _MEASURE_PREDICTION = """

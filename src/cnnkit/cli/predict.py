@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
             rest = ", ".join(f"{label} {p:.1%}" for label, p in zip(pred.labels[1:], pred.probabilities[1:]))
             table.add_row(pred.path, pred.labels[0], f"{pred.probabilities[0]:.1%}", rest)
         elif writer is not None:
-            for rank, (label, p) in enumerate(zip(pred.labels, pred.probabilities), 1):
-                writer.writerow([pred.path, rank, label, f"{p:.6f}"])
+            ranked = enumerate(zip(pred.labels, pred.probabilities), 1)
+            writer.writerows((pred.path, rank, label, f"{p:.6f}") for rank, (label, p) in ranked)
         else:
             print(json.dumps(pred.to_dict()), flush=True)
     if table is not None and ok:

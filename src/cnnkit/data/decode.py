@@ -14,7 +14,6 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -166,4 +165,4 @@ def load_image(source: str | os.PathLike | bytes, channels: int, *, max_pixels: 
 
 def is_image_path(path: str | os.PathLike) -> bool:
     """Whether a file name has one of the image extensions cnnkit reads."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS  # Path(path).suffix, without making a Path
