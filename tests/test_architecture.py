@@ -17,7 +17,12 @@ ROOT = "cnnkit"
 
 ENGINE = "cnnkit.train"
 MODELS = "cnnkit.models"
-SURFACES = ("cnnkit.__main__", "cnnkit.cli", "cnnkit.serve", "cnnkit.studio")  # they parse and call; nothing below imports them
+SURFACES = (
+    "cnnkit.__main__",
+    "cnnkit.cli",
+    "cnnkit.serve",
+    "cnnkit.studio",
+)  # they parse and call; nothing below imports them
 # What the engine may import (ENGINEERING.md: engine <- models <- recipe <- surfaces): itself, and below it.
 BELOW_ENGINE = ("cnnkit.errors", "cnnkit._io", "cnnkit.runtime", "cnnkit.data", "cnnkit.evaluate",
                 "cnnkit.kernels", "cnnkit.layers", "cnnkit.activations",

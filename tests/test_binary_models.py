@@ -103,7 +103,10 @@ def test_cnnkit_predict_prints_the_probability_of_the_class_it_names(binary, tmp
         Image.fromarray((x[i, :, :, 0] * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
     result = run_main("predict", str(path), str(folder), "--format", "csv", "--top-k", "2", "--backend", "torch")
     assert result.returncode == 0, result.stderr
-    rows = {(r["path"].split("/")[-1], r["label"]): float(r["probability"]) for r in csv.DictReader(io.StringIO(result.stdout))}
+    rows = {
+        (r["path"].split("/")[-1], r["label"]): float(r["probability"])
+        for r in csv.DictReader(io.StringIO(result.stdout))
+    }
     for i in range(6):  # the PNG rounds pixels to 1/255: probabilities agree to a little more than float rounding
         assert rows[(f"{i}.png", "dog")] == pytest.approx(p[i], abs=2e-3)
         assert rows[(f"{i}.png", "cat")] == pytest.approx(1 - p[i], abs=2e-3)

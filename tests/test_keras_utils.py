@@ -121,10 +121,19 @@ def test_normalize_clone_model_and_json_round_trip(tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(clone.get_weights(), model.get_weights()))  # fresh weights
     again = keras.models.model_from_json(model.to_json())
     assert again.get_config() == model.get_config()
-    keras_json = json.dumps({"class_name": "Sequential", "keras_version": "3.15.1", "config": {"name": "k", "layers": [
-        {"class_name": "InputLayer", "config": {"batch_shape": [None, 6, 6, 1]}},
-        {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": [3, 3], "activation": "relu"}},
-    ]}})  # what Keras' own to_json writes (trimmed)
+    keras_json = json.dumps(
+        {
+            "class_name": "Sequential",
+            "keras_version": "3.15.1",
+            "config": {
+                "name": "k",
+                "layers": [
+                    {"class_name": "InputLayer", "config": {"batch_shape": [None, 6, 6, 1]}},
+                    {"class_name": "Conv2D", "config": {"filters": 2, "kernel_size": [3, 3], "activation": "relu"}},
+                ],
+            },
+        }
+    )  # what Keras' own to_json writes (trimmed)
     assert keras.models.model_from_json(keras_json).output_shape == (None, 4, 4, 2)
     with pytest.raises(CnnkitError, match="model_from_json takes the JSON"):
         keras.models.model_from_json("not json")

@@ -194,8 +194,10 @@ def refuse_runs_as_inputs(inputs: list[str | os.PathLike], model: str | os.PathL
     if model is not None and is_run(model):  # the glob's first match became the model
         runs = [Path(model), *runs]
         listed = ", ".join(str(run) for run in runs)
-        raise ConfigError(f"the arguments name {len(runs)} runs ({listed}), as a shell pattern matching several "
-                          f"runs does: name one (its folder, `latest` or a prefix only it has), then the images")
+        raise ConfigError(
+            f"the arguments name {len(runs)} runs ({listed}), as a shell pattern matching several "
+            f"runs does: name one (its folder, `latest` or a prefix only it has), then the images"
+        )
     raise ConfigError(f"{runs[0]} is a training run, not images: name it as the model (the first argument), "
                       f"or give the image files themselves")  # fmt: skip
 

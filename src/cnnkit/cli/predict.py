@@ -21,8 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Top-k classes for image files, folders (searched recursively) and globs. Streams: memory "
         "stays flat for any number of files with csv or json output.",
     )
-    p.add_argument("model", help="model file, run folder, `latest` (the newest run under runs/), a prefix of one "
-                   "run's name under runs/, or an ONNX or TorchScript file from `cnnkit export`")
+    p.add_argument(
+        "model",
+        help="model file, run folder, `latest` (the newest run under runs/), a prefix of one "
+        "run's name under runs/, or an ONNX or TorchScript file from `cnnkit export`",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("-k", "--top-k", type=int, default=3)
     p.add_argument(

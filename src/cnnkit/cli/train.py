@@ -37,9 +37,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     from cnnkit.recipe.config import TrainConfig
 
     p.add_argument("--config", metavar="FILE", help="JSON file of training options")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (its folder, `latest` or a "
-                   "prefix of its name under runs/) from its last checkpoint, or extend a finished one with "
-                   "--epochs N (more than it has)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue an interrupted run (its folder, `latest` or a "
+        "prefix of its name under runs/) from its last checkpoint, or extend a finished one with "
+        "--epochs N (more than it has)",
+    )
     add_options(p, TrainConfig)  # one flag per field of TrainConfig
 
 

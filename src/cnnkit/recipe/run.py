@@ -156,8 +156,10 @@ def _continued(config: TrainConfig, run_dir: Path, epochs: int | None) -> tuple[
         raise ConfigError(f"{run_dir} stopped after epoch {done} of {total}: finish it first with "
                           f"`cnnkit train --resume {run_dir}`, then extend it")  # fmt: skip
     if config.weights:
-        raise ConfigError(f"{run_dir} fine-tuned pretrained weights (head first, then all layers); extending a "
-                          f"fine-tuning run is not supported: start a run with --weights {run_dir}/{MODEL_FILE}")
+        raise ConfigError(
+            f"{run_dir} fine-tuned pretrained weights (head first, then all layers); extending a "
+            f"fine-tuning run is not supported: start a run with --weights {run_dir}/{MODEL_FILE}"
+        )
     return config.replace(epochs=epochs), _Segment(done, new=True)
 
 
