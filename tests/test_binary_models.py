@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -20,7 +23,8 @@ from PIL import Image
 import cnnkit as keras
 from cnnkit import layers
 from cnnkit.classifier import class_logits
-from conftest import run_main
+from conftest import SRC, run_main
+from test_predict_lean import _WRAPPER
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # starlette's note that TestClient will move to httpx2
@@ -93,6 +97,14 @@ def test_a_binary_model_without_class_names_gets_two(binary, tmp_path):
         predictor = load_predictor(tmp_path / "unnamed.safetensors", backend)
         assert predictor.class_names == ["0", "1"]
         np.testing.assert_allclose(predictor.predict_proba(x[:4])[:, 1], p[:4], atol=1e-5)
+    # cnnkit predict from the ONNX cache just built names them alike without importing torch
+    Image.fromarray((x[0, :, :, 0] * 255).astype(np.uint8)).save(tmp_path / "one.png")
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    args = ["predict", str(tmp_path / "unnamed.safetensors"), str(tmp_path / "one.png"), "--format", "csv"]
+    done = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "imported: []"
+    assert sorted(row[2] for row in csv.reader(io.StringIO(done.stdout)) if row[0] != "path") == ["0", "1"]
 
 
 def test_cnnkit_predict_prints_the_probability_of_the_class_it_names(binary, tmp_path):

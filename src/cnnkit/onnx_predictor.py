@@ -41,10 +41,8 @@ class OnnxPredictor:
         self.num_classes = int(self.onnx.session.get_outputs()[0].shape[1])  # a binary model's graph gives 2
         if info.class_names:
             self.class_names = list(info.class_names)
-        else:
-            from cnnkit.classifier import default_class_names  # torch: only for a model without class names
-
-            self.class_names = default_class_names(self.num_classes)
+        else:  # classifier.default_class_names' "0", "1", ...: the graph has counted a one-unit model's two classes
+            self.class_names = [str(i) for i in range(self.num_classes)]
         kind = "int8 " if info.quantization != "none" else ""
         self.description = f"onnx ({kind}ONNX Runtime {onnxruntime.__version__}, {self.onnx.name})"
 
