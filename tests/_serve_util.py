@@ -41,7 +41,11 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
 
 
 class GatedNet(nn.Module):
-    """Logits that favour class 0; every forward pass first waits for ``gate`` (a test holds it shut)."""
+    """Logits that favour class 0; every forward pass first waits for ``gate`` (a test holds it shut).
+
+    A pass takes at least 5 ms, as a real model's might: over the batcher's ``inline_ms``, so the server
+    runs it on its model thread and a held pass never stops the event loop.
+    """
 
     def __init__(self, classes: int = 3) -> None:
         super().__init__()
@@ -54,6 +58,7 @@ class GatedNet(nn.Module):
         self.calls += 1
         if not self.gate.wait(timeout=20):
             raise RuntimeError("the test never opened the gate")
+        time.sleep(0.005)
         return x.mean(dim=(1, 2, 3))[:, None] * 0 + self.bias
 
 

@@ -98,3 +98,84 @@ def test_a_job_larger_than_max_batch_runs_alone_and_errors_reach_every_caller():
 
     assert run(scenario()).outputs.shape == (10, 1, 1, 1)
     assert calls == [10, 3]
+
+
+class Timed:
+    """A forward pass that takes ``seconds``, records the thread it ran on, and notices two passes at once."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds, self.threads, self.running, self.overlapped = seconds, [], 0, False
+        self.lock = threading.Lock()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with self.lock:
+            self.running += 1
+            self.overlapped |= self.running > 1
+        threading.Event().wait(self.seconds)
+        self.threads.append(threading.current_thread().name)
+        with self.lock:
+            self.running -= 1
+        return x + 1
+
+
+def test_a_lone_image_of_a_fast_model_runs_on_the_callers_thread():
+    """The first pass (on the model thread) measures the model; after it, a lone image skips the two hand-offs,
+    with the same answer; several images, a slow model, a request on its way, or inline_ms=0 keep the model
+    thread."""
+    fast, slow, off = Timed(), Timed(seconds=0.01), Timed()
+    waiting = [0]
+
+    async def scenario():
+        results = {}
+        for name, forward, inline_ms in (("fast", fast, 5), ("slow", slow, 5), ("off", off, 0)):
+            batcher = Batcher(forward, max_batch=8, wait_ms=0, pending=lambda: waiting[0], inline_ms=inline_ms)
+            batcher.start()
+            try:
+                results[name] = [await batcher.submit(torch.full((1, 1, 2, 2), float(i))) for i in range(3)]
+                await batcher.submit(torch.zeros(2, 1, 2, 2))  # two images: batched on the model thread
+                waiting[0] = 1
+                await batcher.submit(torch.zeros(1, 1, 2, 2))  # another request on its way: it may join
+                waiting[0] = 0
+            finally:
+                batcher.stop()
+            assert batcher.stats.images == 3 + 2 + 1 and batcher.stats.batches == 5
+        return results
+
+    results = run(scenario())
+    here = threading.current_thread().name
+    assert fast.threads == ["cnnkit-model", here, here, "cnnkit-model", "cnnkit-model"]
+    assert slow.threads == off.threads == ["cnnkit-model"] * 5  # 10 ms a pass, or told not to: never here
+    for name in results:
+        for i, result in enumerate(results[name]):
+            assert torch.equal(result.outputs, torch.full((1, 1, 2, 2), i + 1.0)) and result.batch_size == 1
+
+
+def test_a_caller_never_runs_the_model_while_the_model_thread_does():
+    """Many concurrent callers of a fast model: some run on their thread, some on the model thread, never two
+    passes at once (the batcher's lock), and every caller gets its own rows."""
+    forward = Timed()
+
+    async def one(batcher, i):
+        await asyncio.sleep(0)
+        return await asyncio.to_thread(lambda: asyncio.run(batcher.submit(torch.full((1, 1, 1, 1), float(i)))))
+
+    async def scenario():
+        batcher = Batcher(forward, max_batch=4, wait_ms=0, inline_ms=50)
+        batcher.start()
+        try:
+            await batcher.submit(torch.zeros(1, 1, 1, 1))  # measured: fast
+            gate = threading.Event()
+            held = asyncio.ensure_future(batcher.call(lambda: gate.wait(10)))  # the model thread, busy
+            await asyncio.sleep(0.05)
+            answers = asyncio.ensure_future(asyncio.gather(*(one(batcher, i) for i in range(40))))
+            await asyncio.sleep(0.05)
+            gate.set()
+            await held
+            return await answers
+        finally:
+            batcher.stop()
+
+    answers = run(scenario())
+    assert [a.outputs.item() for a in answers] == [i + 1.0 for i in range(40)]
+    assert not forward.overlapped
+    assert {"cnnkit-model"} < set(forward.threads)  # the busy model thread took some; callers ran others

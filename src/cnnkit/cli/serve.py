@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most images per forward pass")
     p.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms,
                    help="how long a batch waits for more requests while others are arriving")  # fmt: skip
+    p.add_argument("--inline-ms", type=float, default=d.inline_ms,
+                   help="a lone image runs on the event loop while the model's one-image pass takes less "
+                   "than this (default 1; 0: always on the model thread)")  # fmt: skip
     p.add_argument("--max-in-flight", type=int, default=d.max_in_flight, help="requests at once; more get 503")
     p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request; longer gets 504")
     p.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20, help="largest request body")
@@ -56,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     config = ServeConfig(
         host=args.host, port=args.port, workers=args.workers, backend=args.backend, threads=args.threads,
         device=args.device,
-        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_in_flight=args.max_in_flight,
+        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, inline_ms=args.inline_ms,
+        max_in_flight=args.max_in_flight,
         timeout_s=args.timeout, max_body_bytes=int(args.max_body_mb * 2**20), max_pixels=args.max_pixels,
         max_images=args.max_images, drain_timeout_s=args.drain_timeout, access_log=not args.no_access_log,
     )  # fmt: skip

@@ -110,7 +110,11 @@ class ModelService:
         self.admission = Admission(config.max_in_flight)
         self.arriving = 0  # requests being read and decoded: the batcher waits for them, and only for them
         self.batcher = Batcher(
-            self._forward, max_batch=config.max_batch, wait_ms=config.batch_wait_ms, pending=lambda: self.arriving
+            self._forward,
+            max_batch=config.max_batch,
+            wait_ms=config.batch_wait_ms,
+            pending=lambda: self.arriving,
+            inline_ms=config.inline_ms,
         )
         self.ready = False
         self._decode_slots: asyncio.Semaphore | None = None
