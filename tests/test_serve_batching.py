@@ -179,3 +179,24 @@ def test_a_caller_never_runs_the_model_while_the_model_thread_does():
     assert [a.outputs.item() for a in answers] == [i + 1.0 for i in range(40)]
     assert not forward.overlapped
     assert {"cnnkit-model"} < set(forward.threads)  # the busy model thread took some; callers ran others
+
+
+def test_a_burst_of_lone_images_still_shares_passes():
+    """Requests that reach the server together each look alone when they submit (a small one is read and
+    decoded without waiting): they must find each other and go to the model thread to be batched."""
+    forward = Timed()
+
+    async def scenario():
+        batcher = Batcher(forward, max_batch=32, wait_ms=0, pending=lambda: 0, inline_ms=50)
+        batcher.start()
+        try:
+            await batcher.submit(torch.zeros(1, 1, 1, 1))  # measured: fast
+            burst = [batcher.submit(torch.full((1, 1, 1, 1), float(i))) for i in range(16)]
+            return await asyncio.gather(*burst), batcher.stats
+        finally:
+            batcher.stop()
+
+    answers, stats = run(scenario())
+    assert [a.outputs.item() for a in answers] == [i + 1.0 for i in range(16)]
+    assert stats.largest > 1 and max(a.batch_size for a in answers) > 1
+    assert set(forward.threads) == {"cnnkit-model"}  # none ran on the event loop

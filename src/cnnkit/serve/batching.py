@@ -106,6 +106,7 @@ class Batcher:
         self.inline_s = inline_ms / 1000.0
         self._model_lock = threading.Lock()  # held by whoever runs the model: the model thread or a lone caller
         self._busy = False  # the model thread has a job in hand (batching it, or running it)
+        self._hopeful = 0  # callers deciding whether to run their image here
         self._single_s: float | None = None  # how long the last one-image forward pass took
         self.stats = BatchStats()
         self.observe: Callable[[int], None] | None = None  # told each forward pass' size (the /metrics histogram)
@@ -113,11 +114,24 @@ class Batcher:
     # -- callers (the event loop) -------------------------------------------------
     async def submit(self, images: torch.Tensor) -> BatchResult:
         """Run ``images`` ``(n, C, H, W)`` through ``forward`` as part of a batch; await their rows."""
-        if self._alone(images):
+        if self._fast_and_one(images):
+            # Two turns of the event loop first, so that requests whose bytes have already reached the
+            # server show themselves: one turn reads the sockets and makes their tasks, the next runs them
+            # to their first wait (inside ``pending``) or to here (``_hopeful``). A small request is read,
+            # decoded and submitted without ever waiting, so without this a burst of them ran here one by
+            # one, each unaware of the next, and never shared a pass.
+            self._hopeful += 1
             try:
-                return self._run_here(images)
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                alone = self._hopeful == 1 and self._alone()
             finally:
-                self._model_lock.release()
+                self._hopeful -= 1
+            if alone:
+                try:
+                    return self._run_here(images)
+                finally:
+                    self._model_lock.release()
         return await self._put(images=images)
 
     async def call(self, fn: Callable[[], Any]) -> Any:
@@ -132,13 +146,16 @@ class Batcher:
         self._queue.put(_Job(future, loop, **work))
         return await future
 
-    def _alone(self, images: torch.Tensor) -> bool:
-        """Whether ``images`` is one image of a fast model that nothing else is waiting for, and the
-        model is now ours (the lock taken: the caller releases it)."""
-        fast = self._single_s is not None and self._single_s < self.inline_s
+    def _fast_and_one(self, images: torch.Tensor) -> bool:
+        """Whether ``images`` is one image for a model whose last one-image pass was under ``inline_ms``."""
+        return len(images) == 1 and self._single_s is not None and self._single_s < self.inline_s
+
+    def _alone(self) -> bool:
+        """Whether nothing else is waiting for the model, which is now ours (the lock taken: the caller
+        releases it)."""
         quiet = not self._busy and self._queue.empty() and (self._pending is None or self._pending() <= 0)
         running = not self._stopped and self._thread is not None
-        return len(images) == 1 and fast and quiet and running and self._model_lock.acquire(blocking=False)
+        return quiet and running and self._model_lock.acquire(blocking=False)
 
     def _run_here(self, images: torch.Tensor) -> BatchResult:
         started = time.perf_counter()
