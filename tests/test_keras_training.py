@@ -177,6 +177,20 @@ def test_backup_and_restore_resumes_an_interrupted_fit_where_it_stopped(tmp_path
         torch.testing.assert_close(a, b)  # the same weights as a fit that was never interrupted
 
 
+def test_a_callback_with_a_per_batch_hook_is_refused_not_ignored():
+    class EveryBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    model = _model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = _data()
+    with pytest.raises(
+        CnnkitError, match=r"EveryBatch defines on_train_batch_end: cnnkit calls callbacks once an epoch"
+    ):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[EveryBatch()])
+
+
 def test_terminate_on_nan_and_unknown_callbacks():
     stop = keras.callbacks.TerminateOnNaN()
     stop.set_model(_model())

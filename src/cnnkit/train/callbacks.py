@@ -69,6 +69,13 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
 
 
+# Keras' per-batch hooks. cnnkit's engine calls callbacks once an epoch, so a callback defining one of
+# these would silently never run it: refused, as LambdaCallback refuses them.
+BATCH_HOOKS = tuple(
+    f"on_{stage}batch_{end}" for stage in ("", "train_", "test_", "predict_") for end in ("begin", "end")
+)
+
+
 class CallbackList:
     """Calls each hook on every callback, in order."""
 
@@ -77,6 +84,12 @@ class CallbackList:
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise ConfigError(f"callbacks must be cnnkit callbacks, got {type(cb).__name__}")
+            per_batch = [hook for hook in BATCH_HOOKS if callable(getattr(cb, hook, None))]
+            if per_batch:
+                raise ConfigError(
+                    f"{type(cb).__name__} defines {', '.join(per_batch)}: cnnkit calls callbacks once an epoch, "
+                    "never per batch; move that work to on_epoch_begin/on_epoch_end (or on_train_begin/end)"
+                )
             cb.set_model(model)
             cb.set_params(params)
 
