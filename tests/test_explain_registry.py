@@ -204,7 +204,11 @@ def test_a_registered_method_reaches_the_pages(toy_method, trained_seed, digits,
         with page.expect_response("**/v1/explain**method=toy") as explained:
             page.select_option("#method", "toy")
         assert explained.value.ok
-        page.wait_for_function("document.querySelector('#heat-caption').textContent.includes('(Toy ramp)')")
+        # Playwright's expect, not wait_for_function: that one polls through eval, which the page's
+        # Content-Security-Policy (script-src 'self') refuses whenever its first check is false.
+        from playwright.sync_api import expect  # here: the module is skipped without playwright
+
+        expect(page.locator("#heat-caption")).to_contain_text("(Toy ramp)")
         page.screenshot(path=str(artifacts / "serve-page-methods.png"), full_page=True)
 
         page.set_viewport_size({"width": 1366, "height": 768})  # the inside view's three columns

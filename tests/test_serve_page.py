@@ -46,12 +46,13 @@ def test_page_recognizes_an_upload_and_a_drawing_on_a_phone_screen(trained_seed,
         with page.expect_response("**/v1/predict**") as drawn:
             draw_stroke(page, steps=12)
         assert drawn.value.ok
-        page.wait_for_function("document.querySelector('#timing').textContent.length > 0")
+        # expect, not wait_for_function: that one polls through eval, which the page's CSP refuses
+        from playwright.sync_api import expect  # here: the module is skipped without playwright
+
+        expect(page.locator("#timing")).not_to_have_text("")
         drawing = page.evaluate("document.getElementById('pad').toDataURL('image/png')")
         png = base64.b64decode(drawing.split(",", 1)[1])
-        page.wait_for_function(
-            "top => document.querySelector('#result').dataset.top === top", arg=api_top_label(url, png)
-        )
+        expect(page.locator("#result")).to_have_attribute("data-top", api_top_label(url, png))
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
 
         # The heat-map toggle asks /v1/explain for the same image and shows the Grad-CAM overlay.
