@@ -145,6 +145,21 @@ def test_order_is_kept_and_errors_stay_in_place(tmp_path, digits):
     assert all(p.error is None and len(p.labels) == 2 for p in runs[0][1:])
 
 
+def test_spawned_workers_answer_as_forked_ones(tmp_path, digits, monkeypatch):
+    """Off Linux the decoding workers are spawned (no fork on Windows; macOS forks unsafely with threads):
+    that path, run here, answers as the forked one and as decoding in this process."""
+    import cnnkit.predict as predict
+
+    _write_digits(tmp_path, digits, 150)
+    (tmp_path / "00070.png").write_bytes(b"broken")
+    runs = {}
+    for method, workers in (("fork", 0), ("fork", 2), ("spawn", 2)):
+        monkeypatch.setattr(predict, "_START_METHOD", method)
+        runs[method, workers] = list(predict.predict_files(_Spy(), [tmp_path], top_k=2, batch_size=1, workers=workers))
+    assert runs["spawn", 2] == runs["fork", 2] == runs["fork", 0] and len(runs["fork", 0]) == 150
+    assert runs["spawn", 2][70].error is not None
+
+
 def test_workers_are_sent_many_batches_at_a_time_and_answer_as_this_process(tmp_path, digits):
     """Decoding workers get chunks of several batches (fewer round trips); the model still sees one batch at
     a time, and the answers, their order and the unreadable files' places are those of decoding here."""

@@ -4,8 +4,7 @@
 because ONNX Runtime on the CPU needs neither torch nor the ``onnx`` package, so ``cnnkit
 predict`` of an export or of a model whose export is cached starts without their seconds of
 imports (:func:`cpu_onnx_predictor`). Torch is imported only for what needs it: images that
-are not already a ``(B, C, H, W)`` float32 batch (:func:`cnnkit.data.transforms.to_batch`),
-and class names for a model that has none.
+are not already a ``(B, C, H, W)`` float32 batch (:func:`cnnkit.data.transforms.to_batch`).
 """
 
 from __future__ import annotations

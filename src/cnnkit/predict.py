@@ -1,12 +1,12 @@
 """Prediction on image files: files, folders (recursive) and globs, streamed in batches.
 
-Paths are found lazily (one folder listing at a time) and cut into chunks of
-``batch_size``; worker processes (a :mod:`multiprocessing` pool) decode each chunk through the
+Paths are found lazily (one folder listing at a time) and cut into chunks of a few
+batches; worker processes (a :mod:`multiprocessing` pool) decode each chunk through the
 one decoding path (:mod:`cnnkit.data.decode`) and the same conversion to the model's input as
-training data, while the main process runs the model on the previous chunk. Only a few chunks
-are ever in flight, so memory stays flat for a folder of any size, and results come out in
-input order. A file that cannot be read is reported in its :class:`Prediction`, in its place,
-never fatal.
+training data, while the main process runs the model on the previous chunk, ``batch_size``
+images at a time. Only a few chunks are ever in flight, so memory stays flat for a folder of
+any size, and results come out in input order. A file that cannot be read is reported in its
+:class:`Prediction`, in its place, never fatal.
 
 This module imports no torch: with :func:`open_predictor` giving ONNX Runtime (an export, or
 a model whose export is cached, on a machine without a GPU) ``cnnkit predict`` never loads it,
@@ -19,6 +19,7 @@ import glob
 import itertools
 import os
 import signal
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -138,6 +139,13 @@ def _decode_chunk(paths: list[str], image_shape: tuple[int, int, int]) -> Chunk:
     return paths, errors, stacked
 
 
+# On Linux, fork: the workers start in milliseconds with what this process imported (spawn would import it
+# all again); they only decode, so the model runtime's threads, which fork does not copy, are not missed.
+# Elsewhere spawn, each platform's default: Windows has no fork, and macOS's system libraries are not safe
+# to use in a child forked from a process with threads (the model runtime's).
+_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+
+
 def _worker_signals() -> None:
     """A decoding worker dies by the pool's SIGTERM and leaves Ctrl-C to its parent. A fork inherits the
     parent's Python handlers, and one that does not exit (a server's graceful SIGTERM, in a process that
@@ -147,15 +155,13 @@ def _worker_signals() -> None:
 
 
 def _decoded(chunks: Iterator[list[str]], image_shape: tuple[int, int, int], workers: int) -> Iterator[Chunk]:
-    """The chunks decoded in order, by ``workers`` processes (0: here). ``imap`` keeps the order and
-    reads the chunks lazily; it runs ahead of the model by a few chunks at most only because the pool's
-    task queue is fed as results are taken, so memory stays flat."""
+    """The chunks decoded in order, by ``workers`` processes (0: here). At most ``2 * workers`` chunks are
+    in flight, the next one sent as each result is taken, so the paths are read lazily and memory stays
+    flat for a folder of any size."""
     if workers == 0:
         yield from (_decode_chunk(chunk, image_shape) for chunk in chunks)
         return
-    # fork: the workers start in milliseconds with what this process imported (spawn would import it all
-    # again); they only decode, so the model runtime's threads, which fork does not copy, are not missed.
-    with get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
+    with get_context(_START_METHOD).Pool(workers, initializer=_worker_signals) as pool:
         window = 2 * workers  # chunks in flight: enough to keep every worker busy while the model runs
         pending = [pool.apply_async(_decode_chunk, (chunk, image_shape)) for chunk in itertools.islice(chunks, window)]
         while pending:
