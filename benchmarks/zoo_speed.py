@@ -2,6 +2,7 @@
 
     python benchmarks/zoo_speed.py [--models resnet9 resnet18_small mobilenet_v3_small] [--images 512]
                                    [--epochs 6] [--reps 3] [--tree PATH]
+                                   [--precision fp32|bf16] [--plain-precision fp32|bf16]
 
 The same model (``cnnkit.models.create_model(name, num_classes=10, in_channels=3, input_size=32)``,
 seeded alike), the same random 32x32x3 images and labels, batch 128, AdamW (lr 1e-3, weight decay
@@ -11,6 +12,11 @@ seeded alike), the same random 32x32x3 images and labels, batch 128, AdamW (lr 1
   channels-last, fused optimizer where torch has one, ``kernels.fuse`` where it applies);
 - ``plain``: the loop a PyTorch user writes: ``TensorDataset`` + ``DataLoader(shuffle=True)``,
   ``torch.optim.AdamW``, the model and each batch in channels-last memory.
+
+``--precision bf16`` trains cnnkit's contender under ``keras.mixed_precision.set_global_policy(
+"mixed_bfloat16")`` (``cnnkit train --precision bf16``'s autocast); ``--plain-precision bf16`` wraps
+the plain loop's forward and loss in ``torch.autocast("cpu", torch.bfloat16)``. Both default to fp32.
+"% of peak" is always over the fp32 matmul peak.
 
 Each measurement runs in a fresh process (``--tree``'s ``src`` first on the path, so two checkouts
 compare); the contenders alternate within every repetition; images/s is the median over the
@@ -43,7 +49,7 @@ import json, sys, time
 import numpy as np, torch
 from cnnkit import callbacks, models, optimizers
 
-who, name, images, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+who, name, images, epochs, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 rng = np.random.default_rng(0)
 x = rng.random((images, 32, 32, 3), dtype=np.float32)  # NHWC, as Keras and cnnkit's fit take it
 y = rng.integers(0, 10, images)
@@ -51,6 +57,9 @@ torch.manual_seed(0)
 model = models.create_model(name, num_classes=10, in_channels=3, input_size=32)
 times = []
 if who == "cnnkit":
+    from cnnkit import mixed_precision
+    mixed_precision.set_global_policy({"fp32": "float32", "bf16": "mixed_bfloat16"}[precision])
+    model.dtype_policy = mixed_precision.global_policy()
     class Timer(callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
@@ -70,7 +79,8 @@ else:
         started = time.perf_counter()
         for xb, yb in loader:
             xb = xb.contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(net(xb), yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = loss_fn(net(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -86,9 +96,9 @@ print(json.dumps({"images/s": images / min(steady), "images/s median": images / 
 """
 
 
-def run(tree: Path, who: str, name: str, images: int, epochs: int) -> dict:
+def run(tree: Path, who: str, name: str, images: int, epochs: int, precision: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-    done = subprocess.run([sys.executable, "-c", _WORKER, who, name, str(images), str(epochs)], env=env,
+    done = subprocess.run([sys.executable, "-c", _WORKER, who, name, str(images), str(epochs), precision], env=env,
                           capture_output=True, text=True)  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"{who} {name} failed:\n{done.stderr[-3000:]}")
@@ -102,6 +112,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--tree", type=Path, default=HERE.parent, help="the checkout whose src cnnkit runs from")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="cnnkit's step arithmetic")
+    parser.add_argument("--plain-precision", choices=["fp32", "bf16"], default="fp32", help="the plain loop's")
     args = parser.parse_args()
     peak = matmul_peak_gflops()
     rows = []
@@ -109,7 +121,8 @@ def main() -> None:
         results: dict[str, list[dict]] = {"cnnkit": [], "plain": []}
         for rep in range(args.reps):
             for who in ("cnnkit", "plain") if rep % 2 == 0 else ("plain", "cnnkit"):
-                results[who].append(run(args.tree, who, name, args.images, args.epochs))
+                precision = args.precision if who == "cnnkit" else args.plain_precision
+                results[who].append(run(args.tree, who, name, args.images, args.epochs, precision))
         speed = {who: statistics.median(r["images/s"] for r in rs) for who, rs in results.items()}
         typical = {who: statistics.median(r["images/s median"] for r in rs) for who, rs in results.items()}
         gflop = results["cnnkit"][0]["train GFLOP/image"]
@@ -117,6 +130,7 @@ def main() -> None:
         print(f"{name} done", flush=True)
     peak = max(peak, matmul_peak_gflops())  # again at the end: a busy moment at the start understates it
     print(f"\n{machine()}; fp32 matmul peak through torch: {peak:.0f} GFLOP/s")
+    print(f"cnnkit in {args.precision}, the plain loop in {args.plain_precision}")
     print(f"{args.images} random 32x32x3 images, batch 128, AdamW, {args.epochs} epochs (first = warm-up); "
           f"fastest steady epoch per run, median of {args.reps} alternating runs, fresh processes\n")  # fmt: skip
     print("| model | train GFLOP/image | cnnkit images/s | plain images/s | cnnkit / plain | "

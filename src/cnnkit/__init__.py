@@ -23,6 +23,7 @@ _LAZY = {
     "optimizers": "cnnkit.train.optimizers",
     "metrics": "cnnkit.evaluate.keras_metrics",
     "activations": "cnnkit.activations",
+    "mixed_precision": "cnnkit.mixed_precision",
     "explain": "cnnkit.explain",
 }
 

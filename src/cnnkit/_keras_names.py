@@ -27,6 +27,7 @@ KERAS_MODULES = {
     "cnnkit.train.schedules": "keras.optimizers.schedules",
     "cnnkit.train.losses": "keras.losses",
     "cnnkit.evaluate.keras_metrics": "keras.metrics",
+    "cnnkit.mixed_precision": "keras.mixed_precision",
 }
 
 _TF_DATA = "pass NumPy arrays, or keras.utils.image_dataset_from_directory(...)'s result, to fit/evaluate/predict"
@@ -44,7 +45,8 @@ INSTEAD: dict[str, str] = {
     "keras.applications": _ZOO,
     "keras.preprocessing": "use keras.utils.image_dataset_from_directory, load_img and img_to_array, or "
     "cnnkit's augmentation (`cnnkit train --augment flip+affine`)",  # fmt: skip
-    "keras.mixed_precision": "cnnkit trains in bf16 autocast on a GPU by default; `cnnkit train --precision fp16`",
+    "keras.mixed_precision.LossScaleOptimizer": "under 'mixed_float16' cnnkit's fit scales the loss itself: "
+    "pass the optimizer as it is",  # fmt: skip
     "keras.distribution": "run the same script under torchrun: `torchrun --nproc-per-node N -m cnnkit train ...`",
     "keras.export": "cnnkit.export.export_model(model, 'onnx', out='model.onnx') or `cnnkit export`",
     "keras.quantizers": "`cnnkit export --quantize int8` writes an INT8 ONNX model with its accuracy change",
@@ -99,7 +101,7 @@ INSTEAD: dict[str, str] = {
 }
 # Whole namespaces: any name under them.
 _PREFIXES = ("keras.ops", "keras.backend", "keras.random", "keras.applications", "keras.preprocessing",
-             "keras.mixed_precision", "keras.distribution", "keras.export", "keras.quantizers")  # fmt: skip
+             "keras.distribution", "keras.export", "keras.quantizers")  # fmt: skip
 # Names people write for TensorFlow itself, through `import cnnkit as tf` or Keras code that mixes it in
 # (`cnnkit.data` is cnnkit's own data module, so tf.data's datasets meet its names instead).
 _TENSORFLOW = {"function": _TORCH, "GradientTape": "cnnkit's fit trains; for a loop of your own, "

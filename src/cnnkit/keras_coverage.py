@@ -56,6 +56,8 @@ KERAS_API: dict[str, tuple[str, ...]] = {
                       "TopKCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "AUC", "Precision", "Recall",
                       "F1Score", "MeanSquaredError"),
     "keras.activations": ("relu", "sigmoid", "softmax", "tanh", "gelu", "get"),
+    "keras.mixed_precision": ("set_global_policy", "global_policy", "DTypePolicy", "Policy", "set_dtype_policy",
+                              "dtype_policy", "LossScaleOptimizer"),
 }  # fmt: skip
 
 _STATES = ("in cnnkit", "not yet", "cnnkit cannot mean the same (the error says what to use)")

@@ -95,8 +95,15 @@ class Layer(nn.Module):
         dtype: str | None = None,
     ) -> None:
         super().__init__()
+        dtype = getattr(dtype, "name", dtype)  # a keras.mixed_precision.DTypePolicy, or its name
         if dtype not in (None, "float32"):
-            raise ConfigError(f"cnnkit layers compute in float32, got dtype={dtype!r}")
+            raise ConfigError(
+                f"cnnkit layers keep float32 weights, got dtype={dtype!r}; to train in 16 bits, set the whole "
+                f"model's policy: keras.mixed_precision.set_global_policy('mixed_bfloat16') before making it"
+            )
+        # dtype="float32" on a layer keeps it in float32 under a mixed policy, as Keras' guides do for
+        # the output layer; without it the layer computes as the model's policy says.
+        self.float32 = dtype == "float32"
         self.name = name
         self.activation_name, self.activation = activations.get(activation)
         self.trainable = trainable
@@ -149,7 +156,17 @@ class Layer(nn.Module):
             if len(args) > 1 or kwargs:
                 raise ConfigError(f"layer {self.name!r} takes one input (or a list of them for a merge layer)")
             return symbolic_call(self, args[0])
+        if self.float32 and torch.is_autocast_enabled(_device_type(args[0])):
+            with torch.autocast(_device_type(args[0]), enabled=False):
+                return super().__call__(*(_float32(a) for a in args), **kwargs)
         return super().__call__(*args, **kwargs)
+
+    def logits(self, x: Any) -> Any:
+        """``call(x)`` without the activation, under the layer's dtype: a model's last layer gives its logits so."""
+        if self.float32 and torch.is_autocast_enabled(_device_type(x)):
+            with torch.autocast(_device_type(x), enabled=False):
+                return self.call(_float32(x))
+        return self.call(x)
 
     # -- Keras compatibility --------------------------------------------------
     def get_weights(self) -> list[np.ndarray]:
@@ -170,6 +187,8 @@ class Layer(nn.Module):
     def get_config(self) -> dict[str, Any]:
         """Keras-style config: ``type(self)(**config)`` rebuilds the layer."""
         config: dict[str, Any] = {"name": self.name, "trainable": self.trainable}
+        if self.float32:
+            config["dtype"] = "float32"
         if "activation" in init_args(type(self)):
             if self.activation_name not in activations.ACTIVATIONS:
                 raise ConfigError(f"{self.name}: a custom activation module cannot be saved as config")
@@ -178,6 +197,17 @@ class Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, output_shape={self.output_shape}"
+
+
+def _device_type(x: torch.Tensor | Sequence[torch.Tensor]) -> str:
+    return (x if isinstance(x, torch.Tensor) else x[0]).device.type  # a merge layer takes a list
+
+
+def _float32(x: Any) -> Any:
+    """A layer's input, in float32 (a list of them for a merge layer)."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    return [_float32(t) for t in x] if isinstance(x, (list, tuple)) else x
 
 
 def init_args(cls: type) -> set[str]:

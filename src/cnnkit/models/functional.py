@@ -134,7 +134,7 @@ class Functional(LayerModel, functional_api=True):
             if isinstance(layer, LayerModel):  # a model used as a layer
                 values[i + 1] = layer(arg) if i == last else layer.as_layer(arg)
             else:
-                values[i + 1] = layer.call(arg) if i == last and self.output_activation != "linear" else layer(arg)
+                values[i + 1] = layer.logits(arg) if i == last and self.output_activation != "linear" else layer(arg)
             for value in self._release[i]:  # free what no later layer reads
                 del values[value]
         return values[last + 1]

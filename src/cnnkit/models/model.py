@@ -19,6 +19,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from cnnkit import mixed_precision
 from cnnkit.classifier import class_count, pixel_range
 from cnnkit.data.transforms import images_to_tensor, to_batch
 from cnnkit.errors import ConfigError, DataError, ShapeError
@@ -84,6 +85,8 @@ class Model(nn.Module):
         self.history: callbacks_module.History | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self._compiled: dict[str, Any] | None = None
+        # How fit's steps compute: the global policy when the model is made, as Keras' layers take it.
+        self._dtype_policy = mixed_precision.global_policy()
         self.set_normalization(normalization)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -103,6 +106,15 @@ class Model(nn.Module):
     def image_shape(self) -> Shape | None:
         """One input image, Keras-style ``(H, W, C)``."""
         return self._image_shape
+
+    @property
+    def dtype_policy(self) -> mixed_precision.DTypePolicy:
+        """How ``fit`` computes each step (Keras' ``dtype_policy``); weights stay float32 under any."""
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, policy: str | mixed_precision.DTypePolicy) -> None:
+        self._dtype_policy = mixed_precision.DTypePolicy(policy)
 
     @property
     def input_shape(self) -> Shape | None:
@@ -284,7 +296,8 @@ class Model(nn.Module):
             self, (x_t, y_t),
             loss_fn=self._loss_fn(class_weight), optimizer=self.optimizer, epochs=epochs,
             batch_size=batch_size or 32, validation=validation, metrics=self._compiled["metrics"],
-            callbacks=list(callbacks or []), settings=TrainSettings(), shuffle=shuffle, initial_epoch=initial_epoch,
+            callbacks=list(callbacks or []), settings=TrainSettings(precision=self.dtype_policy.precision),
+            shuffle=shuffle, initial_epoch=initial_epoch,
             verbose=1 if verbose == "auto" else int(verbose),
         )  # fmt: skip
         return self.history

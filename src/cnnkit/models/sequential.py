@@ -185,7 +185,7 @@ class Sequential(LayerModel):
         for layer in self.layers[:-1]:
             x = layer(x)
         last = self.layers[-1]
-        return last.call(x) if self.output_activation != "linear" else last(x)
+        return last.logits(x) if self.output_activation != "linear" else last(x)
 
     def get_config(self) -> dict[str, Any]:
         """Keras-style config: the input shape and each layer's config."""
