@@ -46,6 +46,30 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "weights"
 
 
+def test_weights_trained_on_0_to_255_pixels_start_a_model_fed_0_to_1_pixels(trained_seed, tmp_path):
+    source, _ = trained_seed
+    keras_style = models.create_model("seed", num_classes=10, in_channels=1, input_size=28)
+    keras_style.load_state_dict(source.state_dict())
+    keras_style.class_names, keras_style.pixel_max = source.class_names, 255.0  # as Model.fit on 0..255 makes it
+    keras_style.set_normalization({"mean": [30.0], "std": [60.0]})  # in 0..255 units
+    path = tmp_path / "keras_style.safetensors"
+    keras_style.save(path)
+    fresh = models.create_model("seed", num_classes=10, in_channels=1, input_size=28)
+    fresh.class_names = source.class_names
+    report = load_pretrained(fresh, path)
+    assert fresh.pixel_max == 1.0 and report.normalization["mean"] == pytest.approx([30 / 255])
+    assert report.normalization["std"] == pytest.approx([60 / 255])
+    x = torch.rand(3, 1, 28, 28)  # cnnkit's [0, 1] pixels
+    torch.testing.assert_close(fresh.eval()(x), keras_style.eval()(x * 255), rtol=1e-4, atol=1e-4)
+    plain = models.create_model("seed", num_classes=10, in_channels=1, input_size=28)
+    plain.class_names = source.class_names  # the same classes: the head is kept too
+    keras_style.set_normalization(None)  # no normalization of its own: the scale alone
+    keras_style.save(path)
+    scaled = load_pretrained(plain, path).normalization
+    assert scaled["mean"] == pytest.approx([0.0]) and scaled["std"] == pytest.approx([1 / 255])
+    torch.testing.assert_close(plain.eval()(x), keras_style.eval()(x * 255), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("fmt", ["safetensors", "pth"])
 def test_torchvision_state_dict_loads_into_the_wrapper(resnet18_files, fmt):
     state, st_path, pth_path = resnet18_files

@@ -11,8 +11,10 @@ loads a file. Every tensor must fit the model, with two deliberate exceptions:
   over RGB for a color one.
 
 The preprocessing the weights expect (mean/std) is set on the model, so it travels into the
-model file. ``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that
-would run code is refused.
+model file; weights trained on 0..255 pixels (a Keras-trained file's ``pixel_max`` 255) get it
+divided by 255, so the model takes cnnkit's [0, 1] pixels and its body still sees what it did.
+``.pth`` files are read with ``torch.load(weights_only=True)``: a pickle that would run code is
+refused.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from cnnkit import modelfile
+from cnnkit.classifier import pixel_max
 from cnnkit.errors import CnnkitError, ConfigError, ModelFileError
 from cnnkit.models._registry import get_model_entry
 from cnnkit.models.loading import load_model
@@ -51,6 +54,7 @@ class PretrainedWeights:
     class_names: list[str] | None = None
     model_name: str | None = None  # the architecture a cnnkit model file holds
     input_shape: tuple[int, ...] | None = None  # (H, W, C) a cnnkit model file was trained at
+    pixel_max: float = 1.0  # a white pixel in what they were trained on (cnnkit.classifier): 255 for Keras' 0..255
 
 
 @dataclass
@@ -126,7 +130,7 @@ def _read_safetensors(path: Path) -> PretrainedWeights:
     return PretrainedWeights(
         tensors=dict(source.state_dict()), origin=str(path), normalization=source.normalization,
         class_names=source.class_names, model_name=str(name),
-        input_shape=tuple(source.image_shape) if source.image_shape else None,
+        input_shape=tuple(source.image_shape) if source.image_shape else None, pixel_max=pixel_max(source),
     )  # fmt: skip
 
 
@@ -204,6 +208,16 @@ def _adapt_normalization(norm: dict[str, Sequence[float]] | None, channels: int)
     if channels == 1:  # grey: the channel average, matching the summed filters
         return {k: [sum(v) / len(v)] for k, v in norm.items()}
     return {k: list(v) * channels for k, v in norm.items()}
+
+
+def _rescale_normalization(norm: dict[str, list[float]] | None, scale: float, channels: int) -> dict[str, list[float]]:
+    """The normalization that gives the body, from pixels ``scale`` times smaller, what ``norm`` gave it.
+
+    ``(scale * x - mean) / std == (x - mean / scale) / (std / scale)``: the weights see the inputs
+    they were trained on, and the model keeps the pipeline's pixel range.
+    """
+    norm = norm or {"mean": [0.0] * channels, "std": [1.0] * channels}
+    return {"mean": [m / scale for m in norm["mean"]], "std": [s / scale for s in norm["std"]]}
 
 
 def _fit_tensors(model: Model, weights: PretrainedWeights, keep_head: bool) -> tuple[dict[str, torch.Tensor], str]:
@@ -285,6 +299,9 @@ def load_pretrained(
         model.load_state_dict(state, strict=False)  # only the head (and BatchNorm counters) may be left out
     channels = model.image_shape[2] if model.image_shape else 3
     normalization = _adapt_normalization(source.normalization, channels)
+    scale = source.pixel_max / pixel_max(model)
+    if scale != 1.0:  # weights trained on 0..255 into a model fed [0, 1]: the first arithmetic scales up
+        normalization = _rescale_normalization(normalization, scale, channels)
     if normalization is not None:
         device = next(model.parameters()).device
         model.set_normalization(normalization)
