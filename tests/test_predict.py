@@ -9,12 +9,14 @@ import subprocess
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from cnnkit._io import file_sha256
 from cnnkit.runtime import prefer_channels_last
 from conftest import SRC, run_cli, run_main
 
@@ -102,6 +104,42 @@ def test_onnx_cache_is_keyed_by_the_model_file(model_copy, monkeypatch, trained_
     cache_path(model_copy).write_bytes(b"garbage")
     with pytest.warns(UserWarning, match="rebuilding the ONNX cache"):
         np.testing.assert_allclose(load_predictor(model_copy, "onnx").predict_proba(x), rebuilt, atol=1e-6)
+
+
+def test_a_model_in_a_read_only_folder_caches_its_export_in_the_data_cache(model_copy, monkeypatch, tmp_path):
+    import cnnkit._io
+    import cnnkit.export as export
+    from cnnkit.inference import OnnxPredictor, cache_path, load_predictor
+    from cnnkit.onnx_predictor import cpu_onnx_predictor, shared_cache_path
+
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "data"))
+    write = cnnkit._io.atomic_write_bytes
+    unwritable = [model_copy.parent]
+
+    def read_only(path, data):  # the tests run as root, whom chmod does not stop
+        if Path(path).parent in unwritable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return write(path, data)
+
+    monkeypatch.setattr(cnnkit._io, "atomic_write_bytes", read_only)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a cache that works says nothing
+        first = load_predictor(model_copy)
+    shared = shared_cache_path(file_sha256(model_copy))
+    assert isinstance(first, OnnxPredictor) and shared.is_file() and not cache_path(model_copy).exists()
+    assert shared.parent == tmp_path / "data" / "onnx"
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    with monkeypatch.context() as m:
+        m.setattr(export, "build_onnx", lambda *a, **kw: pytest.fail("the shared cache should have been used"))
+        np.testing.assert_array_equal(load_predictor(model_copy).predict_proba(x), first.predict_proba(x))
+    np.testing.assert_array_equal(cpu_onnx_predictor(model_copy).predict_proba(x), first.predict_proba(x))
+    # Nowhere to write: the export runs from memory, with a warning naming both places.
+    shared.unlink()
+    unwritable.append(shared.parent)
+    with pytest.warns(
+        UserWarning, match="cannot cache the ONNX export at .*model.cache.onnx or .*using it from memory"
+    ):
+        np.testing.assert_allclose(load_predictor(model_copy).predict_proba(x), first.predict_proba(x), atol=1e-6)
 
 
 def test_auto_falls_back_to_torch_when_the_model_does_not_export(model_copy, monkeypatch):

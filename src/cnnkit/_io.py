@@ -16,7 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "file_sha256"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "data_root", "file_sha256"]
+
+
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """cnnkit's cache folder (data sets, weights, exports): ``data_dir`` if given, else ``$CNNKIT_DATA``,
+    else ``~/.cache/cnnkit``."""
+    chosen = data_dir or os.environ.get("CNNKIT_DATA") or Path.home() / ".cache" / "cnnkit"
+    return Path(chosen).expanduser()
 
 
 def _read_umask() -> int:

@@ -44,7 +44,7 @@ from cnnkit.errors import ConfigError, ExportError, ModelFileError, ShapeError
 from cnnkit.kernels import fuse
 from cnnkit.models import Model, load_model
 from cnnkit.models.loading import check_model_file
-from cnnkit.onnx_predictor import OnnxPredictor, cache_path, open_cache  # torch-free: there
+from cnnkit.onnx_predictor import OnnxPredictor, cache_path, open_cache, shared_cache_path  # torch-free: there
 from cnnkit.runs import resolve_model
 from cnnkit.runtime import resolve_device
 
@@ -162,12 +162,17 @@ def _cached_onnx(model_path: Path, threads: int | None, model: Callable[[], Mode
     except ModelFileError as e:  # a damaged cache is rebuilt, not trusted and not fatal
         warnings.warn(f"rebuilding the ONNX cache: {e}", stacklevel=4)
     payload, _ = build_onnx(model(), source_sha256=digest, reference=reference_data(model()))
-    try:
-        atomic_write_bytes(cache, payload)
-        return OnnxPredictor(cache, threads=threads)
-    except OSError as e:  # a read-only model folder: run from memory, export again next time
-        warnings.warn(f"cannot cache the ONNX export at {cache} ({e.strerror}); using it from memory", stacklevel=4)
-        return OnnxPredictor(payload, name=f"the ONNX export of {model_path}", threads=threads)
+    shared = shared_cache_path(digest)
+    for where in (cache, shared):  # next to the model; a read-only model folder: the data cache
+        try:
+            where.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(where, payload)
+            return OnnxPredictor(where, threads=threads)
+        except OSError as e:
+            error = e
+    warnings.warn(f"cannot cache the ONNX export at {cache} or {shared} ({error.strerror}); using it from memory",
+                  stacklevel=4)  # fmt: skip
+    return OnnxPredictor(payload, name=f"the ONNX export of {model_path}", threads=threads)
 
 
 def _check_backend(backend: str) -> None:

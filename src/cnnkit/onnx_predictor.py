@@ -1,4 +1,8 @@
-"""The ONNX Runtime predictor, and the ONNX cache next to a model file: no torch imported.
+"""The ONNX Runtime predictor, and the ONNX cache of a model file: no torch imported.
+
+A model file's export is cached next to it (``model.cache.onnx``), or, when its folder cannot
+take a file (read-only, someone else's), in the data cache by the file's SHA-256
+(:func:`shared_cache_path`), so a shared model is exported once, not on every run.
 
 :mod:`cnnkit.inference` re-exports all of this and decides the backends; it is here, apart,
 because ONNX Runtime on the CPU needs neither torch nor the ``onnx`` package, so ``cnnkit
@@ -16,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from cnnkit._io import file_sha256
+from cnnkit._io import data_root, file_sha256
 from cnnkit.data.inputs import array_layout
 from cnnkit.errors import ModelFileError
 from cnnkit.export.metadata import EXPORT_VERSION
 from cnnkit.export.onnx_session import open_onnx
 from cnnkit.runs import resolve_model
 
-__all__ = ["CACHE_SUFFIX", "OnnxPredictor", "cache_path", "cpu_onnx_predictor", "open_cache"]
+__all__ = ["CACHE_SUFFIX", "OnnxPredictor", "cache_path", "cpu_onnx_predictor", "open_cache", "shared_cache_path"]
 
 CACHE_SUFFIX = ".cache.onnx"
 
@@ -69,17 +73,23 @@ def cache_path(model_path: str | os.PathLike) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + CACHE_SUFFIX)
 
 
+def shared_cache_path(digest: str) -> Path:
+    """Where the export of the model file whose SHA-256 is ``digest`` is cached when the file's own folder
+    cannot take it: ``$CNNKIT_DATA/onnx/<digest>.cache.onnx``."""
+    return data_root() / "onnx" / f"{digest}{CACHE_SUFFIX}"
+
+
 def open_cache(model_path: Path, digest: str, threads: int | None) -> OnnxPredictor | None:
-    """The cached export of the model file whose SHA-256 is ``digest``, when there is one made from
-    exactly that file by this export version; None when there is none or it is stale. A damaged
-    cache raises :class:`~cnnkit.errors.ModelFileError`."""
-    cache = cache_path(model_path)
-    if not cache.exists():
-        return None
-    cached = OnnxPredictor(cache, threads=threads)
-    info = cached.onnx.info
-    if info.source_sha256 == digest and info.export_version == EXPORT_VERSION and info.quantization == "none":
-        return cached
+    """The cached export of the model file whose SHA-256 is ``digest`` (next to it, else in the data
+    cache), when there is one made from exactly that file by this export version; None when there is
+    none or it is stale. A damaged cache raises :class:`~cnnkit.errors.ModelFileError`."""
+    for cache in (cache_path(model_path), shared_cache_path(digest)):
+        if not cache.exists():
+            continue
+        cached = OnnxPredictor(cache, threads=threads)
+        info = cached.onnx.info
+        if info.source_sha256 == digest and info.export_version == EXPORT_VERSION and info.quantization == "none":
+            return cached
     return None
 
 
@@ -113,9 +123,9 @@ def cpu_onnx_predictor(
     if backend == "auto" and device != "cpu" and not _surely_cpu_only():
         return None  # maybe a GPU: auto means PyTorch there
     path = Path(source.path)
-    if not path.is_file() or not cache_path(path).exists():
-        return None  # no cache yet: load_predictor exports, checks and caches it
+    if not path.is_file():
+        return None
     try:
-        return open_cache(path, file_sha256(path), threads)
+        return open_cache(path, file_sha256(path), threads)  # None: no cache yet, load_predictor makes it
     except ModelFileError:
         return None  # a damaged cache: load_predictor warns and rebuilds it

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cnnkit._io import data_root
 from cnnkit.errors import DataError
 
 __all__ = ["CONNECT_TIMEOUT", "RemoteFile", "data_root", "extract_archive", "fetch", "file_digest"]
@@ -52,12 +53,6 @@ class RemoteFile:
     @property
     def name(self) -> str:
         return Path(self.path).name
-
-
-def data_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """The data cache: ``data_dir`` if given, else ``$CNNKIT_DATA``, else ``~/.cache/cnnkit``."""
-    chosen = data_dir or os.environ.get("CNNKIT_DATA") or Path.home() / ".cache" / "cnnkit"
-    return Path(chosen).expanduser()
 
 
 def file_digest(path: str | os.PathLike, algorithm: str) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from cnnkit._io import atomic_write, file_sha256
+from cnnkit._io import atomic_write, data_root, file_sha256
 from cnnkit.errors import ConfigError, ModelFileError
 from cnnkit.models._registry import get_model_entry, list_models
 
@@ -33,7 +33,7 @@ _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,64})\.")  # torchvision's "<name>-<sha
 
 def cache_dir() -> Path:
     """cnnkit's download cache: ``$CNNKIT_DATA``, default ``~/.cache/cnnkit``."""
-    return Path(os.environ.get("CNNKIT_DATA") or Path.home() / ".cache" / "cnnkit").expanduser()
+    return data_root()
 
 
 @dataclass(frozen=True)
