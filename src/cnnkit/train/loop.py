@@ -37,6 +37,7 @@ from cnnkit.train.callbacks import Callback, CallbackList, History
 from cnnkit.train.distributed import SINGLE, World
 from cnnkit.train.ema import EMA
 from cnnkit.train.optimizers import match_state_layout
+from cnnkit.train.precision import step_autocast
 from cnnkit.train.progress import TrainingProgress
 from cnnkit.train.settings import Augment, TrainSettings
 
@@ -120,8 +121,8 @@ class Stepper:
         self.channels_last = bool(settings.channels_last)  # auto (None) is fit's to resolve, from the model
         self.fused = fuse(model)  # the C kernels' pass (or the model itself): eager steps and validation run it
         self.forward = torch.compile(model) if compile else self.fused
-        dtype = settings.autocast_dtype
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if dtype else nullcontext
+        # (compiled: the compiler makes its own kernels, and hooks added per step would recompile it)
+        self.autocast = step_autocast(model, self.device, settings.autocast_dtype, keep_depthwise=not compile)
         self.scaler = torch.amp.GradScaler(self.device.type) if settings.precision == "fp16" else None
         # torch's fused Adam/AdamW/SGD read `found_inf` and skip the update on the device.
         self.skip_on_device = bool(optimizer.defaults.get("fused")) and self.scaler is None
