@@ -128,3 +128,26 @@ def test_gather_train_understand_fix_and_ship_in_the_browser(tmp_path):
         page.screenshot(path=str(artifacts / "studio-4-ship.png"), full_page=True)
         assert not errors, errors
     app.state.jobs.close()
+
+
+def test_a_project_laid_out_in_splits_shows_its_classes_and_each_splits_count(tmp_path):
+    artifacts = artifacts_dir(tmp_path)
+    root = tmp_path / "project"
+    for split, n in (("train", 4), ("val", 2), ("test", 1)):
+        for name, vertical in (("vertical", True), ("horizontal", False)):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                (root / split / name / f"{split}-{i}.png").write_bytes(stripes_png(vertical, i))
+    app = create_app(root, TOKEN)
+    with threaded_server(app) as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{url}/?token={TOKEN}")
+        page.wait_for_selector('.class[data-class="vertical"] .grid img >> nth=6')  # every split's images
+        assert page.inner_text('.class[data-class="vertical"] .count') == "7 images (train 4, val 2, test 1)"
+        assert "classes in train/, val/, test/ (new images go to train/)" in page.inner_text("#project-root")
+        assert not page.is_visible('.class[data-class="vertical"] button:text("more")')  # all 7 are shown
+        page.screenshot(path=str(artifacts / "studio-splits.png"), full_page=True)
+    app.state.jobs.close()
+    assert not errors

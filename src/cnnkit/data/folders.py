@@ -25,7 +25,8 @@ import numpy as np
 from cnnkit.data.decode import IMAGE_EXTENSIONS, is_image_path
 from cnnkit.errors import DataError
 
-__all__ = ["SPLIT_NAMES", "ImageIndex", "index_csv", "index_folder", "index_path", "is_data_path", "sort_classes"]
+__all__ = ["SPLIT_NAMES", "ImageIndex", "index_csv", "index_folder", "index_path", "is_data_path", "sort_classes",
+           "split_folders"]  # fmt: skip
 
 # The folder names (and CSV split values) that mean a split, for each split.
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -111,7 +112,9 @@ def _is_runs_folder(folder: Path) -> bool:
     return all((c / "config.json").is_file() or not any(c.iterdir()) for c in children if c.is_dir())
 
 
-def _split_folders(folder: Path) -> dict[str, Path]:
+def split_folders(folder: Path) -> dict[str, Path]:
+    """``{"train": .../train, "val": .../valid, ...}`` when ``folder`` is laid out in splits (it has a train
+    folder, under any of :data:`SPLIT_NAMES`' names); ``{}`` when its sub-folders are the classes."""
     found = {}
     for child in folder.iterdir():
         for role, names in SPLIT_NAMES.items():
@@ -123,7 +126,7 @@ def _split_folders(folder: Path) -> dict[str, Path]:
 def index_folder(folder: str | os.PathLike) -> ImageIndex:
     """Index a folder of class sub-folders, or of ``train/`` (``val/``, ``test/``) folders holding class sub-folders."""
     folder = Path(folder)
-    splits = _split_folders(folder) or {"": folder}
+    splits = split_folders(folder) or {"": folder}
     entries: list[tuple[Path, str, str]] = []  # (path, class, role)
     skipped: list[Path] = []
     for role, split_dir in splits.items():

@@ -100,8 +100,9 @@ def _names(body: dict[str, Any], key: str = "paths") -> list[str]:
 def _add_gather_routes(app: FastAPI, project: Project, limits: ServeConfig) -> None:
     @app.get("/api/project")
     def project_info() -> dict[str, Any]:
+        splits = [s for s in project.splits() if s]  # [] when the classes are the project's own sub-folders
         return {"root": str(project.root), "name": project.root.name, "classes": project.classes(),
-                "excluded": len(project.excluded()), "changes": len(project.changes())}  # fmt: skip
+                "splits": splits, "excluded": len(project.excluded()), "changes": len(project.changes())}  # fmt: skip
 
     @app.post("/api/classes")
     def create_class(body: dict = Body(...)) -> dict[str, Any]:
@@ -121,8 +122,7 @@ def _add_gather_routes(app: FastAPI, project: Project, limits: ServeConfig) -> N
     @app.get("/api/classes/{name}/images")
     def list_images(name: str, offset: int = Query(0, ge=0), limit: int = Query(60, ge=1, le=MAX_PAGE)) -> dict:
         files = project.images(name)
-        page = [f"{name}/{f}" for f in files[offset : offset + limit]]
-        return {"class": name, "total": len(files), "offset": offset, "images": page}
+        return {"class": name, "total": len(files), "offset": offset, "images": files[offset : offset + limit]}
 
     @app.post("/api/classes/{name}/images")
     async def upload(name: str, request: Request) -> JSONResponse:

@@ -1,6 +1,10 @@
 """A studio project: a data folder (one sub-folder per class) and the studio's state inside it.
 
-``PROJECT/<class>/*.png`` is exactly what ``cnnkit train --data PROJECT`` reads; the studio keeps
+``PROJECT/<class>/*.png`` is exactly what ``cnnkit train --data PROJECT`` reads, and so is a project
+laid out in splits, ``PROJECT/train/<class>/`` (with ``val/`` and ``test/`` beside it, under any
+name the data layer takes: :func:`cnnkit.data.folders.split_folders`): a class is then its folders
+in every split, a new class and new images go to the train split, relabelling keeps an image in its
+split, and renaming or removing a class does it in each split. The studio keeps
 its own state in ``PROJECT/.cnnkit-studio/`` (hidden, so never read as a class: thumbnails, the
 change log, excluded images, jobs) and its runs in ``PROJECT/runs/`` (not a class either: see
 :func:`cnnkit.data.folders.index_folder`). Every change the studio makes to the images is a move,
@@ -23,7 +27,7 @@ from typing import Any
 
 from cnnkit._io import atomic_write_bytes, atomic_write_json
 from cnnkit.data.decode import MAX_PIXELS, is_image_path, open_image
-from cnnkit.data.folders import SPLIT_NAMES, sort_classes
+from cnnkit.data.folders import SPLIT_NAMES, sort_classes, split_folders
 from cnnkit.errors import CnnkitError
 
 __all__ = ["STATE_DIR", "Project", "ProjectError", "check_class_name"]
@@ -108,11 +112,29 @@ class Project:
     def relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
+    # -- layout ------------------------------------------------------------------------
+    def splits(self) -> list[str]:
+        """The split folders the classes live in, train first (``["train", "val", "test"]``, as named on
+        disk); ``[""]`` when the classes are the project's own sub-folders."""
+        found = split_folders(self.root)
+        return [found[role].name for role in SPLIT_NAMES if role in found] or [""]
+
+    def class_folders(self, name: str) -> list[Path]:
+        """The folders of class ``name`` that exist, one per split (one, in a project without splits)."""
+        check_class_name(name)
+        return [folder for split in self.splits() if (folder := self.root / split / name).is_dir()]
+
     def class_dir(self, name: str, *, exists: bool = True) -> Path:
-        folder = self.root / check_class_name(name)
-        if exists and not folder.is_dir():
+        """Where new images of class ``name`` go: its folder in the train split (or the project)."""
+        folder = self.root / self.splits()[0] / check_class_name(name)
+        if exists and not self.class_folders(name):
             raise ProjectError(f"no class {name!r} (classes: {', '.join(self.class_names()) or 'none yet'})", 404)
         return folder
+
+    def _split_of(self, relative: str) -> str:
+        """The split folder a project-relative path lies in ("" in a project without splits)."""
+        first = relative.split("/", 1)[0]
+        return first if first in self.splits() and first else ""
 
     def image_path(self, relative: str) -> Path:
         """A class's image (``cls/file.png``) or an excluded one; anything else is refused."""
@@ -128,61 +150,82 @@ class Project:
 
     # -- classes -----------------------------------------------------------------------
     def class_names(self) -> list[str]:
-        names = []
-        for entry in os.scandir(self.root):
-            if entry.is_dir() and not entry.name.startswith((".", "__")) and entry.name.lower() not in RESERVED:
-                names.append(entry.name)
-        return sort_classes(names) if names else []
+        names = set()
+        for split in self.splits():
+            for entry in os.scandir(self.root / split):
+                if entry.is_dir() and not entry.name.startswith((".", "__")) and entry.name.lower() not in RESERVED:
+                    names.add(entry.name)
+        return sort_classes(list(names)) if names else []
 
     def images(self, name: str) -> list[str]:
-        """The image file names of a class, sorted (cached until the folder changes)."""
-        folder = self.class_dir(name)
-        stamp = folder.stat().st_mtime_ns
+        """A class's images as project-relative paths, split by split, sorted (cached until a folder changes)."""
+        folders = self.class_folders(name)
+        if not folders:
+            self.class_dir(name)  # raises: no such class
+        stamp = tuple((str(f), f.stat().st_mtime_ns) for f in folders)
         cached = self._listing.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
         files = []
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
-            base = Path(dirpath).relative_to(folder)
-            files += [(base / f).as_posix() for f in filenames if not f.startswith((".", "__")) and is_image_path(f)]
-        files.sort()
+        for folder in folders:
+            found = []
+            for dirpath, dirnames, filenames in os.walk(folder):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "__")))
+                base = self.relative(Path(dirpath))
+                found += [f"{base}/{f}" for f in filenames if not f.startswith((".", "__")) and is_image_path(f)]
+            files += sorted(found)
         self._listing[name] = (stamp, files)
         return files
 
     def classes(self) -> list[dict[str, Any]]:
-        return [{"name": n, "count": len(self.images(n))} for n in self.class_names()]
+        """Each class's name and image count; in a project with splits, its count in each split too."""
+        splits = self.splits()
+        listed = []
+        for name in self.class_names():
+            files = self.images(name)
+            entry: dict[str, Any] = {"name": name, "count": len(files)}
+            if splits != [""]:
+                entry["splits"] = {s: sum(self._split_of(f) == s for f in files) for s in splits}
+            listed.append(entry)
+        return listed
 
     def create_class(self, name: str) -> None:
+        """A new, empty class (in the train split of a project with splits)."""
         with self._lock:
             folder = self.class_dir(name, exists=False)
-            if folder.exists():
+            if self.class_folders(name):
                 raise ProjectError(f"class {name!r} exists already", 409)
             folder.mkdir()
-            self._log("create", [], {"class": name})
+            self._log("create", [], {"class": name, "folder": self.relative(folder)})
 
     def rename_class(self, old: str, new: str) -> None:
+        """Rename a class's folder in every split: one undoable change."""
         with self._lock:
-            src, dst = self.class_dir(old), self.class_dir(new, exists=False)
-            if dst.exists():
+            folders = self.class_folders(old) or [self.class_dir(old)]  # (the latter raises: no such class)
+            check_class_name(new)
+            if self.class_folders(new):
                 raise ProjectError(f"class {new!r} exists already", 409)
-            os.rename(src, dst)
-            self._log("rename", [Move(old, new)], {"class": new})
+            moves = []
+            for folder in folders:
+                os.rename(folder, folder.with_name(new))
+                moves.append(Move(self.relative(folder), self.relative(folder.with_name(new))))
+            self._log("rename", moves, {"class": new})
 
     def remove_class(self, name: str) -> dict[str, Any]:
         """Remove an empty class; a class with images has them moved to the excluded folder first (undoable)."""
         with self._lock:
-            folder = self.class_dir(name)
-            moves = [self._move(f"{name}/{f}", self._excluded_path(f"{name}/{f}")) for f in self.images(name)]
-            leftovers = [p for p in folder.rglob("*") if p.is_file()]
+            folders = self.class_folders(name) or [self.class_dir(name)]
+            moves = [self._move(f, self._excluded_path(f)) for f in self.images(name)]
+            leftovers = [p for folder in folders for p in folder.rglob("*") if p.is_file()]
             if leftovers:  # files that are not images (notes.txt): never deleted, so the folder stays
                 self._log("exclude", moves, {"class": name})
                 raise ProjectError(f"{name}: its images were excluded, but the folder holds {len(leftovers)} other "
                                    f"file(s) ({self.relative(leftovers[0])}...), so it stays", 409)  # fmt: skip
-            for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
-                sub.rmdir()
-            folder.rmdir()
-            return self._log("remove", moves, {"class": name})
+            for folder in folders:
+                for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+                    sub.rmdir()
+                folder.rmdir()
+            return self._log("remove", moves, {"class": name, "folders": [self.relative(f) for f in folders]})
 
     # -- images ------------------------------------------------------------------------
     def add_image(self, name: str, filename: str, data: bytes) -> str:
@@ -192,6 +235,7 @@ class Project:
         extension = _EXTENSION.get(decoded.format, ".png")
         stem = _safe_stem(filename)
         with self._lock:
+            folder.mkdir(exist_ok=True)  # a class of a project with splits that has no train folder yet
             path = folder / f"{stem}{extension}"
             n = 1
             while path.exists():
@@ -203,11 +247,14 @@ class Project:
     def move_images(self, paths: list[str], to: str | None) -> dict[str, Any]:
         """Relabel images into class ``to``, or exclude them (``to`` None); one undoable change."""
         with self._lock:
-            target = self.class_dir(to) if to is not None else None
+            if to is not None:
+                self.class_dir(to)  # the class must exist (in some split)
             sources = [self.image_path(p) for p in paths]
             moves = []
             for src in sources:
                 rel = self.relative(src)
+                # relabelled within its split: a test image stays a test image
+                target = self.root / self._split_of(rel) / to if to is not None else None
                 dst = self._free(target / src.name) if target is not None else self._excluded_path(rel)
                 moves.append(self._move(rel, dst))
             return self._log("relabel" if to is not None else "exclude", moves, {"class": to})
@@ -218,10 +265,10 @@ class Project:
             moves = []
             for rel in paths:
                 src = self.image_path(rel)
-                parts = src.relative_to(self.excluded_dir).parts  # (class, ..., file)
-                folder = self.root / check_class_name(parts[0])
-                folder.mkdir(exist_ok=True)
-                moves.append(self._move(rel, self._free(folder.joinpath(*parts[1:]))))
+                parts = src.relative_to(self.excluded_dir).parts  # ([split,] class, ..., file)
+                split = self._split_of("/".join(parts)) if len(parts) > 2 else ""
+                check_class_name(parts[1 if split else 0])
+                moves.append(self._move(rel, self._free(self.root.joinpath(*parts))))
             return self._log("restore", moves, {})
 
     def excluded(self) -> list[str]:
@@ -261,19 +308,21 @@ class Project:
             entry = todo[-1]
             kind = entry["kind"]
             if kind == "create":
-                folder = self.root / entry["class"]
+                folder = self.root / entry.get("folder", entry["class"])  # (older logs: the class's name)
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
                 elif folder.is_dir():
                     raise ProjectError(f"class {entry['class']!r} holds images now: remove them first", 409)
             elif kind == "rename":
-                (move,) = entry["moves"]
-                os.rename(self.root / move["dst"], self.root / check_class_name(move["src"]))
+                for move in reversed(entry["moves"]):  # one folder per split
+                    check_class_name(Path(move["src"]).name)
+                    os.rename(self.root / move["dst"], self.root / move["src"])
             elif kind == "keep":
                 kept = set(self.kept()) - set(entry.get("paths", []))
                 atomic_write_json(self.state / "kept.json", sorted(kept))
             if kind == "remove":
-                (self.root / entry["class"]).mkdir(exist_ok=True)
+                for folder in entry.get("folders", [entry["class"]]):
+                    (self.root / folder).mkdir(parents=True, exist_ok=True)
             for move in reversed(entry["moves"] if kind != "rename" else []):
                 src, dst = self.root / move["dst"], self.root / move["src"]
                 if not src.is_file():

@@ -56,7 +56,9 @@ export async function refreshClasses() {
   const info = await api("/api/project");
   state.classes = info.classes;
   $("project-name").textContent = info.name;
-  $("project-root").textContent = info.root;
+  $("project-root").textContent = info.splits.length
+    ? `${info.root}: classes in ${info.splits.map((s) => s + "/").join(", ")} (new images go to ${info.splits[0]}/)`
+    : info.root;
   drawClasses();
   state.listeners.forEach((fn) => fn(state.classes));
   await drawChanges();
@@ -86,6 +88,13 @@ async function send(name, form) {
   if (answer.refused.length) showError(answer.refused.map((r) => r.error).join("; "));
 }
 export { upload };
+
+// "12 images", or in a project with splits "12 images (train 8, valid 2, test 2)".
+function countText(c) {
+  const total = `${c.count} image${c.count === 1 ? "" : "s"}`;
+  if (!c.splits) return total;
+  return `${total} (${Object.entries(c.splits).map(([s, n]) => `${s} ${n}`).join(", ")})`;
+}
 
 function classCard(c) {
   const grid = el("div", { className: "grid" });
@@ -122,7 +131,7 @@ function classCard(c) {
   }));
   const card = el("div", { className: "class drop" },
     el("div", { className: "class-head" }, el("h3", { textContent: c.name }),
-      el("span", { className: "count muted", textContent: `${c.count} image${c.count === 1 ? "" : "s"}` }),
+      el("span", { className: "count muted", textContent: countText(c) }),
       files, el("span", { className: "small muted", textContent: "folder:" }), folder, rename, remove),
     grid, more);
   card.dataset.class = c.name;
