@@ -7,26 +7,30 @@ else ``~/.cache/cnnkit``); files placed there by hand are used without any netwo
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from cnnkit.data import builtin as _builtin  # noqa: F401  (registers digits and faces)
-from cnnkit.data import cifar as _cifar  # noqa: F401  (registers cifar10, cifar100)
-from cnnkit.data import medmnist as _medmnist  # noqa: F401  (registers the MedMNIST collections)
-from cnnkit.data import photos as _photos  # noqa: F401  (registers gtsrb, lfw-people)
-from cnnkit.data import standard as _standard  # noqa: F401  (registers mnist, fashion-mnist, kmnist, svhn)
-from cnnkit.data.catalog import (
-    DATASETS,
-    Dataset,
-    DatasetInfo,
-    ImageArrays,
-    get_dataset_info,
-    load_registered,
-    resolve_data,
-)
-from cnnkit.data.downloads import data_root
 from cnnkit.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cnnkit.data.catalog import Dataset, DatasetInfo
+
+# Public name -> the module that has it. Loaded on first use: importing any of this package's modules
+# (``cnnkit.data.decode`` for ``cnnkit predict``) runs this file, and the catalog brings urllib, the
+# archive readers and every data set's module, which a prediction never needs.
+_LAZY = {
+    "DATASETS": "cnnkit.data.catalog",
+    "Dataset": "cnnkit.data.catalog",
+    "DatasetInfo": "cnnkit.data.catalog",
+    "ImageArrays": "cnnkit.data.catalog",
+    "get_dataset_info": "cnnkit.data.catalog",
+    "load_registered": "cnnkit.data.catalog",
+    "resolve_data": "cnnkit.data.catalog",
+    "data_root": "cnnkit._io",
+}
 
 __all__ = [
     "DATASETS",
@@ -42,9 +46,23 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:  # a submodule (``from cnnkit.data import prepare``) is then imported as usual
+        raise AttributeError(f"module 'cnnkit.data' has no attribute {name!r}")
+    if name == "DATASETS":
+        from cnnkit.data.catalog import registry
+
+        return registry()  # with every data set registered
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
 def list_datasets() -> list[DatasetInfo]:
     """Every registered data set: the built-in ones first, then by name."""
-    return sorted(DATASETS.values(), key=lambda info: (not info.builtin, info.name))
+    from cnnkit.data.catalog import registry
+
+    return sorted(registry().values(), key=lambda info: (not info.builtin, info.name))
 
 
 def load_dataset(
@@ -60,6 +78,8 @@ def load_dataset(
     error instead). A folder or CSV is checked, its bad files skipped, split into train and
     test (stratified, fixed seed) and decoded at ``image_size`` (default 64).
     """
+    from cnnkit.data.catalog import load_registered, resolve_data
+
     info = resolve_data(name)
     if info is not None:
         return load_registered(info, data_dir=data_dir, download=download)

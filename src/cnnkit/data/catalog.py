@@ -9,6 +9,7 @@ folder or CSV path, the first question every ``--data`` argument asks.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable
@@ -33,6 +34,7 @@ __all__ = [
     "load_published",
     "load_registered",
     "register_dataset",
+    "registry",
     "resolve_data",
 ]
 
@@ -103,6 +105,19 @@ class DatasetInfo:
 
 
 DATASETS: dict[str, DatasetInfo] = {}
+# The modules that register data sets, imported on the first look-up (not by `import cnnkit.data`).
+_PROVIDERS = ("builtin", "cifar", "medmnist", "photos", "standard")
+_providers_loaded = False
+
+
+def registry() -> dict[str, DatasetInfo]:
+    """Every registered data set by name: :data:`DATASETS`, after the providers' modules have registered theirs."""
+    global _providers_loaded
+    if not _providers_loaded:
+        _providers_loaded = True
+        for provider in _PROVIDERS:
+            importlib.import_module(f"cnnkit.data.{provider}")
+    return DATASETS
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
@@ -121,7 +136,7 @@ def canonical_name(name: str) -> str:
 def find_dataset_info(name: str) -> DatasetInfo | None:
     """The registry entry for ``name`` in any spelling, or None."""
     wanted = canonical_name(name)
-    return next((info for key, info in DATASETS.items() if canonical_name(key) == wanted), None)
+    return next((info for key, info in registry().items() if canonical_name(key) == wanted), None)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
