@@ -198,3 +198,19 @@ def test_terminate_on_nan_and_unknown_callbacks():
     assert stop.model.stop_training
     with pytest.raises(AttributeError, match=r"keras\.callbacks\.SwapEMAWeights is not in cnnkit: `cnnkit train --ema"):
         keras.callbacks.SwapEMAWeights  # noqa: B018
+
+
+def test_a_model_made_double_fits_evaluates_and_predicts_in_float64():
+    x, y = _data()
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        model = _model().to(dtype)
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        history = model.fit(x, y, epochs=2, verbose=0, shuffle=False, validation_data=(x, y))
+        assert all(p.dtype == dtype for p in model.parameters())
+        probs = model.predict(x, verbose=0)
+        assert probs.dtype == (np.float64 if dtype == torch.float64 else np.float32)
+        results[dtype] = (history.history["val_loss"][-1], model.evaluate(x, y, verbose=0)[0], probs)
+    (val32, loss32, p32), (val64, loss64, p64) = results[torch.float32], results[torch.float64]
+    assert val64 == pytest.approx(val32, rel=1e-5) and loss64 == pytest.approx(loss32, rel=1e-5)
+    np.testing.assert_allclose(p64, p32, atol=1e-5)

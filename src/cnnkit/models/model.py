@@ -162,6 +162,13 @@ class Model(nn.Module):
     def built(self) -> bool:
         return self._image_shape is not None
 
+    def _conform_images(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked (building the model from it if needed) and in the weights' floating dtype: float32,
+        or float64 for a model made ``.double()``."""
+        self._check_images(x)
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        return x if x.dtype == dtype or not x.is_floating_point() else x.to(dtype)
+
     def _check_images(self, x: torch.Tensor) -> None:
         """Build from the first batch if needed; refuse images of another shape."""
         shape = (x.shape[2], x.shape[3], x.shape[1])
@@ -273,7 +280,7 @@ class Model(nn.Module):
         x_t, y_t = images_to_tensor(x), to_labels(y)
         if len(x_t) != len(y_t):
             raise DataError(f"fit() got {len(x_t)} images but {len(y_t)} labels")
-        self._check_images(x_t)
+        x_t = self._conform_images(x_t)
         device = resolve_device("auto")
         self.to(device)
         self._check_labels(y_t)
@@ -281,8 +288,7 @@ class Model(nn.Module):
             self.class_names = list(folder_classes)  # so the saved model's predict and serve answer with them
         self.pixel_max = pixel_range(x_t, self.pixel_max)
         if validation_data is not None:
-            validation = (images_to_tensor(validation_data[0]), to_labels(validation_data[1]))
-            self._check_images(validation[0])
+            validation = (self._conform_images(images_to_tensor(validation_data[0])), to_labels(validation_data[1]))
         elif validation_split:
             # Keras holds out the *last* fraction of the arrays, before shuffling.
             cut = len(x_t) - int(len(x_t) * validation_split)
@@ -309,7 +315,7 @@ class Model(nn.Module):
         """Loss and metrics on ``(x, y)``: ``loss, acc = model.evaluate(x, y)`` as in Keras; x as for predict."""
         x, y = dataset_arrays(x, y, "evaluate")
         x_t, y_t = to_batch(x, self.image_shape), to_labels(y)
-        self._check_images(x_t)
+        x_t = self._conform_images(x_t)
         batch = run_batch(batch_size or 32, x_t)
         results = evaluate_tensors(fuse(self), x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch)
         if verbose not in (0, "0"):
@@ -326,8 +332,9 @@ class Model(nn.Module):
         """
         x, _ = dataset_arrays(x, None, "predict")  # a dataset: its images, in its file order
         x_t = to_batch(x, self.image_shape, pixel_max=self.pixel_max)  # files: decoded to the model's range
-        self._check_images(x_t)
-        logits = predict_logits(fuse(self), x_t, run_batch(batch_size or 32, x_t)).float()
+        x_t = self._conform_images(x_t)
+        logits = predict_logits(fuse(self), x_t, run_batch(batch_size or 32, x_t))
+        logits = logits if logits.dtype == torch.float64 else logits.float()  # a .double() model answers in float64
         if self.output_activation == "softmax":
             logits = torch.softmax(logits, dim=1)
         elif self.output_activation == "sigmoid":  # (N, 1) probabilities of class 1, as Keras' binary classifier
