@@ -21,10 +21,15 @@ _PAPER = "TensorFlow CNN tutorial; DataspaceAI, 'CNNs: Revolutionizing Image Rec
 
 
 def _conv(filters: int, batch_norm: bool, **kwargs) -> list[layers.Layer]:
-    """A 3x3 convolution with ReLU; with BatchNormalization between them when asked."""
+    """A 3x3 convolution with ReLU; with BatchNormalization between them when asked.
+
+    The BatchNorm's momentum is 0.9, not Keras' default 0.99: with 0.99 the running statistics
+    of a short training on a small set (digits: ~200 steps) are still mostly their initial
+    values, and in eval mode the model scored 36% on digits' test images at 97% training accuracy.
+    """
     if not batch_norm:
         return [layers.Conv2D(filters, (3, 3), activation="relu", **kwargs)]
-    return [layers.Conv2D(filters, (3, 3), use_bias=False, **kwargs), layers.BatchNormalization(),
+    return [layers.Conv2D(filters, (3, 3), use_bias=False, **kwargs), layers.BatchNormalization(momentum=0.9),
             layers.Activation("relu")]  # fmt: skip
 
 
