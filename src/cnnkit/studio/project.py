@@ -21,6 +21,7 @@ import re
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,10 +132,11 @@ class Project:
             raise ProjectError(f"no class {name!r} (classes: {', '.join(self.class_names()) or 'none yet'})", 404)
         return folder
 
-    def _split_of(self, relative: str) -> str:
-        """The split folder a project-relative path lies in ("" in a project without splits)."""
+    @staticmethod
+    def _split_of(relative: str, splits: list[str]) -> str:
+        """The split folder (one of ``splits``) a project-relative path lies in; "" in a project without splits."""
         first = relative.split("/", 1)[0]
-        return first if first in self.splits() and first else ""
+        return first if first and first in splits else ""
 
     def image_path(self, relative: str) -> Path:
         """A class's image (``cls/file.png``) or an excluded one; anything else is refused."""
@@ -185,7 +187,8 @@ class Project:
             files = self.images(name)
             entry: dict[str, Any] = {"name": name, "count": len(files)}
             if splits != [""]:
-                entry["splits"] = {s: sum(self._split_of(f) == s for f in files) for s in splits}
+                in_split = Counter(f.split("/", 1)[0] for f in files)  # an image's path starts with its split
+                entry["splits"] = {s: in_split[s] for s in splits}
             listed.append(entry)
         return listed
 
@@ -250,11 +253,11 @@ class Project:
             if to is not None:
                 self.class_dir(to)  # the class must exist (in some split)
             sources = [self.image_path(p) for p in paths]
-            moves = []
+            splits, moves = self.splits(), []
             for src in sources:
                 rel = self.relative(src)
                 # relabelled within its split: a test image stays a test image
-                target = self.root / self._split_of(rel) / to if to is not None else None
+                target = self.root / self._split_of(rel, splits) / to if to is not None else None
                 dst = self._free(target / src.name) if target is not None else self._excluded_path(rel)
                 moves.append(self._move(rel, dst))
             return self._log("relabel" if to is not None else "exclude", moves, {"class": to})
@@ -262,11 +265,11 @@ class Project:
     def restore_images(self, paths: list[str]) -> dict[str, Any]:
         """Excluded images back into their class folders."""
         with self._lock:
-            moves = []
+            splits, moves = self.splits(), []
             for rel in paths:
                 src = self.image_path(rel)
                 parts = src.relative_to(self.excluded_dir).parts  # ([split,] class, ..., file)
-                split = self._split_of("/".join(parts)) if len(parts) > 2 else ""
+                split = self._split_of("/".join(parts), splits) if len(parts) > 2 else ""
                 check_class_name(parts[1 if split else 0])
                 moves.append(self._move(rel, self._free(self.root.joinpath(*parts))))
             return self._log("restore", moves, {})
