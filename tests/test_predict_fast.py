@@ -104,7 +104,7 @@ def test_predict_and_evaluate_do_not_depend_on_batch_size(data):
 
 
 def test_a_large_image_keeps_keras_batch_size(monkeypatch):
-    from cnnkit.models import model as model_module
+    from cnnkit.models import trainer as model_module  # where Model.predict finds predict_logits
 
     seen = []
     real = model_module.predict_logits
