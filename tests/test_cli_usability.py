@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -90,3 +91,24 @@ def test_lr_find_prints_the_whole_train_command_and_keeps_the_plot_with_the_runs
     args = build_parser().parse_args(words[1:])
     assert (args.model, args.data, args.image_size, args.batch_size) == ("seed_small", "faces", 24, 16)
     assert args.lr == float(words[3])
+
+
+def test_paths_with_brackets_and_long_paths_print_as_they_are(tmp_path):
+    """A folder named like ``photos [2024]`` is the user's, not a style: it trains and prints whole."""
+    # "[/b]" is a closing tag to rich's markup (it raised MarkupError); the long name passes 80 columns.
+    data = tmp_path / "holiday photos [2024], sorted by what is in them" / "a[/b]"
+    rng = np.random.default_rng(0)
+    for label in ("beach", "hills"):
+        (data / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(data / label / f"[{i}].png")
+    run = tmp_path / "run"
+    trained = run_main("train", "--data", str(data), "--epochs", "1", "--no-report", "--out", str(run))
+    assert trained.returncode == 0, trained.stderr
+    assert f"on {data} for 1 epochs" in trained.stdout.splitlines()[0]
+    assert f"model saved to {run / 'model.safetensors'}" in trained.stdout.splitlines()
+    table = run_main("predict", str(run), str(data / "beach"))
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if ".png" in line]  # one image, one row, its path whole
+    assert len(rows) == 6 and all(str(data / "beach") in row for row in rows)
+    assert "[0].png" in table.stdout

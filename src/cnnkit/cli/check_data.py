@@ -86,7 +86,6 @@ def _print(d: dict) -> None:
         for group in groups[:10]:
             files = group["files"] if isinstance(group, dict) else group
             title = label.format(kind=group.get("kind", "")) if isinstance(group, dict) else label
-            console.print(f"{title}: " + ", ".join(f"{f['path']} [{f['class']}, {f['split']}]" for f in files),
-                          soft_wrap=True, markup=False)  # fmt: skip
+            console.print(f"{title}: " + ", ".join(f"{f['path']} [{f['class']}, {f['split']}]" for f in files))
         if len(groups) > 10:
             console.print(f"... and {len(groups) - 10} more {label.split(' (')[0]} groups (all in data_report.json)")

@@ -94,7 +94,7 @@ def _report_comparison(args: argparse.Namespace, result) -> int:  # noqa: ANN001
     top_k = a.summary.has_top_k
     console.print(f"{result.where}, {c.n} images")
     for label, path in (("A", args.models[0]), ("B", args.models[1])):  # whole paths: two runs' often share a prefix
-        console.print(f"{label}  {path}", soft_wrap=True)
+        console.print(f"{label}  {path}")
     table = Table("", "accuracy", *([f"top-{a.summary.top_k} error"] if top_k else []), "loss")
     for label, ev in (("A", a), ("B", b)):
         s = ev.summary

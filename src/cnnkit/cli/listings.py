@@ -6,8 +6,8 @@ import argparse
 import json
 
 from rich import box
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from cnnkit.cli._common import console
 
@@ -37,14 +37,6 @@ KNOWN_PARAMETERS = {
     "vgg11": 9_228_362,
     "vgg16": 14_724_042,
 }
-
-
-def _print_table(table: Table) -> None:
-    """Print ``table``; into a pipe or a file at its natural width, so no column is ever cut (``| grep``)."""
-    if console.is_terminal:
-        console.print(table)
-    else:  # a console as wide as the widest row: rich sizes a table to its console
-        Console(highlight=False, width=100_000).print(table)
 
 
 def _print_json(rows: list[dict]) -> None:
@@ -95,8 +87,8 @@ def _models(args: argparse.Namespace) -> int:
     for row in rows:
         h, w, c = row["input"]
         table.add_row(row["name"], f"{row['params']:,}", f"{h}x{w}x{c}", row["weights"] or "",
-                      f"{row['description']}{between}[dim]{row['paper']}[/]")  # fmt: skip
-    _print_table(table)
+                      Text.assemble(row["description"], between, (row["paper"], "dim")))  # fmt: skip
+    console.print(table)
     return 0
 
 
@@ -127,8 +119,8 @@ def _datasets(args: argparse.Namespace) -> int:
         size = f"{row['download_bytes'] / 1e6:,.0f} MB" if row["download_bytes"] else ("-" if row["builtin"] else "?")
         table.add_row(row["name"], str(row["classes"]), f"{h}x{w}x{c}", _count(row["train"]), _count(row["test"]),
                       cached, size, row["description"])  # fmt: skip
-    _print_table(table)
-    console.print(f"data cache: {root} (--data-dir, else $CNNKIT_DATA, else ~/.cache/cnnkit)", soft_wrap=True)
+    console.print(table)
+    console.print(f"data cache: {root} (--data-dir, else $CNNKIT_DATA, else ~/.cache/cnnkit)")
     return 0
 
 

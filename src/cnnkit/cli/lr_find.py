@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     given = given_options(args, TrainConfig, LR_FIND_OPTIONS)
     found = find_learning_rate(TrainConfig().replace(**given), steps=args.steps, plot=args.out)
     console.print(f"suggested peak learning rate: {found.suggestion:.2g} (lowest loss at {found.lowest:.2g})")
-    console.print(f"plot saved to {found.plot}", soft_wrap=True)
+    console.print(f"plot saved to {found.plot}")
     # The whole command, so what was swept is what gets trained (one line: it is meant to be copied).
     train = command_line(TrainConfig, {"lr": float(f"{found.suggestion:.2g}"), **given})
-    console.print(f"train with: cnnkit train {train}", soft_wrap=True)
+    console.print(f"train with: cnnkit train {train}")
     return 0

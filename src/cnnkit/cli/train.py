@@ -14,6 +14,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from rich.text import Text
+
 from cnnkit.cli._common import console
 from cnnkit.cli._options import add_options, flag_of, given_options
 from cnnkit.errors import CnnkitError, ConfigError
@@ -94,11 +96,12 @@ def _run(args: argparse.Namespace, main: bool = True) -> int:
         config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
         config = config.replace(**given)
         if config.verbose and main and config.weights:
-            console.print(f"fine-tuning [bold]{config.model}[/] from [bold]{config.weights}[/] weights on "
-                          f"[bold]{config.data}[/]: {config.head_only_epochs} epoch(s) of the new head alone, then "
-                          f"{config.epochs} of all layers")  # fmt: skip
+            console.print(Text.assemble("fine-tuning ", (config.model, "bold"), " from ", (config.weights, "bold"),
+                                        " weights on ", (config.data, "bold"), f": {config.head_only_epochs} epoch(s) "
+                                        f"of the new head alone, then {config.epochs} of all layers"))  # fmt: skip
         elif config.verbose and main:
-            console.print(f"training [bold]{config.model}[/] on [bold]{config.data}[/] for {config.epochs} epochs")
+            console.print(Text.assemble("training ", (config.model, "bold"), " on ", (config.data, "bold"),
+                                        f" for {config.epochs} epochs"))  # fmt: skip
         result = train(config)
     t = result.test
     if t is None:  # a torchrun rank other than 0: rank 0 reports

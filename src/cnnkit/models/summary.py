@@ -34,12 +34,12 @@ def print_summary(model: Any, print_fn: Any = None) -> None:
         for label, count in (("Total", total), ("Trainable", trainable), ("Non-trainable", total - trainable))
     ]
     if print_fn is None:
-        console = Console(highlight=False)
+        console = Console(highlight=False, markup=False)  # layer names are the user's, never styles
         console.print(table)
         for line in lines:
             console.print(line)
         return
-    console = Console(width=100, highlight=False, file=io.StringIO(), record=True)
+    console = Console(width=100, highlight=False, markup=False, file=io.StringIO(), record=True)
     console.print(table)
     for line in [*console.export_text().splitlines(), *lines]:
         print_fn(line)
