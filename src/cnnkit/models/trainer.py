@@ -156,7 +156,7 @@ class Trainer:
         batch = run_batch(batch_size or 32, x_t)
         results = evaluate_tensors(fuse(self), x_t, y_t, self._loss_fn(), self._compiled["metrics"], batch)
         if verbose not in (0, "0"):
-            Console(highlight=False).print(format_logs(results))
+            Console(highlight=False, markup=False).print(format_logs(results))
         if return_dict:
             return results
         return results["loss"] if len(results) == 1 else list(results.values())

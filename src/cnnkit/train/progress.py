@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 __all__ = ["TrainingProgress", "format_logs"]
 
@@ -34,7 +35,7 @@ class TrainingProgress:
                  processes: int = 1) -> None:  # fmt: skip
         self.verbose, self.epochs, self.steps = verbose, epochs, steps_per_epoch
         self.processes = processes  # under torchrun each step trains this many shards: the speed is the job's
-        self.console = Console(highlight=False)
+        self.console = Console(highlight=False, markup=False)  # metric names are the user's, never styles
         self._bar: Progress | None = None
         self._images, self._since, self._last_read = 0, time.perf_counter(), 0.0
         if verbose == 1 and self.console.is_terminal:
@@ -72,10 +73,10 @@ class TrainingProgress:
     def end_epoch(self, epoch: int, logs: dict[str, float], seconds: float, skipped: int = 0) -> None:
         if self.verbose == 0:
             return
-        note = f"  [yellow]skipped {skipped} non-finite step(s)[/]" if skipped else ""
-        self.console.print(
-            f"epoch {epoch + 1}/{self.epochs}  {format_logs(logs)}  ({seconds:.1f}s){note}", soft_wrap=True
-        )
+        line = Text(f"epoch {epoch + 1}/{self.epochs}  {format_logs(logs)}  ({seconds:.1f}s)")
+        if skipped:
+            line.append(f"  skipped {skipped} non-finite step(s)", style="yellow")
+        self.console.print(line, soft_wrap=True)
         if self._bar is not None:
             self._bar.update(self._task, epoch=min(epoch + 2, self.epochs))
 
