@@ -18,13 +18,21 @@ import torch
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-# Two cores on CI: keep torch from oversubscribing when tests spawn subprocesses.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores on CI: keep torch from oversubscribing when tests spawn subprocesses, or when pytest-xdist
+# runs several test processes at once (each then takes its share of the cores).
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_TEST_PROCESSES = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, _CORES // _TEST_PROCESSES)))
 
 # Compiled kernels (cnnkit.kernels) go to a folder of this session's, not the user's cache; the
 # CLI's subprocesses inherit it, so each shape is built once per session.
 os.environ["CNNKIT_KERNEL_DIR"] = tempfile.mkdtemp(prefix="cnnkit-kernels-")
 atexit.register(shutil.rmtree, os.environ["CNNKIT_KERNEL_DIR"], ignore_errors=True)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: a test process per core, at most 4 (each holds torch and its own trained models)."""
+    return max(1, min(4, _CORES))
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
