@@ -28,6 +28,26 @@ def test_digits_like_mnist(digits):
     assert datasets.class_names("digits") == [str(d) for d in range(10)]
 
 
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """The file scikit-learn ships, read as its load_digits reads it (which cost a run 1.5 s)."""
+    import os
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from cnnkit.data.builtin import _sklearn_digits
+    from conftest import SRC
+
+    images, labels = _sklearn_digits()
+    bunch = sklearn_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(labels, bunch.target)
+    probe = "import sys; from cnnkit import datasets; datasets.load_data('digits'); print('sklearn' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout == "False\n"
+
+
 def test_digits_split_is_fixed():
     a = datasets.load_data("digits")
     b = datasets.load_data("digits")
@@ -56,6 +76,28 @@ def test_stratified_split_is_seeded_and_stratified():
     assert len(held) == 20 and np.bincount(labels[held]).tolist() == [5, 5, 5, 5]
     assert set(kept).isdisjoint(held) and len(kept) + len(held) == 100
     np.testing.assert_array_equal(held, stratified_split(labels, 0.2, seed=3)[1])
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_stratified_split_is_scikit_learns_index_for_index(case):
+    """Every run's validation split and the built-in test splits stay what scikit-learn made them."""
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(4, 400))
+    # Balanced, skewed, with classes of one image (the plain split), and with ties in the shares.
+    weights = rng.dirichlet(np.full(int(rng.integers(1, 12)), float(rng.choice([0.3, 1.0, 50.0]))))
+    labels = rng.choice(len(weights), size=n, p=weights)
+    if case % 5 == 0:
+        labels = np.repeat(np.arange(4), n // 4 + 1)[:n]
+    fraction, seed = float(rng.choice([0.1, 0.2, 0.25, 0.5, 0.9])), int(rng.integers(0, 1000))
+    kept, held = stratified_split(labels, fraction, seed)
+    held_n = max(1, round(fraction * n))
+    counts = np.unique(labels, return_counts=True)[1]
+    stratify = labels if counts.min() >= 2 and min(held_n, n - held_n) >= len(counts) else None
+    theirs = train_test_split(np.arange(n), test_size=held_n, random_state=seed, stratify=stratify)
+    np.testing.assert_array_equal(kept, np.sort(theirs[0]))
+    np.testing.assert_array_equal(held, np.sort(theirs[1]))
 
 
 # -- decoding ---------------------------------------------------------------------------------------

@@ -59,6 +59,17 @@ def test_metrics_match_scikit_learn_on_random_logits(random_logits):
     np.testing.assert_allclose(ev.losses, -np.log(probs[np.arange(500), labels]), rtol=1e-4)
 
 
+def test_per_class_scores_match_scikit_learn_where_a_class_is_never_predicted_or_never_seen():
+    labels = np.array([0, 0, 0, 1, 1, 2, 3, 3])
+    predicted = np.array([0, 0, 1, 0, 0, 0, 3, 3])  # 2 never predicted, 1 never right, 4 never seen
+    ev = classification_metrics(np.eye(5)[predicted] * 4, labels, top_k=2)
+    every = list(range(5))
+    theirs = skm.precision_recall_fscore_support(labels, predicted, labels=every, zero_division=0)
+    for mine, expected in zip(zip(*[(r.precision, r.recall, r.f1, r.support) for r in ev.per_class]), theirs):
+        np.testing.assert_allclose(mine, expected)
+    np.testing.assert_array_equal(ev.confusion, skm.confusion_matrix(labels, predicted, labels=every))
+
+
 def test_most_confused_pairs_and_worst_images():
     # 3 classes; true 0 predicted 2 three times, true 1 predicted 0 once.
     labels = np.array([0, 0, 0, 0, 1, 1, 2])
