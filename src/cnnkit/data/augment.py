@@ -30,15 +30,20 @@ E.g. ``"crop+affine"`` for digits, ``"flip+crop+randaugment+mixup"`` for photos.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from cnnkit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 __all__ = [
     "AUGMENTATIONS",
@@ -105,6 +110,21 @@ def random_cutout(x: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
     return x.masked_fill(hole[:, None], 0.0)
 
 
+def _v2() -> ModuleType:
+    """``torchvision.transforms.v2``, imported when an augmentation first runs: importing
+    torchvision takes ~1.7 s (it loads ``torch._dynamo``), which every command that reads the
+    augmentations' names (``evaluate``, ``explain``, ``export``) would otherwise pay."""
+    from torchvision.transforms import v2
+
+    return v2
+
+
+def _torchvision(name: str, *args: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v2.<name>(*args)``, made on its first call."""
+    made = functools.cache(lambda: getattr(_v2(), name)(*args))
+    return lambda x: made()(x)
+
+
 def in_groups(transform: Callable[[torch.Tensor], torch.Tensor], groups: int = GROUPS
               ) -> Callable[[torch.Tensor], torch.Tensor]:  # fmt: skip
     """Apply a torchvision transform to ``groups`` slices of a batch, each with its own random draw."""
@@ -156,18 +176,18 @@ for _augmentation in (
     Augmentation("crop", "pad by 2 px and crop back at a random offset", random_crop),
     Augmentation("affine", "small rotation (±10°), scale (±10%) and shear per image", random_affine),
     Augmentation("randaugment", "torchvision's RandAugment (2 random operations, magnitude 9)",
-                 in_groups(_float_images(v2.RandAugment()))),
+                 in_groups(_float_images(_torchvision("RandAugment")))),
     Augmentation("trivialaugment", "torchvision's TrivialAugmentWide (1 operation, random magnitude)",
-                 in_groups(_float_images(v2.TrivialAugmentWide()))),
+                 in_groups(_float_images(_torchvision("TrivialAugmentWide")))),
     Augmentation("jitter", "torchvision's ColorJitter: brightness, contrast, saturation ±40% (grey: the first two)",
-                 in_groups(_float_images(v2.ColorJitter(0.4, 0.4, 0.4)))),
+                 in_groups(_float_images(_torchvision("ColorJitter", 0.4, 0.4, 0.4)))),
     Augmentation("cutout", "zero one square a quarter of the side in each image", random_cutout),
     Augmentation("erase", "torchvision's RandomErasing: half the images lose a random rectangle",
-                 in_groups(v2.RandomErasing())),
+                 in_groups(_torchvision("RandomErasing"))),
     Augmentation("mixup", "torchvision's MixUp (alpha 0.2): blend pairs of images and their labels",
-                 mixer=lambda n: v2.MixUp(alpha=0.2, num_classes=n)),
+                 mixer=lambda n: _v2().MixUp(alpha=0.2, num_classes=n)),
     Augmentation("cutmix", "torchvision's CutMix (alpha 1): paste a box of another image, labels by area",
-                 mixer=lambda n: v2.CutMix(alpha=1.0, num_classes=n)),
+                 mixer=lambda n: _v2().CutMix(alpha=1.0, num_classes=n)),
 ):  # fmt: skip
     register_augmentation(_augmentation)
 
@@ -197,7 +217,7 @@ def make_augment(policy: str, num_classes: int | None = None) -> Augment | None:
         return None
     image_ops = [a.images for a in chosen if a.images is not None]
     mixers = [a.mixer(num_classes) for a in chosen if a.mixer is not None]
-    mix = None if not mixers else mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+    mix = None if not mixers else mixers[0] if len(mixers) == 1 else _v2().RandomChoice(mixers)
 
     def augment(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for op in image_ops:
