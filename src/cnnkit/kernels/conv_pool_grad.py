@@ -87,6 +87,7 @@ def _check(lib: ctypes.CDLL, k: int, channels: int, filters: int, p: int, height
         mine = conv_pool_sparse_grad(x, weight, bias, p, True, lib)
         theirs = torch.relu(F.max_pool2d(F.conv2d(x, weight, bias), p))
         upstream = torch.randn(theirs.shape, generator=generator)
-        pairs = zip(torch.autograd.grad(mine, (x, weight, bias), upstream),
-                    torch.autograd.grad(theirs, (x, weight, bias), upstream))  # fmt: skip
+        # The gradients of a scalar: autograd imports sympy (~0.5 s) the first time it is handed `upstream`.
+        pairs = zip(torch.autograd.grad((mine * upstream).sum(), (x, weight, bias)),
+                    torch.autograd.grad((theirs * upstream).sum(), (x, weight, bias)))  # fmt: skip
         return all(torch.allclose(a, b, rtol=1e-3, atol=1e-3) for a, b in pairs)
