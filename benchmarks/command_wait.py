@@ -10,7 +10,9 @@ The commands, on the built-in digits:
 - ``cnnkit train --help``;
 - ``cnnkit train --epochs 1 --no-report``: a run's fixed cost (start-up, data, one 0.2 s epoch, the test);
 - ``cnnkit train --epochs 1``: the same with the run's report;
-- ``cnnkit evaluate RUN`` on the run just trained;
+- ``cnnkit evaluate RUN``, ``explain RUN IMAGE``, ``report RUN`` and ``predict RUN IMAGE --backend
+  torch`` on a run trained once before the measurements (``predict``'s default lane, ONNX Runtime
+  without torch, is ``benchmarks/predict_folder.py``'s);
 - with ``--full``, ``cnnkit train`` itself: the README's first command after its install.
 
 Without ``--before`` only this tree is measured.
@@ -27,13 +29,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from _common import SRC, machine
+from PIL import Image
 
 COMMANDS = {
     "train --help": ["train", "--help"],
     "train --epochs 1 --no-report": ["train", "--epochs", "1", "--no-report", "--out", "{out}"],
     "train --epochs 1": ["train", "--epochs", "1", "--out", "{out}"],
     "evaluate RUN": ["evaluate", "{run}"],
+    "explain RUN IMAGE": ["explain", "{run}", "{image}", "--out", "{out}.png"],
+    "report RUN": ["report", "{run}"],
+    "predict RUN IMAGE --backend torch": ["predict", "{run}", "{image}", "--backend", "torch"],
 }
 FULL = {"train (30 epochs)": ["train", "--out", "{out}"]}
 
@@ -41,7 +48,7 @@ FULL = {"train (30 epochs)": ["train", "--out", "{out}"]}
 def wall_seconds(src: Path, args: list[str], scratch: Path) -> float:
     """One fresh ``python -m cnnkit ARGS`` with ``src`` first on the path; its wall time."""
     out = Path(tempfile.mkdtemp(dir=scratch)) / "run"
-    filled = [a.format(out=out, run=scratch / "evaluated") for a in args]
+    filled = [a.format(out=out, run=scratch / "evaluated", image=scratch / "digit.png") for a in args]
     env = {**os.environ, "PYTHONPATH": str(src), "CNNKIT_DATA": str(scratch / "data")}
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cnnkit", *filled], capture_output=True, text=True, env=env)
@@ -66,6 +73,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "cnnkit", "train", "--epochs", "1", "--no-report", "-q", "--out",
                         str(scratch / "evaluated")], check=True, capture_output=True,
                        env={**os.environ, "PYTHONPATH": str(SRC)})  # fmt: skip
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(scratch / "digit.png")
         for name in trees:  # warm the page cache and build the kernels once per tree, unmeasured
             wall_seconds(trees[name], COMMANDS["train --epochs 1 --no-report"], scratch)
         for rep in range(args.reps):
