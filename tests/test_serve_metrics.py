@@ -135,6 +135,7 @@ def test_workers_default_to_two_on_a_multicore_cpu_and_one_on_one_core_or_a_gpu(
     monkeypatch.setattr(server, "_cores", lambda: 16)
     assert server._threads_per_worker(ServeConfig(backend="onnx")) == 7  # each worker's share, less its loop
     monkeypatch.setattr(cnnkit.runtime.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(server, "surely_cpu_only", lambda: False)  # a GPU machine shows its driver
     assert server.resolve_workers(ServeConfig(backend="auto")) == 1  # auto on a GPU: torch there, one process
     monkeypatch.setattr(server, "_cores", lambda: 1)
     assert server.resolve_workers(ServeConfig(backend="onnx")) == 1

@@ -42,3 +42,35 @@ def test_each_worker_gets_its_own_socket_on_one_port_and_connections_are_spread(
     finally:
         for sock in (first, second, *clients):
             sock.close()
+
+
+def test_the_supervisor_of_a_model_with_its_export_cached_starts_the_workers_without_torch(trained_seed, tmp_path):
+    """Before any worker starts, the parent decides the backend; with a valid export cached (and no GPU on
+    the machine) it finds it without importing torch (2 s), which each worker then imports for itself."""
+    import os
+    import shutil
+    import subprocess
+
+    from cnnkit.inference import load_predictor
+    from cnnkit.onnx_predictor import surely_cpu_only
+    from conftest import SRC
+
+    if not surely_cpu_only():
+        pytest.skip("a machine with a GPU driver: auto means PyTorch on it, which the parent asks torch about")
+    path = tmp_path / "model.safetensors"
+    shutil.copy(trained_seed[1], path)
+    assert load_predictor(path, "onnx").backend == "onnx"  # exports it and caches the export next to the file
+    probe = (
+        "import json, os, sys\n"
+        "from cnnkit.serve import workers\n"
+        "def started(app, count, **options):  # instead of starting them: what the parent held and told them\n"
+        "    spec = json.loads(os.environ['CNNKIT_SERVE_SPEC'])\n"
+        "    print('torch' in sys.modules, 'onnx' in sys.modules, count, spec['config']['backend'])\n"
+        "workers.run_workers = started\n"
+        "from cnnkit.cli import main\n"
+        f"sys.exit(main(['serve', {str(path)!r}, '--workers', '2', '--port', '0']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(SRC)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "False False 2 onnx"

@@ -97,7 +97,7 @@ def open_cache(model_path: Path, digest: str, threads: int | None) -> OnnxPredic
 _GPU_NODES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
-def _surely_cpu_only() -> bool:
+def surely_cpu_only() -> bool:
     """Whether :func:`cnnkit.runtime.resolve_device` would surely answer ``cpu`` for ``auto``, told without
     importing torch: Linux (Apple's MPS is macOS only) with no GPU driver at all. Unsure means False."""
     return sys.platform.startswith("linux") and not any(os.path.exists(node) for node in _GPU_NODES)
@@ -120,7 +120,7 @@ def cpu_onnx_predictor(
         return OnnxPredictor(source.path, threads=threads)  # any device: load_predictor ignores it for an export
     if source.kind != "model" or device not in (None, "auto", "cpu"):
         return None
-    if backend == "auto" and device != "cpu" and not _surely_cpu_only():
+    if backend == "auto" and device != "cpu" and not surely_cpu_only():
         return None  # maybe a GPU: auto means PyTorch there
     path = Path(source.path)
     if not path.is_file():

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import ConfigError
+from cnnkit.runs import resolve_model
 
 BACKENDS = ("auto", "torch", "onnx")  # as cnnkit.inference.BACKENDS, without importing torch here
 
-__all__ = ["ServeConfig"]
+__all__ = ["ServeConfig", "resolve_served_model"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,11 @@ class ServeConfig:
         if unknown:
             raise ConfigError(f"unknown serve settings: {', '.join(sorted(unknown))}")
         return cls(**values)
+
+
+def resolve_served_model(model: str | os.PathLike) -> Path:
+    """The model file a server serves: a model file or run folder (an export has no gradients for heat maps)."""
+    return resolve_model(model).model_file(
+        "serve the .safetensors model file (heat maps need it); "
+        "--backend onnx exports, checks and caches the ONNX file next to it"
+    )

@@ -20,7 +20,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from cnnkit.errors import CnnkitError, ConfigError
-from cnnkit.serve.config import ServeConfig
+from cnnkit.onnx_predictor import cpu_onnx_predictor, surely_cpu_only
+from cnnkit.serve.config import ServeConfig, resolve_served_model
 
 __all__ = ["ENV_SPEC", "app_from_env", "check_port", "resolve_workers", "run_server", "server_stack"]
 
@@ -55,7 +56,9 @@ def resolve_workers(config: ServeConfig) -> int:
         return config.workers
     if _cores() < 2:
         return 1
-    if config.backend != "onnx":  # onnx runs on the CPU; torch (and auto) on the device auto picks
+    # onnx runs on the CPU; torch (and auto) on the device auto picks, which needs torch to tell
+    # (2 s to import) unless the machine surely has no GPU.
+    if config.backend != "onnx" and not (config.device in (None, "auto", "cpu") and surely_cpu_only()):
         from cnnkit.runtime import resolve_device
 
         if resolve_device(config.device).type != "cpu":
@@ -84,10 +87,14 @@ def _resolve_backend(path: os.PathLike, config: ServeConfig) -> str:
     ``path``: the model file (already resolved). Each worker then loads it once and builds its
     predictor from the model it loaded (:meth:`~cnnkit.serve.service.ModelService.load`).
     """
+    if config.backend == "torch":
+        return "torch"
+    if cpu_onnx_predictor(path, config.backend, device=config.device, threads=1) is not None:
+        return "onnx"  # its export is cached and valid, found without importing torch or onnx
     from cnnkit.inference import load_predictor
     from cnnkit.runtime import resolve_device
 
-    if config.backend == "torch" or (config.backend == "auto" and resolve_device(config.device).type != "cpu"):
+    if config.backend == "auto" and resolve_device(config.device).type != "cpu":
         return "torch"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -150,12 +157,13 @@ def run_server(model: str | os.PathLike, config: ServeConfig | None = None) -> N
         "log_level": "info",
     }
     if config.workers > 1:
-        from cnnkit.models.loading import check_model_file
-        from cnnkit.serve.service import resolve_served_model
-
         path = resolve_served_model(model)  # resolved once, here: the workers get the file itself
-        check_model_file(path)  # a bad model file is one clear error here, not one per worker
-        config = replace(config, backend=_resolve_backend(path, config))
+        backend = _resolve_backend(path, config)  # ONNX Runtime: the file was read, or its valid export found
+        if backend != "onnx":
+            from cnnkit.models.loading import check_model_file
+
+            check_model_file(path)  # a bad model file is one clear error here, not one per worker
+        config = replace(config, backend=backend)
         os.environ[ENV_SPEC] = json.dumps({"model": str(path.resolve()), "config": config.to_dict()})
         from cnnkit.serve.metrics import multiprocess_dir
         from cnnkit.serve.workers import run_workers

@@ -27,7 +27,6 @@ import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -41,12 +40,12 @@ from cnnkit.explain import DEFAULT_METHOD, conv_layer_names, get_method, heatmap
 from cnnkit.inference import Predictor, TorchPredictor, predictor_for
 from cnnkit.models import Model, load_model_file
 from cnnkit.serve.batching import Batcher, BatchStats
-from cnnkit.serve.config import ServeConfig
+from cnnkit.serve.config import ServeConfig, resolve_served_model
 from cnnkit.serve.limits import Admission, ApiError, describe
 from cnnkit.serve.metrics import ServeMetrics
 from cnnkit.serve.uploads import Upload
 
-__all__ = ["ModelService", "image_error", "png_base64", "resolve_served_model", "tensor_to_png"]
+__all__ = ["ModelService", "image_error", "png_base64", "tensor_to_png"]
 
 log = logging.getLogger("uvicorn.error")  # shown with uvicorn's own lines
 
@@ -343,16 +342,6 @@ def _load(source: Model | str | os.PathLike, config: ServeConfig) -> tuple[Predi
     if isinstance(predictor, TorchPredictor):
         return predictor, predictor.model, metadata
     return predictor, model, metadata  # on the CPU, beside ONNX Runtime: for heat maps only
-
-
-def resolve_served_model(model: str | os.PathLike) -> Path:
-    """The model file a server serves: a model file or run folder (an export has no gradients for heat maps)."""
-    from cnnkit.runs import resolve_model
-
-    return resolve_model(model).model_file(
-        "serve the .safetensors model file (heat maps need it); "
-        "--backend onnx exports, checks and caches the ONNX file next to it"
-    )
 
 
 def _decodes_quickly(upload: Upload) -> bool:
