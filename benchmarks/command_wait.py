@@ -13,6 +13,8 @@ The commands, on the built-in digits:
 - ``cnnkit evaluate RUN``, ``explain RUN IMAGE``, ``report RUN`` and ``predict RUN IMAGE --backend
   torch`` on a run trained once before the measurements (``predict``'s default lane, ONNX Runtime
   without torch, is ``benchmarks/predict_folder.py``'s);
+- ``cnnkit serve RUN`` until its ``/readyz`` answers (two workers, the CPU default; the run's ONNX
+  export cached by the warm-up);
 - with ``--full``, ``cnnkit train`` itself: the README's first command after its install.
 
 Without ``--before`` only this tree is measured.
@@ -22,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -42,20 +47,47 @@ COMMANDS = {
     "report RUN": ["report", "{run}"],
     "predict RUN IMAGE --backend torch": ["predict", "{run}", "{image}", "--backend", "torch"],
 }
+SERVE = {"serve RUN (until /readyz answers)": ["serve", "{run}", "--port", "{port}"]}
 FULL = {"train (30 epochs)": ["train", "--out", "{out}"]}
 
 
 def wall_seconds(src: Path, args: list[str], scratch: Path) -> float:
-    """One fresh ``python -m cnnkit ARGS`` with ``src`` first on the path; its wall time."""
+    """One fresh ``python -m cnnkit ARGS`` with ``src`` first on the path; its wall time (for
+    ``serve``, until its ``/readyz`` answers 200; it is then stopped)."""
     out = Path(tempfile.mkdtemp(dir=scratch)) / "run"
-    filled = [a.format(out=out, run=scratch / "evaluated", image=scratch / "digit.png") for a in args]
+    port = _free_port()
+    filled = [a.format(out=out, run=scratch / "evaluated", image=scratch / "digit.png", port=port) for a in args]
     env = {**os.environ, "PYTHONPATH": str(src), "CNNKIT_DATA": str(scratch / "data")}
     started = time.perf_counter()
+    if args[0] == "serve":
+        return _ready_seconds([sys.executable, "-m", "cnnkit", *filled], env, port, started)
     done = subprocess.run([sys.executable, "-m", "cnnkit", *filled], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"cnnkit {' '.join(filled)} failed with {src}:\n{done.stderr[-2000:]}")
     return seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ready_seconds(argv: list[str], env: dict[str, str], port: int, started: float) -> float:
+    server = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - started
+            except OSError:  # not listening yet, or not ready
+                time.sleep(0.02)
+        raise SystemExit(f"cnnkit {' '.join(argv[3:])} stopped:\n{server.stderr.read()[-2000:]}")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
 
 
 def main() -> None:
@@ -65,7 +97,7 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also the README's `cnnkit train` (30 epochs)")
     args = parser.parse_args()
     trees = {"after": SRC} | ({"before": args.before.resolve() / "src"} if args.before else {})
-    commands = COMMANDS | (FULL if args.full else {})
+    commands = COMMANDS | SERVE | (FULL if args.full else {})
     times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
@@ -76,6 +108,7 @@ def main() -> None:
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(scratch / "digit.png")
         for name in trees:  # warm the page cache and build the kernels once per tree, unmeasured
             wall_seconds(trees[name], COMMANDS["train --epochs 1 --no-report"], scratch)
+            wall_seconds(trees[name], SERVE["serve RUN (until /readyz answers)"], scratch)  # caches the export
         for rep in range(args.reps):
             order = list(trees) if rep % 2 == 0 else list(trees)[::-1]
             for command, argv in commands.items():
