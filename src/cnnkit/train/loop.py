@@ -31,6 +31,7 @@ from torch import nn
 from cnnkit.errors import ConfigError, TrainingError
 from cnnkit.evaluate import count_correct, evaluate_tensors
 from cnnkit.kernels import fuse
+from cnnkit.kernels.small_maps import small_map_convs
 from cnnkit.runtime import prefer_channels_last, tune_cpu_allocator
 from cnnkit.train import distributed
 from cnnkit.train.callbacks import Callback, CallbackList, History
@@ -123,6 +124,8 @@ class Stepper:
         self.forward = torch.compile(model) if compile else self.fused
         # (compiled: the compiler makes its own kernels, and hooks added per step would recompile it)
         self.autocast = step_autocast(model, self.device, settings.autocast_dtype, keep_depthwise=not compile)
+        # 1x1 and 2x2 maps' convolutions as matrix products on the CPU (compiled: the compiler's own kernels)
+        self.small_maps = nullcontext if compile else small_map_convs(model, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type) if settings.precision == "fp16" else None
         # torch's fused Adam/AdamW/SGD read `found_inf` and skip the update on the device.
         self.skip_on_device = bool(optimizer.defaults.get("fused")) and self.scaler is None
@@ -142,7 +145,7 @@ class Stepper:
         first, alone = self._images == 0, self._images == 0 and last  # alone: no accumulation
         no_sync = getattr(self.forward, "no_sync", None)  # DDP's: skip the all-reduce of this backward
         with nullcontext() if last or no_sync is None else no_sync():
-            with self.autocast():
+            with self.autocast(), self.small_maps():
                 logits = self.forward(xb)  # (B, classes)
                 loss = self.loss_fn(logits.float(), yb)
             if first:
