@@ -12,7 +12,7 @@ arithmetic (measured with torch 2.14 on 2 cores, forward + backward, batch 128, 
   per channel: a broadcast product over a gathered ``(out, in, C)`` weight is 2-13x faster
   (576 channels, 1x1 map, 5x5 kernel: 2.0 ms -> 0.15 ms). Past 16 it gets slower than oneDNN.
 
-mobilenet_v3_small's training step on 32x32 images has 24 of the first and 8 of the second.
+mobilenet_v3_small's training step on 32x32 images has 24 of the first and 7 of the second.
 
 :func:`small_map_convs` is the pass the training step runs under: inside its block each eligible
 ``nn.Conv2d`` of the model computes through these products when its input is such a map (on the
