@@ -3,6 +3,8 @@ taken only where it applies, and nothing left on the model outside its block."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from torch import nn
@@ -118,9 +120,9 @@ def test_what_is_eligible_and_nothing_off_the_cpu():
     mobilenet = models.create_model("mobilenet_v3_small", num_classes=3, in_channels=3, input_size=32)
     kinds = list(eligible_convs(mobilenet).values())
     assert (kinds.count("pointwise"), kinds.count("depthwise")) == (40, 11)
-    assert small_map_convs(mobilenet, torch.device("meta")) is small_maps.nullcontext
+    assert small_map_convs(mobilenet, torch.device("meta")) is nullcontext
     assert small_map_convs(models.create_model("resnet9", num_classes=3, in_channels=3, input_size=32), CPU) \
-        is small_maps.nullcontext  # fmt: skip
+        is nullcontext  # fmt: skip
 
 
 def test_outside_its_block_the_model_is_as_written_and_hooks_fire_inside():
@@ -143,7 +145,7 @@ def test_outside_its_block_the_model_is_as_written_and_hooks_fire_inside():
 
 def _train(monkeypatch, passes: bool) -> dict[str, torch.Tensor]:
     if not passes:
-        monkeypatch.setattr("cnnkit.train.loop.small_map_convs", lambda model, device: small_maps.nullcontext)
+        monkeypatch.setattr("cnnkit.train.loop.small_map_convs", lambda model, device: nullcontext)
     torch.manual_seed(0)
     net = models.create_model("mobilenet_v3_small", num_classes=3, in_channels=3, input_size=32)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05)  # plain SGD: its update magnifies no rounding
