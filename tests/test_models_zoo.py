@@ -231,3 +231,39 @@ def test_a_batchnorm_model_trained_briefly_from_scratch_predicts_in_eval_mode(na
     assert history.history["accuracy"][-1] > 0.9
     loss, accuracy = model.evaluate(x, y, verbose=0)  # eval mode: the running statistics
     assert accuracy > 0.9
+
+
+UNNORMALIZED = ["alexnet", "alexnet_small", "lenet5", "seed", "seed_deep", "seed_small", "seed_wide"]
+
+
+def test_the_models_without_a_normalization_layer_are_the_ones_listed():
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm, torch.nn.GroupNorm)
+    with torch.device("meta"):  # structure only: no memory, no initialization
+        built = {name: models.create_model(name, input_size=get_model_entry(name).min_input_size) for name in ALL}
+    assert [name for name, m in built.items() if not any(isinstance(x, norms) for x in m.modules())] == UNNORMALIZED
+
+
+@pytest.mark.parametrize("name", UNNORMALIZED)
+def test_an_unnormalized_models_logits_at_init_depend_on_the_image(name, one_thread):
+    # Nothing rescales the activations of a model with no normalization layer, so its initialization must
+    # keep their scale: with torch's default init alexnet's logits over 16 images differed by ~1e-4 (the
+    # output bias was all that reached them), and it trained at chance.
+    size = max(get_model_entry(name).min_input_size, 32)
+    torch.manual_seed(0)
+    model = models.create_model(name, num_classes=10, in_channels=3, input_size=size).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(16, 3, size, size))  # (16, 10)
+    assert logits.std(dim=0).mean() > 5e-3
+
+
+def test_alexnet_small_learns_digits_at_keras_default_learning_rate(one_thread):
+    import cnnkit as keras
+
+    digits = keras.datasets.load_dataset("digits")
+    x, y = digits.train.images[:128], digits.train.labels[:128]  # (128, 28, 28, 1) in [0, 1]
+    keras.utils.set_random_seed(0)
+    model = models.create_model("alexnet_small", num_classes=10, in_channels=1, input_size=28)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=16, epochs=8, verbose=0)  # 64 steps: 83-90% (3 seeds); torch's default init 12-23%
+    loss, accuracy = model.evaluate(x, y, verbose=0)
+    assert accuracy > 0.6

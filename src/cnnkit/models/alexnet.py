@@ -70,6 +70,14 @@ class AlexNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
+        # He initialization (He et al. 2015, fan-in). torch's default gives each layer a sixth of He's
+        # weight variance, and with no BatchNorm to rescale them the activations shrink ~2.4x a layer:
+        # after eight layers the logits hardly depend on the image (their spread over a batch of
+        # digits is 1e-4, against 0.2 with He's) and Adam at the default --lr stays at chance.
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, 256, h, w)
