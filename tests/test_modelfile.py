@@ -153,3 +153,15 @@ def test_custom_module_cannot_be_saved_whole_but_weights_can(tmp_path):
     other = models.Model(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), input_shape=(2, 2, 1))
     other.load_weights(tmp_path / "w.safetensors")
     torch.testing.assert_close(other.net[1].weight, model.net[1].weight)
+
+
+def test_load_weights_leaves_a_conv_model_channels_last_like_load_model(tmp_path):
+    # the layout fit and load_model leave, which a CPU predicts fastest in (mobilenet_v3_small: 4.5x);
+    # load_state_dict alone keeps a fresh model's NCHW weights
+    trained = models.create_model("lenet5", num_classes=3, in_channels=3, input_size=32)
+    trained.save_weights(tmp_path / "w.safetensors")
+    model = models.create_model("lenet5", num_classes=3, in_channels=3, input_size=32)
+    model.load_weights(tmp_path / "w.safetensors")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values()))
