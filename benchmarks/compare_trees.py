@@ -18,6 +18,9 @@ compare. The measurements (the article's CNN, 2 threads):
   ``Model.evaluate`` at batch 32, the model's own forward over the 1,000 at once (eval mode, inference
   mode, softmax) and each one's ratio to it (measured in the same process), and one image's latency
   (median of 300 calls);
+- ``zoo_predict``: the same ``predict``/``evaluate`` figures for mobilenet_v3_small on 1,000 random
+  32x32x3 images (a zoo model after one epoch of ``fit``), where the last maps are a few pixels, and
+  ``predict`` of a fresh one given those weights by ``load_weights``;
 - ``predictor``: ``cnnkit.inference.load_predictor(file, "torch").predict_proba`` on one batch of 1,000.
 """
 
@@ -94,6 +97,27 @@ elif what == "predict":
                       "predict (batch 32) / one forward pass": forward / default,
                       "evaluate (batch 32) / one forward pass": forward / evaluated,
                       "predict 1 image ms": one * 1000}))
+elif what == "zoo_predict":  # mobilenet_v3_small on 32x32x3 images: its last maps are 2x2 and 1x1 pixels
+    from cnnkit import models
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((1000, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, 1000)
+    model = models.create_model("mobilenet_v3_small", num_classes=10, input_size=32)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images[:256], labels[:256], epochs=1, verbose=0)
+    default = median_seconds(lambda: model.predict(images, verbose=0), 7)
+    whole = median_seconds(lambda: model.predict(images, batch_size=1000, verbose=0), 7)
+    evaluated = median_seconds(lambda: model.evaluate(images, labels, verbose=0), 7)
+    one = median_seconds(lambda: model.predict(images[:1], verbose=0), 100)
+    with tempfile.TemporaryDirectory() as tmp:  # Keras' other way to a trained model: a fresh one, its weights
+        model.save_weights(os.path.join(tmp, "w.safetensors"))
+        fresh = models.create_model("mobilenet_v3_small", num_classes=10, input_size=32)
+        fresh.load_weights(os.path.join(tmp, "w.safetensors"))
+    reloaded = median_seconds(lambda: fresh.predict(images, verbose=0), 7)
+    print(json.dumps({"mobilenet_v3_small predict images/s (batch 32)": 1000 / default,
+                      "mobilenet_v3_small predict images/s after load_weights (batch 32)": 1000 / reloaded,
+                      "mobilenet_v3_small predict images/s (batch 1000)": 1000 / whole,
+                      "mobilenet_v3_small evaluate images/s (batch 32)": 1000 / evaluated,
+                      "mobilenet_v3_small predict 1 image ms": one * 1000}))
 elif what == "predictor":
     from cnnkit.inference import load_predictor
     model = trained_model()
@@ -106,7 +130,7 @@ elif what == "predictor":
     print(json.dumps({"torch predictor images/s (batch 1000)": 1000 / seconds}))
 """
 
-MEASUREMENTS = ("fit", "train", "predict", "predictor")
+MEASUREMENTS = ("fit", "train", "predict", "zoo_predict", "predictor")
 
 
 def run(tree: Path, what: str, data: Path, threads: int | None = None) -> dict[str, float]:
@@ -142,14 +166,15 @@ def main() -> None:
                         results[name].setdefault(key, []).append(value)
             print(f"rep {rep + 1}/{args.reps} done", flush=True)
     print(f"\nmedian of {args.reps} alternating runs, each in a fresh process; {os.cpu_count()} cores\n")
-    print(f"| {'measurement':<40} | {'before':>10} | {'after':>10} | after/before | after range |")
-    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 12}|{'-' * 14}|{'-' * 13}|")
+    width = max(40, *map(len, results["before"]))
+    print(f"| {'measurement':<{width}} | {'before':>10} | {'after':>10} | after/before | after range |")
+    print(f"|{'-' * (width + 2)}|{'-' * 12}|{'-' * 12}|{'-' * 14}|{'-' * 13}|")
     for key, before in results["before"].items():
         after = results["after"][key]
         b, a = statistics.median(before), statistics.median(after)
         digits = 2 if b < 10 else 0
         print(
-            f"| {key:<40} | {b:>10,.{digits}f} | {a:>10,.{digits}f} | {a / b:>11.2f}x | "
+            f"| {key:<{width}} | {b:>10,.{digits}f} | {a:>10,.{digits}f} | {a / b:>11.2f}x | "
             f"{min(after):,.{digits}f}-{max(after):,.{digits}f} |"
         )
 
