@@ -267,3 +267,14 @@ def test_alexnet_small_learns_digits_at_keras_default_learning_rate(one_thread):
     model.fit(x, y, batch_size=16, epochs=8, verbose=0)  # 64 steps: 83-90% (3 seeds); torch's default init 12-23%
     loss, accuracy = model.evaluate(x, y, verbose=0)
     assert accuracy > 0.6
+
+
+def test_efficientnet_starts_at_chance_loss_with_few_classes(one_thread):
+    # torchvision's head init scales with 1/sqrt(classes): with 10 classes the first loss was ~5.4, not ln 10
+    import math
+
+    torch.manual_seed(0)
+    model = models.create_model("efficientnet_b0", num_classes=10, input_size=32).train()
+    logits = model(torch.rand(32, 3, 32, 32))  # (32, 10): train mode, the batch's own statistics
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 10, (32,)))
+    assert abs(loss.item() - math.log(10)) < 0.2

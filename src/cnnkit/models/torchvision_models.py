@@ -22,6 +22,9 @@ __all__ = ["FAMILIES", "replace_first_conv"]
 class Family:
     description: str
     paper: str
+    # The classifier's weight ~ normal(0, head_std), bias 0, where torchvision's own init suits only
+    # ImageNet's 1000 classes (None: torchvision's).
+    head_std: float | None = None
 
 
 _RESNET = "He et al. 2016, 'Deep residual learning for image recognition'"
@@ -34,6 +37,11 @@ FAMILIES: dict[str, Family] = {
     "efficientnet_b0": Family(
         "EfficientNet-B0 (torchvision): MBConv blocks, compound scaling",
         "Tan & Le 2019, 'EfficientNet: rethinking model scaling for CNNs'",
+        # torchvision (as the TensorFlow reference) draws it uniform in +-1/sqrt(classes): +-0.03 for
+        # ImageNet, but +-0.32 for 10 classes, whose logits then start with a std of ~5, and the first
+        # epoch's loss on digits is 5.4 (ln 10 = 2.3). Test accuracy after the default 30 epochs:
+        # 96.1% / 97.2% (seeds 0, 1) with it, 99.4% / 99.4% with MobileNetV3's std 0.01.
+        head_std=0.01,
     ),
     "convnext_tiny": Family(
         "ConvNeXt-Tiny (torchvision): 7x7 depthwise convs, LayerNorm, a modernized ResNet",
@@ -77,6 +85,10 @@ def _register(name: str, family: Family) -> None:
         net = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
         replace_first_conv(net, in_channels)
         _default_batchnorm_momentum(net)
+        if family.head_std is not None:
+            head = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]  # weight (classes, features)
+            nn.init.normal_(head.weight, std=family.head_std)
+            nn.init.zeros_(head.bias)
         return Model(net, input_shape=(input_size, input_size, in_channels), name=name)
 
     build.__name__ = name
