@@ -74,8 +74,9 @@ def test_evaluate_usage_errors(args, message, capsys):
 
 
 def test_evaluate_loads_no_library_it_does_not_use_for_cnnkits_own_model(trained_seed):
-    """torchvision, scikit-learn and sympy (which autograd imports when it is handed a gradient) each
-    cost 0.5-1.7 s to import, more than evaluating the model: `cnnkit evaluate` waits for none."""
+    """torchvision, scikit-learn, sympy (which autograd imports when it is handed a gradient) and
+    matplotlib (the training report's) each cost 0.5-1.7 s to import, more than evaluating the model:
+    `cnnkit evaluate` waits for none."""
     import os
     import subprocess
     import sys
@@ -84,7 +85,7 @@ def test_evaluate_loads_no_library_it_does_not_use_for_cnnkits_own_model(trained
 
     _, path = trained_seed
     probe = (f"import sys; from cnnkit.cli import main; code = main(['evaluate', {str(path)!r}, '--data', 'digits']); "
-             "print([m for m in ('torchvision', 'sklearn', 'sympy') if m in sys.modules], code)")  # fmt: skip
+             "print([m for m in ('torchvision', 'sklearn', 'sympy', 'matplotlib') if m in sys.modules], code)")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     assert done.stdout.splitlines()[-1] == "[] 0", done.stderr

@@ -11,8 +11,31 @@ Layers point down: the recipe imports the models and the engine; neither imports
 
 from __future__ import annotations
 
-from cnnkit.recipe.config import TrainConfig
-from cnnkit.recipe.evaluate import SavedEvaluation, evaluate_saved
-from cnnkit.recipe.run import TrainResult, train
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cnnkit.recipe.config import TrainConfig
+    from cnnkit.recipe.evaluate import SavedEvaluation, evaluate_saved
+    from cnnkit.recipe.run import TrainResult, train
+
+# Public name -> the module that has it, loaded on first use: importing any of this package's modules
+# runs this file, and `run` brings the report and matplotlib (0.6 s), which `cnnkit evaluate` and
+# `cnnkit train --help` (`config` alone) never use.
+_LAZY = {
+    "TrainConfig": "cnnkit.recipe.config",
+    "SavedEvaluation": "cnnkit.recipe.evaluate",
+    "evaluate_saved": "cnnkit.recipe.evaluate",
+    "TrainResult": "cnnkit.recipe.run",
+    "train": "cnnkit.recipe.run",
+}
 
 __all__ = ["SavedEvaluation", "TrainConfig", "TrainResult", "evaluate_saved", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:  # a submodule (``from cnnkit.recipe import finetune``) is then imported as usual
+        raise AttributeError(f"module 'cnnkit.recipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
