@@ -12,7 +12,7 @@ from torch import nn
 from cnnkit import layers, models
 from cnnkit.data import augment
 from cnnkit.errors import TrainingError
-from cnnkit.train import loop, optimizers
+from cnnkit.train import loop, lr_schedule, optimizers
 from cnnkit.train.callbacks import ModelCheckpoint, TimeBudget
 from cnnkit.train.ema import EMA
 from cnnkit.train.lr_find import lr_find
@@ -119,7 +119,7 @@ def test_schedules_warm_up_and_end_at_zero():
     def rates(shape, total=20, shrink_to=None):
         p = nn.Parameter(torch.zeros(1))
         opt = torch.optim.SGD([p], lr=1.0)
-        schedule = optimizers.Schedule(opt, shape, total)
+        schedule = lr_schedule.Schedule(opt, shape, total)
         out = []
         for i in range(total):
             if shrink_to and i == 5:
@@ -140,7 +140,7 @@ def test_time_budget_shrinks_the_run_and_its_schedule():
     ticks = iter(range(0, 10_000, 10))  # every reading of the clock advances 10 s: 10 s per epoch
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    schedule = optimizers.Schedule(opt, "onecycle", total_steps=100 * 2)
+    schedule = lr_schedule.Schedule(opt, "onecycle", total_steps=100 * 2)
     budget = TimeBudget(35, schedule, steps_per_epoch=2, clock=lambda: next(ticks))
     history = loop.fit(model, tiny_data(32), loss_fn=ce, optimizer=opt, epochs=100, batch_size=16,
                        scheduler=schedule, callbacks=[budget], verbose=0)  # fmt: skip

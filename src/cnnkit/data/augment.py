@@ -26,6 +26,9 @@ brightness, contrast and RandAugment's other operations apply as usual.
 
 E.g. ``"crop+affine"`` for digits, ``"flip+crop+randaugment+mixup"`` for photos.
 :func:`apply_policy` applies a policy to one batch (what ``show-batch`` previews).
+
+The operations import torch when they first run, not with this module: ``cnnkit train --help``
+lists the registry's names (``--augment``) without paying for torch's import.
 """
 
 from __future__ import annotations
@@ -37,12 +40,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-
 from cnnkit.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
     from torchvision.transforms import v2
 
 __all__ = [
@@ -61,18 +62,23 @@ __all__ = [
     "register_augmentation",
 ]
 
-Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (images, targets) -> same
+Augment = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]  # (images, targets) -> same
 GROUPS = 8  # slices of a batch that each get their own draw of a torchvision transform's parameters
 
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
     """Mirror a random half of the batch left-right."""
+    import torch
+
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 def random_crop(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
     """Shift each image by up to ``pad`` pixels in each direction, filling with zeros."""
+    import torch
+    import torch.nn.functional as F
+
     b, c, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))  # (B, C, H + 2p, W + 2p)
     dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
@@ -86,6 +92,9 @@ def random_crop(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
 
 def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: float = 0.1, shear: float = 0.1) -> torch.Tensor:
     """Rotate, scale and shear each image a little about its centre (bilinear, zero fill)."""
+    import torch
+    import torch.nn.functional as F
+
     b = x.shape[0]
     angle = (torch.rand(b, device=x.device) * 2 - 1) * math.radians(degrees)
     zoom = 1 + (torch.rand(b, device=x.device) * 2 - 1) * scale
@@ -100,6 +109,8 @@ def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: float = 0.1, sh
 
 def random_cutout(x: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
     """Zero one square of side ``fraction`` x the image side at a random place in each image."""
+    import torch
+
     b, _, h, w = x.shape
     size = max(1, round(fraction * min(h, w)))
     top = torch.randint(0, h - size + 1, (b, 1, 1), device=x.device)
@@ -130,6 +141,8 @@ def in_groups(transform: Callable[[torch.Tensor], torch.Tensor], groups: int = G
     """Apply a torchvision transform to ``groups`` slices of a batch, each with its own random draw."""
 
     def apply(x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         return torch.cat([transform(part) for part in x.tensor_split(min(groups, len(x)))]) if len(x) else x
 
     return apply

@@ -35,16 +35,18 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from filelock import FileLock
 
 from cnnkit._io import atomic_write_json
 from cnnkit.data.downloads import data_root
 from cnnkit.data.scan import FileRecord, ScanResult, scan_files
 from cnnkit.errors import DataError
+
+if TYPE_CHECKING:  # torch only where images become tensors: `cnnkit train --help` lists CACHE_MODES without it
+    import torch
 
 __all__ = ["CACHE_MODES", "CacheSpaceError", "DecodedImages", "MappedImages", "cache_folder", "cached_scan"]
 
@@ -273,6 +275,8 @@ class MappedImages:
 
     def __init__(self, cache: DecodedImages, rows: np.ndarray, labels: np.ndarray, channels: int,
                  device: torch.device | str = "cpu") -> None:  # fmt: skip
+        import torch
+
         self.cache, self.rows, self.labels, self.channels = cache, np.asarray(rows, np.int64), labels, channels
         self.device = torch.device(device)
 
@@ -289,6 +293,8 @@ class MappedImages:
         return MappedImages(self.cache, self.rows, self.labels, self.channels, device)
 
     def __getitem__(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
+        import torch
+
         positions = idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.asarray(idx)
         pixels = self.cache.gather(self.rows[positions])[..., : self.channels]  # (B, H, W, C) uint8
         if self.device.type == "cpu":  # NumPy's one-thread loop: torch's threads only contend over so little work

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from cnnkit.data.decode import ImageError, open_image
-from cnnkit.data.transforms import image_to_input
+from cnnkit.data.inputs import image_to_input
 
 __all__ = ["ANALYSIS_SHAPE", "FileRecord", "ScanResult", "default_workers", "dhash", "scan_files"]
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from cnnkit.errors import ConfigError
 from cnnkit.models.weights import head_name
-from cnnkit.train import loop, losses, optimizers
+from cnnkit.train import loop, losses, lr_schedule, optimizers
 from cnnkit.train.callbacks import Callback, History
 
 __all__ = ["FineTunePlan", "FreezeBody", "fine_tune", "parameter_groups", "plan_fine_tune", "set_body_frozen"]
@@ -78,7 +78,7 @@ def _schedule_curve(schedule: str, steps: int) -> list[float]:
     exactly the shapes ``--schedule`` gives ordinary training.
     """
     probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    scheduler = optimizers.make_schedule(schedule, probe, max(steps, 1))
+    scheduler = lr_schedule.make_schedule(schedule, probe, max(steps, 1))
     curve = []
     probe.step()  # schedulers expect an optimizer step before their own
     for _ in range(max(steps, 1)):

@@ -60,7 +60,7 @@ from cnnkit.report import write_report
 from cnnkit.report.plots import plot_curves
 from cnnkit.runs import MODEL_FILE, create_run_dir
 from cnnkit.runtime import describe_device, seed_everything
-from cnnkit.train import distributed, loop, losses, optimizers
+from cnnkit.train import distributed, loop, losses, lr_schedule
 from cnnkit.train.callbacks import Callback, History
 from cnnkit.train.checkpoint import RESUME_FILE, TrainState, load_checkpoint, read_checkpoint, save_checkpoint
 from cnnkit.train.distributed import World
@@ -321,7 +321,7 @@ def _fit(config: TrainConfig, settings: TrainSettings, model: Model, prepared: d
         extra = {f"fine_tune_{i}": cb for i, cb in enumerate(plan.callbacks)}
     else:
         model.optimizer = make_optimizer(config, model)
-        schedule = optimizers.make_schedule(config.schedule, model.optimizer, steps * (epochs - segment.start))
+        schedule = lr_schedule.make_schedule(config.schedule, model.optimizer, steps * (epochs - segment.start))
     ema = EMA(model, config.ema) if config.ema else None
     callbacks = {**run_callbacks(config, run_dir, schedule, steps, validation is not None), **extra}
     history = History()

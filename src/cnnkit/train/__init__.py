@@ -10,9 +10,30 @@ it nor of the run recipe (:mod:`cnnkit.recipe`) above them.
 
 from __future__ import annotations
 
-from cnnkit.train import callbacks, checkpoint, distributed, ema, loop, losses, optimizers, progress, settings
-from cnnkit.train.loop import fit
-from cnnkit.train.settings import TrainSettings
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Every name below is loaded on first use: importing any module of the engine runs this file, and the
+# loop brings torch (1.5 s), which the names `cnnkit train --help` lists (optimizers, schedules,
+# precisions) never need. They are imported here for the type checkers and for the import graph that
+# tests/test_architecture.py checks for cycles: a lazy name is still a dependency.
+if TYPE_CHECKING:
+    from cnnkit.train import (
+        callbacks,
+        checkpoint,
+        distributed,
+        ema,
+        loop,
+        losses,
+        lr_schedule,
+        optimizers,
+        progress,
+        settings,
+    )
+    from cnnkit.train.loop import fit
+    from cnnkit.train.settings import TrainSettings
+
+_LAZY = {"fit": "cnnkit.train.loop", "TrainSettings": "cnnkit.train.settings"}  # name -> its module
 
 __all__ = [
     "TrainSettings",
@@ -23,7 +44,19 @@ __all__ = [
     "fit",
     "loop",
     "losses",
+    "lr_schedule",
     "optimizers",
     "progress",
     "settings",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in __all__:  # a submodule
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -5,26 +5,30 @@ these classes hold the settings, with Keras' argument names and defaults, and ``
 the torch optimizer once the parameters exist. Keras' ``clipnorm`` (each gradient's norm),
 ``clipvalue`` and ``global_clipnorm``, and a ``learning_rate`` that is a
 :mod:`~cnnkit.train.schedules` schedule, become step pre-hooks of that torch optimizer, so
-every loop that steps it (``fit``, or your own) gets them.
+every loop that steps it (``fit``, or your own) gets them. The per-step schedule ``cnnkit train``
+runs (``--schedule``) is :mod:`~cnnkit.train.lr_schedule`.
+
+torch is imported where an optimizer is built, not with this module: ``cnnkit train --help`` lists
+:data:`OPTIMIZERS` and :data:`SCHEDULES` without paying for it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from cnnkit._keras_names import missing
 from cnnkit.errors import ConfigError
 from cnnkit.train import schedules
 from cnnkit.train.schedules import LearningRateSchedule
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "Schedule",
-           "decay_groups", "get", "make_schedule", "match_state_layout", "schedules"]  # fmt: skip
+if TYPE_CHECKING:
+    import torch
 
-Params = Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "decay_groups", "get",
+           "match_state_layout", "schedules"]  # fmt: skip
+
+Params = Iterable["torch.nn.Parameter"] | Iterable[dict[str, Any]]
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -99,6 +103,8 @@ class Optimizer:
         raise NotImplementedError
 
     def _clip(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        import torch
+
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         grads = [p.grad for p in params]
         if not grads:
@@ -138,6 +144,8 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon, self.amsgrad = beta_1, beta_2, epsilon, bool(amsgrad)
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.Adam(params, lr=self._lr0, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
                                 amsgrad=self.amsgrad, weight_decay=self.weight_decay,
                                 fused=_fused_ok(params))  # fmt: skip
@@ -154,6 +162,8 @@ class AdamW(Adam):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, **clip)
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.AdamW(params, lr=self._lr0, betas=(self.beta_1, self.beta_2), eps=self.epsilon,
                                  amsgrad=self.amsgrad, weight_decay=self.weight_decay,
                                  fused=_fused_ok(params))  # fmt: skip
@@ -172,6 +182,8 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = momentum, nesterov
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.SGD(params, lr=self._lr0, momentum=self.momentum, nesterov=self.nesterov,
                                weight_decay=self.weight_decay, fused=_fused_ok(params))  # fmt: skip
 
@@ -188,14 +200,15 @@ class RMSprop(Optimizer):
         self.rho, self.momentum, self.epsilon, self.centered = rho, momentum, epsilon, bool(centered)
 
     def _build(self, params: list[Any]) -> torch.optim.Optimizer:
+        import torch
+
         return torch.optim.RMSprop(params, lr=self._lr0, alpha=self.rho, eps=self.epsilon,
                                    momentum=self.momentum, centered=self.centered,
                                    weight_decay=self.weight_decay)  # fmt: skip
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (Adam, AdamW, SGD, RMSprop)}
-_SHAPES = ("onecycle", "cosine")  # the shapes of a Schedule
-SCHEDULES = (*_SHAPES, "constant")  # what make_schedule builds ("constant": no schedule at all)
+SCHEDULES = ("onecycle", "cosine", "constant")  # what lr_schedule.make_schedule builds ("constant": none at all)
 
 
 def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -205,6 +218,8 @@ def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
     contiguous beside a channels-last weight (a checkpoint loaded, a model converted between two
     ``fit`` calls) would be updated from the wrong elements, silently.
     """
+    import torch
+
     for group in optimizer.param_groups:
         for p in group["params"]:
             state = optimizer.state.get(p, {})
@@ -222,41 +237,6 @@ def get(optimizer: str | Optimizer | dict[str, Any]) -> Optimizer:
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; cnnkit has: {', '.join(OPTIMIZERS)}")
     return OPTIMIZERS[name](**config)
-
-
-class Schedule(torch.optim.lr_scheduler.LRScheduler):
-    """A per-step multiplier of each group's peak learning rate; ``total_steps`` may be changed mid-run.
-
-    ``onecycle``: linear warm-up from peak/10 to the peak, then linear decay to zero.
-    ``cosine``: linear warm-up from zero, then cosine decay to zero. A wall-clock budget
-    shortens a run by lowering ``total_steps``, so the rate still reaches zero at the end.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, shape: str, total_steps: int,
-                 warmup_fraction: float = 0.2) -> None:  # fmt: skip
-        if shape not in _SHAPES:
-            raise ConfigError(f"unknown schedule shape {shape!r}; a Schedule is {' or '.join(_SHAPES)}")
-        self.shape, self.total_steps, self.warmup_fraction = shape, max(1, total_steps), warmup_fraction
-        super().__init__(optimizer)
-
-    def factor(self, step: int) -> float:
-        warmup = max(1, round(self.warmup_fraction * self.total_steps))
-        if step < warmup:
-            return 0.1 + 0.9 * step / warmup if self.shape == "onecycle" else (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
-        if self.shape == "onecycle":
-            return 1.0 - progress
-        return 0.5 * (1 + math.cos(math.pi * progress))
-
-    def get_lr(self) -> list[float]:
-        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
-
-
-def make_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> Schedule | None:
-    """The per-step schedule called ``name``, one of :data:`SCHEDULES` (``constant`` gives none)."""
-    if name == "constant":
-        return None
-    return Schedule(optimizer, name, total_steps)
 
 
 def __getattr__(name: str) -> Any:

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from cnnkit.errors import TrainingError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRECISIONS", "Augment", "TrainSettings"]
 
 # (images (B, C, H, W), targets (B,) or (B, classes)) -> the same, augmented on the device; label mixing
 # (MixUp, CutMix) returns soft targets (B, classes).
-Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # name -> autocast dtype
+Augment = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
+# name -> the torch dtype autocast runs in, by name: `cnnkit train --help` lists these without importing torch.
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 @dataclass(frozen=True)
@@ -55,4 +58,7 @@ class TrainSettings:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         """The dtype the forward pass runs in under autocast; None for plain fp32."""
-        return PRECISIONS[self.precision]
+        import torch
+
+        dtype = PRECISIONS[self.precision]
+        return None if dtype is None else getattr(torch, dtype)
