@@ -37,7 +37,7 @@ def _trial_options() -> list[str]:
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     from cnnkit.recipe.config import TrainConfig
-    from cnnkit.recipe.tune import TuneConfig
+    from cnnkit.recipe.tune.config import TuneConfig
 
     p.add_argument("--config", metavar="FILE", help="JSON file of training options every trial starts from")
     p.add_argument("--resume", metavar="TUNE", help="continue the tune in this folder (with more --trials or "

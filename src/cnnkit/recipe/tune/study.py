@@ -34,41 +34,19 @@ from optuna.trial import TrialState
 
 from cnnkit._io import atomic_write_json, atomic_write_text
 from cnnkit.errors import CnnkitError, ConfigError, TrainingError
-from cnnkit.recipe.config import TrainConfig, option, parse_duration
+from cnnkit.recipe.config import TrainConfig
 from cnnkit.recipe.run import train
+from cnnkit.recipe.tune.config import TuneConfig
 from cnnkit.recipe.tune.space import Space, default_space, load_space, space_from_json, space_to_dict, suggest
 from cnnkit.runs import create_run_dir
 from cnnkit.train.callbacks import Callback, Logs
 
-__all__ = ["PRUNERS", "STUDY_FILE", "TUNE_FILE", "Pruning", "TuneConfig", "TuneResult", "make_pruner", "tune"]
+__all__ = ["STUDY_FILE", "TUNE_FILE", "Pruning", "TuneResult", "make_pruner", "tune"]
 
 STUDY_FILE, TUNE_FILE, BEST_FILE = "study.db", "tune.json", "best.json"
-PRUNERS = ("median", "hyperband", "none")
 MONITOR = "val_loss"
 STUDY_NAME = "cnnkit"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # what --trials counts
-
-
-@dataclass
-class TuneConfig:
-    """The options of the search itself (``cnnkit tune``'s own flags); each trial's are a TrainConfig."""
-
-    trials: int = option(20, "trials in the study, counting those of earlier (--resume) or other processes")
-    time: float | None = option(None, "wall-clock budget of the search (90s, 5m, 1h): no trial starts after it, "
-                                "and the last one's schedule shrinks to end in it", parse=parse_duration)  # fmt: skip
-    space: str | None = option(None, "a JSON or YAML search space (default: lr, weight decay, batch size, label "
-                               "smoothing, augmentation and model, for the data set; options given are fixed)",
-                               metavar="FILE")  # fmt: skip
-    pruner: str = option("median", "stop trials doing worse than the others by the same epoch", choices=PRUNERS)
-    out: str | None = option(None, "the tune folder (default: runs/tune-<data>-<time>)", metavar="DIR")
-
-    def validate(self) -> None:
-        if self.trials < 1:
-            raise ConfigError("trials must be at least 1")
-        if self.time is not None and self.time <= 0:
-            raise ConfigError("time must be a positive number of seconds")
-        if self.pruner not in PRUNERS:
-            raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {self.pruner!r}")
 
 
 @dataclass(frozen=True)
