@@ -29,16 +29,6 @@ BATCH_FILE = "train_batch.png"
 IMAGES = 32
 
 
-def _augment(policy: str, images: torch.Tensor, labels: torch.Tensor, classes: int
-             ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """The registry's policy on one batch: images, and targets (soft ``(B, classes)`` when it mixes labels)."""
-    apply_policy = getattr(augmentations, "apply_policy", None)  # the registry's own batch-and-labels entry point
-    if apply_policy is not None:
-        return apply_policy(policy, images, labels, classes)
-    augment = augmentations.make_augment(policy)  # image-only operations
-    return (images if augment is None else augment(images)), labels
-
-
 def _training_images(prepared: data_prepare.TrainingData, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` training images ``(n, C, H, W)`` in [0, 1] and their labels: a seeded sample (in memory or from
     the decoded-image cache on disk), or a streamed batch."""
@@ -60,7 +50,7 @@ def augmented_batch(prepared: data_prepare.TrainingData, policy: str, image_shap
     x = conform(x.float(), image_shape)
     with torch.random.fork_rng(devices=[]):  # training's random numbers stay as they were
         torch.manual_seed(seed)
-        return _augment(policy, x, y.long(), len(prepared.dataset.class_names))
+        return augmentations.apply_policy(policy, x, y.long(), len(prepared.dataset.class_names))
 
 
 def write_train_batch(path: str | os.PathLike, prepared: data_prepare.TrainingData, policy: str,
