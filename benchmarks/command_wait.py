@@ -7,7 +7,7 @@ tree's, in fresh processes, the order alternating between repetitions (a machine
 hits both alike); each figure is the median wall time over the repetitions, with after/before.
 The commands, on the built-in digits:
 
-- ``cnnkit train --help``;
+- ``cnnkit train --help`` and ``cnnkit tune --help`` (flags generated from the configs);
 - ``cnnkit train --epochs 1 --no-report``: a run's fixed cost (start-up, data, one 0.2 s epoch, the test);
 - ``cnnkit train --epochs 1``: the same with the run's report;
 - ``cnnkit evaluate RUN``, ``explain RUN IMAGE``, ``report RUN`` and ``predict RUN IMAGE --backend
@@ -40,6 +40,7 @@ from PIL import Image
 
 COMMANDS = {
     "train --help": ["train", "--help"],
+    "tune --help": ["tune", "--help"],
     "train --epochs 1 --no-report": ["train", "--epochs", "1", "--no-report", "--out", "{out}"],
     "train --epochs 1": ["train", "--epochs", "1", "--out", "{out}"],
     "evaluate RUN": ["evaluate", "{run}"],
