@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -14,8 +16,9 @@ from PIL import Image
 from cnnkit.data.check import build_report, near_duplicate_pairs
 from cnnkit.data.check_html import render_html
 from cnnkit.data.folders import index_csv, index_folder, index_path
+from cnnkit.data.inputs import image_to_input
 from cnnkit.data.prepare import assign_roles
-from cnnkit.data.scan import scan_files
+from cnnkit.data.scan import ANALYSIS_SHAPE, scan_files, thumbnail
 from cnnkit.data.transforms import load_input
 from cnnkit.errors import DataError
 
@@ -142,6 +145,40 @@ def test_every_odd_file_is_read_or_named_with_its_problem(tmp_path):
     assert good["sixteen.png"].mode.startswith("I") and good["cmyk.jpg"].mode == "CMYK"
     assert scan.images.shape == (len(paths), 16, 16, 3) and np.isfinite(scan.images).all()
     assert scan.images.max() <= 1 and scan.images[[p.name == "sixteen.png" for p in paths]].max() > 0.5
+
+
+def test_many_files_over_threads_come_back_in_file_order(tmp_path):
+    # The threads take files in chunks; records, kept images and a sink's calls stay in the order given.
+    paths = []
+    for i in range(150):
+        paths.append(tmp_path / f"{i:03d}.png")
+        smooth(i, 12 + i % 7).save(paths[-1])  # sizes 12..18 px: every one is resized to 8x8
+    scan = scan_files(paths, (8, 8, 3), workers=2)
+    assert [r.path for r in scan.records] == paths and all(r.ok for r in scan.records)
+    assert all(np.array_equal(scan.images[i], load_input(p, (8, 8, 3))) for i, p in enumerate(paths))
+    sunk = []
+    scan_files(paths, (8, 8, 3), workers=2, sink=lambda record, x: sunk.append((record.path, x)), known={})
+    assert [path for path, _ in sunk] == paths and np.array_equal(np.stack([x for _, x in sunk]), scan.images)
+
+
+@pytest.mark.parametrize("size, mode", [((28, 28), "L"), ((300, 200), "RGB"), ((45, 130), "RGB"), ((32, 32), "L")])
+def test_the_health_checks_thumbnail_is_the_models_resize_without_torch(size, mode):
+    # What the duplicate hash looks at is computed by Pillow; it must be what conform (torch) gives.
+    img = smooth(sum(size), 48).resize(size, Image.Resampling.BICUBIC).convert(mode)
+    expected = image_to_input(img, ANALYSIS_SHAPE)[..., 0]  # (32, 32), through torch's antialiased resize
+    assert thumbnail(img).shape == (32, 32) and np.abs(thumbnail(img) - expected).max() < 1e-5
+
+
+def test_check_data_never_imports_torch(tmp_path):
+    # The health check needs Pillow and NumPy only: torch's import alone is 1.5 s and ~300 MB.
+    write_classes(tmp_path / "data", {"a": 3, "b": 3}, size=28)
+    smooth(7, 120).save(tmp_path / "data" / "a" / "big.jpg")
+    code = ("import sys\nfrom cnnkit.cli import main\n"
+            f"code = main(['check-data', {str(tmp_path / 'data')!r}, '--out', {str(tmp_path)!r}, '--json'])\n"
+            "print(code, 'torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "0 False"
+    assert json.loads((tmp_path / "data_report.json").read_text())["readable"] == 7
 
 
 def test_exif_rotation_is_applied_before_resizing(tmp_path):

@@ -18,7 +18,7 @@ from PIL import Image
 from cnnkit.data.decode import MAX_PIXELS, DecodedImage, open_image, to_array
 from cnnkit.errors import ShapeError
 
-__all__ = ["array_layout", "image_to_input", "load_input", "open_input"]
+__all__ = ["array_layout", "box_reduced", "image_to_input", "load_input", "open_input"]
 
 # Modes Pillow's integer box reduction handles; others (P, CMYK, I;16) are reduced after conversion.
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "I", "F"}
@@ -45,11 +45,16 @@ def image_to_input(img: Image.Image, input_shape: Sequence[int]) -> np.ndarray:
 
     from cnnkit.data.resize import conform
 
-    factor = min(img.width // (2 * width), img.height // (2 * height))
-    if factor >= 2 and img.mode in _REDUCIBLE:
-        img = img.reduce(factor)
+    img = box_reduced(img, width, height)
     x = torch.from_numpy(to_array(img, channels)).permute(2, 0, 1)[None]  # (1, C, h, w)
     return conform(x, input_shape)[0].permute(1, 2, 0).contiguous().numpy()  # (H, W, C)
+
+
+def box_reduced(img: Image.Image, width: int, height: int) -> Image.Image:
+    """``img`` box-averaged by the largest integer factor that keeps it at least twice ``width`` x ``height``
+    (itself when that factor is below 2): the cheap, exact first step of shrinking a large picture."""
+    factor = min(img.width // (2 * width), img.height // (2 * height))
+    return img.reduce(factor) if factor >= 2 and img.mode in _REDUCIBLE else img
 
 
 def open_input(

@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cnnkit.data.decode import ImageError, open_image
-from cnnkit.data.inputs import image_to_input
+from cnnkit.data.decode import ImageError, open_image, to_array
+from cnnkit.data.inputs import box_reduced, image_to_input
 
-__all__ = ["ANALYSIS_SHAPE", "FileRecord", "ScanResult", "default_workers", "dhash", "scan_files"]
+__all__ = ["ANALYSIS_SHAPE", "FileRecord", "ScanResult", "default_workers", "dhash", "scan_files", "thumbnail"]
 
 ANALYSIS_SHAPE = (32, 32, 1)  # what the perceptual hash is computed from, whatever the model's input
 _HASH_DRAFT = (2 * ANALYSIS_SHAPE[1], 2 * ANALYSIS_SHAPE[0])  # how coarsely a JPEG may decode for the hash
+_CHUNK = 32  # files a thread scans per task, at most
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,20 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def thumbnail(img: Image.Image) -> np.ndarray:
+    """What the health check looks at: ``img`` as ``(32, 32)`` grey float32 in [0, 1] (:data:`ANALYSIS_SHAPE`).
+
+    PIL's float bilinear resize, antialiased when it shrinks: what :func:`~cnnkit.data.resize.conform`
+    computes for a model's input (equal to ~1e-6 on digits and photos), without importing torch, so
+    that ``cnnkit check-data`` never loads it.
+    """
+    height, width, _ = ANALYSIS_SHAPE
+    grey = to_array(box_reduced(img, width, height), 1)[..., 0]  # (h, w)
+    if grey.shape == (height, width):
+        return grey
+    return np.asarray(Image.fromarray(grey, "F").resize((width, height), Image.Resampling.BILINEAR))
+
+
 def dhash(grey: np.ndarray) -> int:
     """Difference hash of an ``(H, W)`` grey image: 64 bits, one per left-right brightness step on a 9x8 grid."""
     small = np.asarray(Image.fromarray(np.ascontiguousarray(grey, np.float32)).resize((9, 8), Image.Resampling.BOX))
@@ -82,8 +97,9 @@ def dhash(grey: np.ndarray) -> int:
 Crop = tuple[float, float, float, float]  # (left, top, right, bottom) as fractions of the width and height
 
 
-def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Crop | None,
+def _scan_one(path: Path, shape: tuple[int, int, int] | None, max_pixels: int | None, crop: Crop | None,
               known: Mapping[str, FileRecord]) -> tuple[FileRecord, np.ndarray | None]:  # fmt: skip
+    """One file's record, and its image at the model's input ``shape`` ``(H, W, C)`` (None: the record alone)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -93,23 +109,23 @@ def _scan_one(path: Path, shape: Sequence[int], max_pixels: int | None, crop: Cr
     digest = hashlib.sha256(data).hexdigest()
     if digest in known:  # these bytes were decoded before: what they gave holds for this file too
         return dataclasses.replace(known[digest], path=path), None
-    height, width, _ = shape
+    height, width, _ = shape or ANALYSIS_SHAPE
     draft = None if crop else (2 * width, 2 * height)
     try:
         kwargs = {"max_pixels": max_pixels} if max_pixels else {}
         decoded = open_image(data, name=str(path), draft=draft, **kwargs)
         img = _cropped(decoded.image, crop)
-        x = image_to_input(img, shape)  # (H, W, C)
+        x = None if shape is None else image_to_input(img, shape)  # (H, W, C)
         # The hash's own thumbnail: a JPEG decoded at another draft scale shows slightly other
         # pixels, enough to move a near duplicate across the threshold; decode it again at the
         # hash's scale (cheap: a coarse JPEG draft), anything else is the same image.
         if draft is not None and draft != _HASH_DRAFT and decoded.format == "JPEG":
             img = open_image(data, name=str(path), draft=_HASH_DRAFT, **kwargs).image
-        thumbnail = x if shape == ANALYSIS_SHAPE else image_to_input(img, ANALYSIS_SHAPE)
+        grey = thumbnail(img)
     except ImageError as e:
         return FileRecord(path, len(data), digest, error=str(e).removeprefix(f"{path}: "), kind=e.kind), None
     w, h = decoded.size
-    return FileRecord(path, len(data), digest, decoded.format, decoded.mode, w, h, dhash(thumbnail[..., 0])), x
+    return FileRecord(path, len(data), digest, decoded.format, decoded.mode, w, h, dhash(grey)), x
 
 
 def _cropped(img: Image.Image, crop: Crop | None) -> Image.Image:
@@ -137,21 +153,30 @@ def scan_files(
     decoded-image cache writes it to disk); with a sink, ``known`` maps the SHA-256 of contents
     decoded before to their records, and such a file is only read and hashed, not decoded again.
     """
-    shape = tuple(input_shape) if input_shape is not None else ANALYSIS_SHAPE
-    kept = input_shape is not None and sink is None
+    shape = tuple(input_shape) if input_shape is not None else None
+    kept = shape is not None and sink is None
     images = np.zeros((len(paths), *shape), np.float32) if kept else None
     known = known if sink is not None else None
+    workers = workers or default_workers()
+    # Files go to the threads in chunks: a small PNG takes ~0.1 ms, about what handing one file to a
+    # thread and its result back costs; a few chunks per thread still share out a folder of big photos.
+    size = max(1, min(_CHUNK, len(paths) // (4 * workers)))
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+
+    def scan_chunk(chunk: Sequence[Path]) -> list[tuple[FileRecord, np.ndarray | None]]:
+        return [_scan_one(Path(p), shape, max_pixels, crop, known or {}) for p in chunk]
+
     records: list[FileRecord] = []
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool, _bar(progress, len(paths)) as bar:
-        scanned = pool.map(lambda p: _scan_one(Path(p), shape, max_pixels, crop, known or {}), paths)
-        for i, (record, x) in enumerate(scanned):
-            records.append(record)
-            if x is not None and sink is not None:
-                sink(record, x)  # in this thread, in file order: the sink needs no lock
-            elif images is not None and x is not None:
-                images[i] = x
+    with ThreadPoolExecutor(max_workers=workers) as pool, _bar(progress, len(paths)) as bar:
+        for scanned in pool.map(scan_chunk, chunks):
+            for record, x in scanned:
+                if x is not None and sink is not None:
+                    sink(record, x)  # in this thread, in file order: the sink needs no lock
+                elif images is not None and x is not None:
+                    images[len(records)] = x
+                records.append(record)
             if bar is not None:
-                bar.advance(0)
+                bar.advance(0, len(scanned))
     return ScanResult(records, images)
 
 
