@@ -30,6 +30,7 @@ from torch import nn
 from cnnkit._suggest import did_you_mean
 from cnnkit.errors import ConfigError
 from cnnkit.models.model import MODULE_ATTR, Model
+from cnnkit.runtime import prefer_channels_last
 
 __all__ = [
     "TRUST_CODE_ENV",
@@ -108,7 +109,11 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(
     name: str, num_classes: int = 10, in_channels: int | None = None, input_size: int | None = None, **kwargs: Any
 ) -> Model:
-    """Build a registered model for ``num_classes`` classes and square ``input_size`` images."""
+    """Build a registered model for ``num_classes`` classes and square ``input_size`` images.
+
+    A convolutional model comes channels-last, as ``load_model``, ``load_weights`` and ``fit`` leave it:
+    the layout it predicts and trains fastest in (a layout, not a value).
+    """
     entry = get_model_entry(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ConfigError(f"num_classes must be an int >= 2, got {num_classes!r}")
@@ -133,6 +138,7 @@ def create_model(
                        "input_size": input_size, **kwargs},
         }  # fmt: skip
     model.training_summary.setdefault("model", name)
+    prefer_channels_last(model)
     return model
 
 
