@@ -19,8 +19,9 @@ compare. The measurements (the article's CNN, 2 threads):
   mode, softmax) and each one's ratio to it (measured in the same process), and one image's latency
   (median of 300 calls);
 - ``zoo_predict``: the same ``predict``/``evaluate`` figures for mobilenet_v3_small on 1,000 random
-  32x32x3 images (a zoo model after one epoch of ``fit``), where the last maps are a few pixels, and
-  ``predict`` of a fresh one given those weights by ``load_weights``;
+  32x32x3 images (a zoo model after one epoch of ``fit``), where the last maps are a few pixels,
+  ``predict`` of a fresh one given those weights by ``load_weights``, and of the model as
+  ``create_model`` made it, before ``fit``;
 - ``predictor``: ``cnnkit.inference.load_predictor(file, "torch").predict_proba`` on one batch of 1,000.
 """
 
@@ -102,6 +103,7 @@ elif what == "zoo_predict":  # mobilenet_v3_small on 32x32x3 images: its last ma
     rng = np.random.default_rng(0)
     images, labels = rng.random((1000, 32, 32, 3), dtype=np.float32), rng.integers(0, 10, 1000)
     model = models.create_model("mobilenet_v3_small", num_classes=10, input_size=32)
+    created = median_seconds(lambda: model.predict(images, verbose=0), 7)  # untrained, as create_model made it
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(images[:256], labels[:256], epochs=1, verbose=0)
     default = median_seconds(lambda: model.predict(images, verbose=0), 7)
@@ -114,6 +116,7 @@ elif what == "zoo_predict":  # mobilenet_v3_small on 32x32x3 images: its last ma
         fresh.load_weights(os.path.join(tmp, "w.safetensors"))
     reloaded = median_seconds(lambda: fresh.predict(images, verbose=0), 7)
     print(json.dumps({"mobilenet_v3_small predict images/s (batch 32)": 1000 / default,
+                      "mobilenet_v3_small predict images/s fresh from create_model (batch 32)": 1000 / created,
                       "mobilenet_v3_small predict images/s after load_weights (batch 32)": 1000 / reloaded,
                       "mobilenet_v3_small predict images/s (batch 1000)": 1000 / whole,
                       "mobilenet_v3_small evaluate images/s (batch 32)": 1000 / evaluated,
