@@ -8,10 +8,10 @@ or a :class:`~cnnkit.train.loop.Stepper`. Nothing in it says ``"auto"`` except
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from cnnkit.data.augment import Augment  # (images, targets) -> the same, augmented on the device
 from cnnkit.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -19,9 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PRECISIONS", "Augment", "TrainSettings"]
 
-# (images (B, C, H, W), targets (B,) or (B, classes)) -> the same, augmented on the device; label mixing
-# (MixUp, CutMix) returns soft targets (B, classes).
-Augment = Callable[["torch.Tensor", "torch.Tensor"], tuple["torch.Tensor", "torch.Tensor"]]
 # name -> the torch dtype autocast runs in, by name: `cnnkit train --help` lists these without importing torch.
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
 
