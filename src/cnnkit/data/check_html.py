@@ -30,7 +30,7 @@ h1{font-size:1.5em}h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom
 table{border-collapse:collapse}td,th{padding:.25em .7em;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 .num{text-align:right;font-variant-numeric:tabular-nums}.bar{background:#4a7fd4;height:.8em;display:inline-block}
 .group{display:flex;gap:.6em;flex-wrap:wrap;margin:.6em 0;padding:.5em;background:#f7f7f7;border-radius:6px}
-figure{margin:0;width:110px;font-size:11px;word-break:break-all}figure img{width:96px;height:96px;object-fit:contain;
+figure{margin:0;width:110px;font-size:11px;overflow-wrap:anywhere}figure img{width:96px;height:96px;object-fit:contain;
 background:#ddd;display:block}.warn{color:#a40}.ok{color:#070}code{font-size:12px}
 """
 
