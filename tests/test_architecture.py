@@ -10,7 +10,10 @@ depends on the submodule ``a.b.name`` when there is one, else on ``a.b``'s ``__i
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "cnnkit"
@@ -26,7 +29,8 @@ SURFACES = (
 # What the engine may import (ENGINEERING.md: engine <- models <- recipe <- surfaces): itself, and below it.
 BELOW_ENGINE = ("cnnkit.errors", "cnnkit._io", "cnnkit.runtime", "cnnkit.data", "cnnkit.evaluate",
                 "cnnkit.kernels", "cnnkit.layers", "cnnkit.activations",
-                "cnnkit._keras_names")  # the table of Keras names cnnkit lacks: a leaf, it imports only the errors  # fmt: skip
+                "cnnkit._keras_names",  # the table of Keras names cnnkit lacks: a leaf, it imports only the errors
+                "cnnkit._lazy")  # a package's names on first use: a leaf, it imports nothing of cnnkit  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:
@@ -172,6 +176,17 @@ def test_the_engine_packages_lazy_names_are_imports_the_graph_sees() -> None:
                 and (node.module or "").startswith(ENGINE) for alias in node.names}  # fmt: skip
     assert set(public) - imported == set()
     assert {"cnnkit.train.loop", "cnnkit.train.settings", "cnnkit.train.optimizers"} <= import_graph()[ENGINE]
+
+
+@pytest.mark.parametrize("package", ["cnnkit.train", "cnnkit.recipe", "cnnkit.recipe.tune", "cnnkit.export",
+                                     "cnnkit.data"])  # fmt: skip
+def test_every_public_name_of_a_light_package_loads(package: str) -> None:
+    # Their names load on first use (cnnkit._lazy): a table entry naming the wrong module fails only here.
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        module.not_a_name  # noqa: B018
 
 
 def test_sequential_does_not_import_the_kernels() -> None:

@@ -7,10 +7,10 @@ else ``~/.cache/cnnkit``); files placed there by hand are used without any netwo
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
+from cnnkit._lazy import lazy_names
 from cnnkit.errors import DataError
 
 if TYPE_CHECKING:
@@ -46,16 +46,15 @@ __all__ = [
 ]
 
 
+_lazy = lazy_names(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
-    if name not in _LAZY:  # a submodule (``from cnnkit.data import prepare``) is then imported as usual
-        raise AttributeError(f"module 'cnnkit.data' has no attribute {name!r}")
     if name == "DATASETS":
         from cnnkit.data.catalog import registry
 
         return registry()  # with every data set registered
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+    return _lazy(name)
 
 
 def list_datasets() -> list[DatasetInfo]:

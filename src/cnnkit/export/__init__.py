@@ -14,8 +14,9 @@ The names below load their module on first use: reading and running an export
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cnnkit._lazy import lazy_names
 
 if TYPE_CHECKING:  # what each name is, for type checkers and the import graph (tests/test_architecture.py)
     from cnnkit.export.exporter import FORMATS, ExportResult, build_onnx, default_export_path, export_model
@@ -58,12 +59,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module 'cnnkit.export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULES)
 
 
 def __dir__() -> list[str]:

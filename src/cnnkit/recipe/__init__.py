@@ -11,8 +11,9 @@ Layers point down: the recipe imports the models and the engine; neither imports
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cnnkit._lazy import lazy_names
 
 if TYPE_CHECKING:
     from cnnkit.recipe.config import TrainConfig
@@ -33,9 +34,4 @@ _LAZY = {
 __all__ = ["SavedEvaluation", "TrainConfig", "TrainResult", "evaluate_saved", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:  # a submodule (``from cnnkit.recipe import finetune``) is then imported as usual
-        raise AttributeError(f"module 'cnnkit.recipe' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)

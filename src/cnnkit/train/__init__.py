@@ -10,8 +10,9 @@ it nor of the run recipe (:mod:`cnnkit.recipe`) above them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cnnkit._lazy import lazy_names
 
 # Every name below is loaded on first use: importing any module of the engine runs this file, and the
 # loop brings torch (1.5 s), which the names `cnnkit train --help` lists (optimizers, schedules,
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from cnnkit.train.loop import fit
     from cnnkit.train.settings import TrainSettings
 
-_LAZY = {"fit": "cnnkit.train.loop", "TrainSettings": "cnnkit.train.settings"}  # name -> its module
 
 __all__ = [
     "TrainSettings",
@@ -51,12 +51,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    elif name in __all__:  # a submodule
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+# name -> its module (a submodule: itself)
+_LAZY = {"fit": "cnnkit.train.loop", "TrainSettings": "cnnkit.train.settings"}
+_LAZY.update({name: f"{__name__}.{name}" for name in __all__ if name not in _LAZY})
+__getattr__ = lazy_names(__name__, _LAZY)

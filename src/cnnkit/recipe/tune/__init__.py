@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from cnnkit._lazy import lazy_names
 from cnnkit.recipe.tune.config import PRUNERS, TuneConfig
 
 if TYPE_CHECKING:
@@ -24,9 +24,4 @@ _LAZY.update({name: "cnnkit.recipe.tune.study" for name in ("Pruning", "TuneResu
 __all__ = ["PRUNERS", "Pruning", "Space", "TuneConfig", "TuneResult", "default_space", "load_space", "tune"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)
