@@ -77,7 +77,7 @@ def thumbnail(img: Image.Image) -> np.ndarray:
     """What the health check looks at: ``img`` as ``(32, 32)`` grey float32 in [0, 1] (:data:`ANALYSIS_SHAPE`).
 
     PIL's float bilinear resize, antialiased when it shrinks: what :func:`~cnnkit.data.resize.conform`
-    computes for a model's input (equal to ~1e-6 on digits and photos), without importing torch, so
+    computes for a model's input (within 1e-5 on digits and photos), without importing torch, so
     that ``cnnkit check-data`` never loads it.
     """
     height, width, _ = ANALYSIS_SHAPE
