@@ -61,6 +61,12 @@ def test_unknown_names_suggest_the_nearest():
     assert result.returncode == 2 and "unrecognized arguments: --modle seed; did you mean --model?" in result.stderr
     result = run_main("models", "--jsno")
     assert result.returncode == 2 and "did you mean --json?" in result.stderr
+    result = run_main("trian")  # a value outside argparse's choices: the command, a flag's
+    assert result.returncode == 2 and "invalid choice: 'trian'" in result.stderr
+    assert "(did you mean 'train'?)" in result.stderr
+    result = run_main("train", "--optimizer", "adma")
+    assert result.returncode == 2 and "'rmsprop') (did you mean 'adam'?)" in result.stderr
+    assert "did you mean" not in run_main("train", "--schedule", "xyz").stderr  # nothing close: argparse's list alone
     result = run_main("train", "--model", "resnet19", "--epochs", "1")
     assert result.returncode == 1 and "unknown model 'resnet19' (did you mean 'resnet9'" in result.stderr
     result = run_main("train", "--data", "digit", "--epochs", "1")

@@ -30,7 +30,7 @@ from cnnkit.cli import (
     train,
     tune,
 )
-from cnnkit.cli._options import LazyParser
+from cnnkit.cli._options import LazyParser, SuggestingParser
 from cnnkit.errors import CnnkitError
 
 __all__ = ["build_parser", "main"]
@@ -39,7 +39,7 @@ SUBCOMMANDS = (train, tune, lr_find, evaluate, predict, explain, report, show_ba
                check_data)  # fmt: skip
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(SuggestingParser):
     """The top-level parser: an unknown flag is refused with the subcommand's nearest flag (``--modle``)."""
 
     def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]

@@ -18,11 +18,24 @@ if TYPE_CHECKING:
     from cnnkit.recipe.config import Option
 
 from cnnkit._flags import command_line, field_flags, flag_of, option_fields
+from cnnkit._suggest import did_you_mean
 
-__all__ = ["LazyParser", "add_options", "command_line", "flag_of", "given_options"]
+__all__ = ["LazyParser", "SuggestingParser", "add_options", "command_line", "flag_of", "given_options"]
 
 
-class LazyParser(argparse.ArgumentParser):
+class SuggestingParser(argparse.ArgumentParser):
+    """argparse's parser whose refusal of a value outside the choices names the nearest one."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's own check and message, with the nearest choice: `--optimizer adma` -> "did you mean 'adam'?"
+        if action.choices is not None and value not in action.choices:
+            choices = [str(choice) for choice in action.choices]
+            listed = ", ".join(map(repr, choices))
+            hint = did_you_mean(str(value), choices, 1)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {listed}){hint}")
+
+
+class LazyParser(SuggestingParser):
     """A subcommand's parser that adds its arguments (``arguments(parser)``) when it is first used.
 
     ``cnnkit train``'s flags are generated from :class:`~cnnkit.recipe.config.TrainConfig`, and
